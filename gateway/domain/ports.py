@@ -1,0 +1,256 @@
+"""Ports: what the relay and the workers need from the outside world.
+
+Each is a ``Protocol`` with a real implementation (SQLAlchemy, twilio, libxmtp) and a
+test double; the same contract tests run against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from gateway.domain.ids import (
+    ConversationId,
+    DeliveryId,
+    MessageId,
+    ParticipantId,
+    PhoneNumber,
+    WalletAddress,
+)
+from gateway.domain.models import (
+    Channel,
+    Consent,
+    Contact,
+    Conversation,
+    ConversationState,
+    Delivery,
+    DeliveryJob,
+    DeliveryState,
+    Event,
+    Media,
+    Message,
+    MessageSource,
+    Participant,
+)
+
+# --- store -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewParticipant:
+    conversation_id: ConversationId
+    channel: Channel
+    identity: WalletAddress | None = None
+    address: PhoneNumber | None = None
+    proxy_address: PhoneNumber | None = None
+    consent: Consent = Consent.UNKNOWN
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    conversation_id: ConversationId
+    author: ParticipantId | None
+    body: str | None
+    source: MessageSource
+    external_id: str | None = None
+    media: tuple[Media, ...] = ()
+    attributes: Mapping[str, Any] = field(default_factory=dict)
+
+
+class StoreTx(Protocol):
+    """One database transaction. Everything done through it commits together when the
+    ``Store.transaction()`` block exits normally and rolls back if it raises."""
+
+    # conversations
+    async def create_conversation(
+        self, *, rule: str | None, friendly_name: str | None = None,
+        unique_name: str | None = None, attributes: Mapping[str, Any] | None = None,
+        now: datetime,
+    ) -> Conversation:
+        """Raises ``Conflict`` when unique_name is taken."""
+    async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None: ...
+    async def get_conversation_by_unique_name(self, unique_name: str) -> Conversation | None: ...
+    async def get_conversation_by_group(self, xmtp_group_id: str) -> Conversation | None: ...
+    async def set_conversation_group(
+        self, conversation_id: ConversationId, xmtp_group_id: str) -> None: ...
+    async def set_conversation_state(
+        self, conversation_id: ConversationId, state: ConversationState, *, now: datetime,
+    ) -> Conversation:
+        """Closing or deactivating frees the conversation's (address, proxy) pairs."""
+
+    # participants
+    async def add_participant(self, new: NewParticipant, *, now: datetime) -> Participant:
+        """Raises ``ActivePairConflict`` when a non-chat participant's (address, proxy)
+        pair is already in an active conversation, ``Conflict`` when the same wallet is
+        already an active participant of this conversation."""
+    async def get_participant(self, participant_id: ParticipantId) -> Participant | None: ...
+    async def list_participants(
+        self, conversation_id: ConversationId, *, include_left: bool = False,
+    ) -> list[Participant]: ...
+    async def find_phone_participant(
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+    ) -> Participant | None:
+        """The participant with this pair in an *active* conversation, if any."""
+    async def remove_participant(self, participant_id: ParticipantId, *, now: datetime) -> None: ...
+    async def set_participant_consent(
+        self, participant_id: ParticipantId, consent: Consent) -> None: ...
+
+    # messages
+    async def add_message(self, new: NewMessage, *, now: datetime) -> Message:
+        """Appends with the next gap-free index of its conversation and updates the
+        conversation's last_message_at. Raises ``DuplicateMessage`` when (source,
+        external_id) was already recorded — the caller then answers as if it had just
+        recorded it. The body is encrypted at rest."""
+    async def get_message(self, message_id: MessageId) -> Message | None: ...
+    async def find_message(self, source: MessageSource, external_id: str) -> Message | None: ...
+
+    # deliveries (the outbox)
+    async def add_delivery(
+        self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
+        now: datetime, not_before: datetime | None = None,
+    ) -> Delivery: ...
+    async def get_delivery(self, delivery_id: DeliveryId) -> Delivery | None: ...
+    async def list_deliveries(self, message_id: MessageId) -> list[Delivery]: ...
+    async def claim_deliveries(
+        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
+    ) -> list[DeliveryJob]:
+        """Pending deliveries due at ``now`` on these channels move to ``sending`` with
+        attempts + 1 and a lease; on PostgreSQL rows locked by another worker are skipped
+        (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
+    async def mark_sent(
+        self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+    ) -> Delivery:
+        """Records the provider's id, then applies any status callback that arrived for
+        that id before this call (kept by ``apply_status``)."""
+    async def mark_retry(
+        self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> Delivery:
+        """Back to ``pending``, due again at ``next_attempt_at``."""
+    async def mark_failed(
+        self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
+        now: datetime,
+    ) -> Delivery: ...
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery: ...
+    async def apply_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> Delivery | None:
+        """A provider status callback. Moves the delivery forward only (by
+        ``DeliveryState.rank``; delivered never goes back to sent). When no delivery has
+        this provider id yet, the status is kept and applied by ``mark_sent``; returns
+        None then."""
+    async def claim_reconcilable(
+        self, *, now: datetime, lease_until: datetime, limit: int,
+    ) -> list[DeliveryJob]:
+        """Deliveries whose outcome is unknown: state ``unknown``, or ``sending`` with an
+        expired lease (a worker died between claim and result). Re-leased to the caller."""
+
+    # contacts (per phone and proxy number)
+    async def get_contact(
+        self, address: PhoneNumber, proxy_address: PhoneNumber) -> Contact | None: ...
+    async def record_inbound(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, now: datetime,
+    ) -> Contact:
+        """The phone texted us: sets first_inbound_at once, last_inbound_at always."""
+    async def set_contact_consent(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent, *,
+        now: datetime,
+    ) -> Contact: ...
+
+    # quotas
+    async def count_outbound(
+        self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
+    ) -> int:
+        """Deliveries to phones created since ``since``, for one phone or one rule."""
+
+    # chat high-water marks (per XMTP group: the last message's sent time in ns)
+    async def get_cursor(self, key: str) -> int | None: ...
+    async def set_cursor(self, key: str, value: int) -> None:
+        """Only ever moves a cursor forward."""
+
+    # the event log
+    async def add_event(
+        self, type: str, *, conversation_id: ConversationId | None,
+        data: Mapping[str, Any], now: datetime,
+    ) -> Event: ...
+    async def list_events(
+        self, *, after: int, limit: int, conversation_id: ConversationId | None = None,
+    ) -> list[Event]: ...
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[StoreTx]: ...
+    async def ping(self) -> None:
+        """Raises ``StoreError`` when the database cannot be reached."""
+    async def close(self) -> None: ...
+
+
+# --- phone network (Twilio) ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundText:
+    to: PhoneNumber
+    from_: PhoneNumber
+    channel: Channel  # sms or whatsapp; the sender adds the ``whatsapp:`` prefix
+    body: str | None
+    media_urls: tuple[str, ...] = ()
+    status_callback: str | None = None
+    content_sid: str | None = None  # WhatsApp template outside the 24-hour window
+    content_variables: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SentText:
+    provider_id: str  # Twilio's MessageSid (SM… or MM…: opaque)
+    status: str
+
+
+class PhoneNetwork(Protocol):
+    async def send(self, text: OutboundText) -> SentText:
+        """Raises ``RetryableSendError`` (429/5xx/connect errors; ``retry_after`` when
+        the provider said), ``PermanentSendError`` (with the provider's code), or
+        ``UnknownOutcomeError`` when the request may have left (timeout, dropped
+        connection)."""
+    async def find_sent(
+        self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel, sent_after: datetime,
+        body: str | None,
+    ) -> SentText | None:
+        """Reconciliation: the message we may have sent, looked up at the provider."""
+
+
+# --- chat network (XMTP) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    group_id: str
+    message_id: str
+    sender: WalletAddress
+    sent_at_ns: int
+    text: str | None  # None when the content is not text (attachment, reaction, ...)
+    content_type: str  # "text", "attachment", "reaction", ...
+
+
+class ChatNetwork(Protocol):
+    async def is_reachable(self, wallet: WalletAddress) -> bool: ...
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+        """Creates a group of the gateway and ``members``; returns its id. Raises
+        ``WalletNotReachable`` for a member not on XMTP."""
+    async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
+    async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
+    async def send(self, group_id: str, text: str) -> str:
+        """Sends text into the group; returns the message id."""
+    def messages(
+        self, high_water: Callable[[str], Awaitable[int | None]],
+    ) -> AsyncIterator[ChatMessage]:
+        """Messages from others in the gateway's groups: first every message newer than
+        ``high_water(group_id)`` (catch-up), then live ones; after a stream failure it
+        catches up again before streaming. The gateway's own messages are left out.
+        Messages may repeat across restarts; the store's (source, external_id)
+        uniqueness absorbs that."""

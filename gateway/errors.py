@@ -1,0 +1,134 @@
+"""One exception tree for the whole gateway.
+
+Adapters translate library errors (twilio, libxmtp, SQLAlchemy, grpc) into these at
+their edge, so the relay and the handlers only ever catch ``GatewayError`` subclasses.
+Every class carries a stable ``code`` used by the HTTP error middleware.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Root of every error the gateway raises on purpose."""
+
+    code = "gateway_error"
+
+
+# --- configuration -------------------------------------------------------------------
+
+
+class ConfigError(GatewayError):
+    """The configuration is invalid. ``problems`` holds one ``(key_path, message)`` each."""
+
+    code = "config_invalid"
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in problems))
+
+
+# --- input ---------------------------------------------------------------------------
+
+
+class BadRequest(GatewayError):
+    """Input from outside (a webhook, an API call) is malformed."""
+
+    code = "bad_request"
+
+
+class InvalidSignature(GatewayError):
+    """A webhook's signature is missing or wrong, or no auth token is configured."""
+
+    code = "invalid_signature"
+
+
+class NotFound(GatewayError):
+    code = "not_found"
+
+
+class Conflict(GatewayError):
+    code = "conflict"
+
+
+# --- store ---------------------------------------------------------------------------
+
+
+class StoreError(GatewayError):
+    code = "store_error"
+
+
+class DuplicateMessage(StoreError):
+    """(source, external_id) was already recorded; ``existing_id`` is that message."""
+
+    code = "duplicate_message"
+
+    def __init__(self, existing_id: str) -> None:
+        self.existing_id = existing_id
+        super().__init__(f"message already recorded as {existing_id}")
+
+
+class ActivePairConflict(StoreError):
+    """The (address, proxy_address) pair is already in another active conversation."""
+
+    code = "participant_pair_in_use"
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"address/proxy pair already active in conversation {conversation_id}")
+
+
+class UnknownEncryptionKey(StoreError):
+    code = "unknown_encryption_key"
+
+
+# --- delivery ------------------------------------------------------------------------
+
+
+class DeliveryError(GatewayError):
+    code = "delivery_error"
+
+
+class RetryableSendError(DeliveryError):
+    """The provider refused for now (429, 5xx, connection refused): safe to retry."""
+
+    code = "send_retryable"
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 provider_code: int | None = None) -> None:
+        self.retry_after = retry_after
+        self.provider_code = provider_code
+        super().__init__(message)
+
+
+class PermanentSendError(DeliveryError):
+    """The provider refused for good (21610 unsubscribed, 21211 invalid number, ...)."""
+
+    code = "send_permanent"
+
+    def __init__(self, message: str, *, provider_code: int | None = None) -> None:
+        self.provider_code = provider_code
+        super().__init__(message)
+
+
+class UnknownOutcomeError(DeliveryError):
+    """The request may have reached the provider (timeout, dropped connection after
+    sending). Never re-send blindly: reconcile first."""
+
+    code = "send_outcome_unknown"
+
+
+# --- chat network (XMTP) -------------------------------------------------------------
+
+
+class ChatNetworkError(GatewayError):
+    code = "chat_network_error"
+
+
+class WalletNotReachable(ChatNetworkError):
+    """The wallet has no XMTP inbox, so it cannot be added to a group."""
+
+    code = "wallet_not_on_xmtp"
+
+    def __init__(self, wallet: str) -> None:
+        self.wallet = wallet
+        super().__init__(f"{wallet} is not on XMTP")
