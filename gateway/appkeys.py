@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from gateway.domain.ports import ChatNetwork, PhoneNetwork, Store
     from gateway.domain.relay import Relay
     from gateway.metrics import Metrics
+    from gateway.workers import Waker
 
 CONFIG: web.AppKey[GatewayConfig] = web.AppKey("config")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -20,3 +22,5 @@ RELAY: web.AppKey[Relay] = web.AppKey("relay")
 PHONE: web.AppKey[PhoneNetwork] = web.AppKey("phone")
 CHAT: web.AppKey[ChatNetwork] = web.AppKey("chat")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
+WAKER: web.AppKey[Waker] = web.AppKey("waker")
+TASKS: web.AppKey[dict[str, asyncio.Task[None]]] = web.AppKey("tasks")

@@ -1,0 +1,81 @@
+"""Twilio's webhooks: verify, parse, hand to the relay, answer.
+
+Both endpoints check X-Twilio-Signature against ``server.public_url`` + the request's
+path and query (never ``request.url``: behind a proxy that is not the URL Twilio signed),
+and fail closed when no auth token is configured.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from gateway.appkeys import CONFIG, METRICS, RELAY
+from gateway.domain.relay import PhoneText
+from gateway.errors import BadRequest, InvalidSignature
+from gateway.twilio.data import parse_inbound, parse_status
+from gateway.twilio.signature import verify_signature
+
+log = logging.getLogger(__name__)
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+MESSAGES_PATH = "/twilio/messages"
+STATUS_PATH = "/twilio/status"
+
+Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
+
+
+async def _verified_form(request: web.Request, endpoint: str) -> Form:
+    config = request.app[CONFIG]
+    metrics = request.app[METRICS]
+    form = await request.post()  # the app's client_max_size answers 413 above the limit
+    token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
+    url = config.server.public_url.rstrip("/") + request.rel_url.path_qs
+    try:
+        verify_signature(token, url, form, request.headers.get("X-Twilio-Signature"))
+    except InvalidSignature:
+        metrics.webhook_rejected.labels(endpoint, "signature").inc()
+        raise web.HTTPForbidden(text="invalid signature") from None
+    account = form.get("AccountSid")
+    if account != config.twilio.account_sid:
+        metrics.webhook_rejected.labels(endpoint, "account").inc()
+        raise web.HTTPForbidden(text="AccountSid does not match this gateway's account")
+    return form
+
+
+async def inbound_message(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    with metrics.handler_latency.labels("messages").time():
+        form = await _verified_form(request, "messages")
+        try:
+            inbound = parse_inbound(form)
+        except BadRequest as exc:
+            metrics.webhook_rejected.labels("messages", "malformed").inc()
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        outcome = await request.app[RELAY].receive_phone_text(PhoneText(
+            external_id=inbound.message_sid, from_=inbound.from_, to=inbound.to,
+            channel=inbound.channel, body=inbound.body, media=inbound.media))
+        metrics.inbound.labels(inbound.channel.value, outcome.value).inc()
+        return web.Response(text=EMPTY_TWIML, content_type="text/xml")
+
+
+async def delivery_status(request: web.Request) -> web.Response:
+    metrics = request.app[METRICS]
+    with metrics.handler_latency.labels("status").time():
+        form = await _verified_form(request, "status")
+        try:
+            update = parse_status(form)
+        except BadRequest as exc:
+            metrics.webhook_rejected.labels("status", "malformed").inc()
+            raise web.HTTPBadRequest(text=str(exc)) from None
+        await request.app[RELAY].phone_status(
+            update.message_sid, update.state, error_code=update.error_code,
+            error_message=update.error_message)
+        return web.Response(status=204)
+
+
+def add_twilio_routes(app: web.Application) -> None:
+    app.router.add_post(MESSAGES_PATH, inbound_message)
+    app.router.add_post(STATUS_PATH, delivery_status)

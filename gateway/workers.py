@@ -1,0 +1,190 @@
+"""Background work on the chat (XMTP) side: the delivery worker that posts recorded
+messages into conversations' groups, and the stream consumer that records what wallets
+send. Both are generic over the ``ChatNetwork`` port. The phone side's worker lives in
+``gateway.twilio.outbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Iterable
+from datetime import timedelta
+
+from gateway.domain.clock import Clock
+from gateway.domain.ids import WalletAddress
+from gateway.domain.models import Channel, Delivery, DeliveryJob, DeliveryState
+from gateway.domain.ports import ChatNetwork, Store, StoreTx
+from gateway.domain.relay import Relay
+from gateway.errors import GatewayError, WalletNotReachable
+from gateway.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class Waker:
+    """Wakes the worker of a channel as soon as the relay has put work in its outbox."""
+
+    def __init__(self) -> None:
+        self._events: dict[Channel, asyncio.Event] = {}
+
+    def event(self, channel: Channel) -> asyncio.Event:
+        return self._events.setdefault(channel, asyncio.Event())
+
+    def wake(self, channels: Iterable[Channel]) -> None:
+        for channel in channels:
+            self.event(channel).set()
+
+    async def wait(self, channel: Channel, seconds: float) -> None:
+        """Until woken, or ``seconds`` at most (the poll that picks up work other
+        processes put in a shared outbox)."""
+        event = self.event(channel)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        event.clear()
+
+
+def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
+    """Exponential backoff with full jitter (attempt 1 waits up to ``base``)."""
+    return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))  # noqa: S311 - jitter, not crypto
+
+
+class ChatDeliveryWorker:
+    """Posts messages into their conversation's XMTP group: once per message, however
+    many wallets it has, creating the group on first use."""
+
+    def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, clock: Clock,
+                 metrics: Metrics, waker: Waker, *, poll_seconds: float = 1.0,
+                 lease_seconds: float = 120.0, batch: int = 50, max_attempts: int = 10) -> None:
+        self._store = store
+        self._chat = chat
+        self._relay = relay
+        self._clock = clock
+        self._metrics = metrics
+        self._waker = waker
+        self._poll = poll_seconds
+        self._lease = timedelta(seconds=lease_seconds)
+        self._batch = batch
+        self._max_attempts = max_attempts
+
+    async def run(self) -> None:
+        while True:
+            try:
+                done = await self.run_once()
+            except Exception:  # a worker must outlive one bad batch; it is counted and logged
+                self._metrics.worker_errors.labels("chat_delivery").inc()
+                log.exception("chat delivery batch failed")
+                done = 0
+            if done < self._batch:
+                await self._waker.wait(Channel.XMTP, self._poll)
+
+    async def run_once(self) -> int:
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            jobs = await tx.claim_deliveries([Channel.XMTP], now=now,
+                                             lease_until=now + self._lease, limit=self._batch)
+        sent: set[str] = set()
+        for job in jobs:
+            if job.message.id in sent:
+                continue
+            sent.add(job.message.id)
+            await self._deliver(job)
+        return len(jobs)
+
+    async def _deliver(self, job: DeliveryJob) -> None:
+        try:
+            group_id = await self._group_of(job)
+            message_id = await self._chat.send(group_id, self._relay.text_for_wallets(job))
+        except WalletNotReachable as exc:
+            await self._fail_message(job, str(exc))
+            await self._relay.wallet_unreachable(job.conversation.id, WalletAddress(exc.wallet))
+            return
+        except GatewayError as exc:
+            await self._retry_or_fail(job, str(exc))
+            return
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            for delivery in await self._open_deliveries(tx, job):
+                await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
+                self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
+        self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
+            (now - job.message.created_at).total_seconds())
+
+    async def _group_of(self, job: DeliveryJob) -> str:
+        if job.conversation.xmtp_group_id:
+            return job.conversation.xmtp_group_id
+        async with self._store.transaction() as tx:
+            members = [p.identity for p in await tx.list_participants(job.conversation.id)
+                       if p.identity is not None]
+        group_id = await self._chat.create_group(name=job.conversation.friendly_name or "",
+                                                 members=members)
+        async with self._store.transaction() as tx:
+            await tx.set_conversation_group(job.conversation.id, group_id)
+        return group_id
+
+    async def _open_deliveries(self, tx: StoreTx, job: DeliveryJob) -> list[Delivery]:
+        """This message's XMTP deliveries not yet done: one post into the group covers
+        every wallet in it."""
+        return [d for d in await tx.list_deliveries(job.message.id)
+                if d.channel is Channel.XMTP
+                and d.state in (DeliveryState.PENDING, DeliveryState.SENDING)]
+
+    async def _fail_message(self, job: DeliveryJob, reason: str) -> None:
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            for delivery in await self._open_deliveries(tx, job):
+                await tx.mark_failed(delivery.id, error_code=None, error_message=reason, now=now)
+                self._metrics.deliveries.labels(Channel.XMTP.value, "failed").inc()
+
+    async def _retry_or_fail(self, job: DeliveryJob, reason: str) -> None:
+        if job.delivery.attempts >= self._max_attempts:
+            log.error("giving up on XMTP delivery %s: %s", job.delivery.id, reason)
+            await self._fail_message(job, reason)
+            return
+        now = self._clock.now()
+        delay = timedelta(seconds=backoff(job.delivery.attempts))
+        log.warning("XMTP delivery %s failed (%s); retrying in %.1fs", job.delivery.id,
+                    reason, delay.total_seconds())
+        async with self._store.transaction() as tx:
+            for delivery in await self._open_deliveries(tx, job):
+                await tx.mark_retry(delivery.id, next_attempt_at=now + delay, error_code=None,
+                                    error_message=reason, now=now)
+
+
+class ChatStreamConsumer:
+    """Feeds every wallet message to the relay. The ChatNetwork catches up from the
+    stored high-water marks before it streams, so downtime loses nothing; when the stream
+    fails it is opened again after a backoff (counted, logged, never swallowed)."""
+
+    def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, metrics: Metrics, *,
+                 max_backoff: float = 30.0) -> None:
+        self._store = store
+        self._chat = chat
+        self._relay = relay
+        self._metrics = metrics
+        self._max_backoff = max_backoff
+
+    async def high_water(self, group_id: str) -> int | None:
+        async with self._store.transaction() as tx:
+            return await tx.get_cursor(group_id)
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async for message in self._chat.messages(self.high_water):
+                    await self._relay.receive_chat_message(message)
+                    failures = 0
+                raise GatewayError("the chat stream ended")
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the stream must come back; the failure is counted and logged
+                failures += 1
+                self._metrics.stream_failures.inc()
+                delay = backoff(failures, base=0.5, cap=self._max_backoff)
+                log.exception("chat stream failed (%d in a row); reopening in %.1fs",
+                              failures, delay)
+                await asyncio.sleep(delay)
