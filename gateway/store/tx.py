@@ -1,0 +1,582 @@
+"""``StoreTx`` over one SQLAlchemy connection in one transaction.
+
+Unique constraints are hit with ``INSERT … ON CONFLICT DO NOTHING`` and a look-up, never
+with a caught IntegrityError: on PostgreSQL an error aborts the whole transaction, and a
+caller that catches ``DuplicateMessage`` must still be able to use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.domain.ids import (
+    ConversationId,
+    DeliveryId,
+    MessageId,
+    ParticipantId,
+    PhoneNumber,
+    new_conversation_id,
+    new_delivery_id,
+    new_message_id,
+    new_participant_id,
+)
+from gateway.domain.models import (
+    Channel,
+    Consent,
+    Contact,
+    Conversation,
+    ConversationState,
+    Delivery,
+    DeliveryJob,
+    DeliveryState,
+    Event,
+    Message,
+    MessageSource,
+    Participant,
+)
+from gateway.domain.ports import NewMessage, NewParticipant
+from gateway.errors import (
+    ActivePairConflict,
+    BadRequest,
+    Conflict,
+    DuplicateMessage,
+    NotFound,
+    StoreError,
+)
+from gateway.store import engine, rows
+from gateway.store.crypto import ContentCipher
+from gateway.store.tables import (
+    contacts,
+    conversations,
+    cursors,
+    deliveries,
+    events,
+    messages,
+    participants,
+    pending_statuses,
+)
+
+PHONE_CHANNELS = (Channel.SMS.value, Channel.WHATSAPP.value)
+EVENT_LOG_LOCK = "gateway.events"
+
+
+def _pair(address: str, proxy_address: str) -> str:
+    return f"{address} {proxy_address}"
+
+
+class SqlStoreTx:
+    def __init__(self, connection: AsyncConnection, cipher: ContentCipher) -> None:
+        self._conn = connection
+        self._cipher = cipher
+        self._postgres = connection.dialect.name == "postgresql"
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    async def _one(self, query: sa.Executable) -> sa.RowMapping | None:
+        return (await self._conn.execute(query)).mappings().first()
+
+    async def _all(self, query: sa.Executable) -> Sequence[sa.RowMapping]:
+        return (await self._conn.execute(query)).mappings().all()
+
+    async def _lock(self, name: str) -> None:
+        # SQLite needs none: BEGIN IMMEDIATE already made this the only writer
+        if self._postgres:
+            await engine.lock(self._conn, name)
+
+    # --- conversations ---------------------------------------------------------------
+
+    async def create_conversation(
+        self, *, rule: str | None, friendly_name: str | None = None,
+        unique_name: str | None = None, attributes: Mapping[str, Any] | None = None,
+        now: datetime,
+    ) -> Conversation:
+        inserted = await self._one(
+            self._insert(conversations).values(
+                id=new_conversation_id(), unique_name=unique_name, friendly_name=friendly_name,
+                attributes=dict(attributes or {}), state=ConversationState.ACTIVE.value,
+                rule=rule, xmtp_group_id=None, next_message_index=0, created_at=now,
+                updated_at=now, last_message_at=None,
+            ).on_conflict_do_nothing().returning(*conversations.c))
+        if inserted is None:
+            raise Conflict(f"a conversation named {unique_name!r} already exists")
+        return rows.conversation(inserted)
+
+    async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
+        row = await self._one(conversations.select().where(conversations.c.id == conversation_id))
+        return rows.conversation(row) if row else None
+
+    async def get_conversation_by_unique_name(self, unique_name: str) -> Conversation | None:
+        row = await self._one(
+            conversations.select().where(conversations.c.unique_name == unique_name))
+        return rows.conversation(row) if row else None
+
+    async def get_conversation_by_group(self, xmtp_group_id: str) -> Conversation | None:
+        row = await self._one(
+            conversations.select().where(conversations.c.xmtp_group_id == xmtp_group_id))
+        return rows.conversation(row) if row else None
+
+    async def set_conversation_group(
+        self, conversation_id: ConversationId, xmtp_group_id: str,
+    ) -> None:
+        holder = await self.get_conversation_by_group(xmtp_group_id)
+        if holder is not None and holder.id != conversation_id:
+            raise Conflict(f"group {xmtp_group_id} already belongs to conversation {holder.id}")
+        result = await self._conn.execute(
+            conversations.update().where(conversations.c.id == conversation_id)
+            .values(xmtp_group_id=xmtp_group_id))
+        if result.rowcount == 0:
+            raise NotFound(f"no conversation {conversation_id}")
+
+    async def set_conversation_state(
+        self, conversation_id: ConversationId, state: ConversationState, *, now: datetime,
+    ) -> Conversation:
+        current = await self._locked_conversation(conversation_id)
+        was_active = current["state"] == ConversationState.ACTIVE.value
+        if state is ConversationState.ACTIVE and not was_active:
+            await self._reclaim_pairs(conversation_id)
+        elif state is not ConversationState.ACTIVE and was_active:
+            await self._conn.execute(
+                participants.update().where(participants.c.conversation_id == conversation_id)
+                .values(active_pair=None))
+        row = await self._one(
+            conversations.update().where(conversations.c.id == conversation_id)
+            .values(state=state.value, updated_at=now).returning(*conversations.c))
+        assert row is not None  # locked above
+        return rows.conversation(row)
+
+    async def _locked_conversation(self, conversation_id: ConversationId) -> sa.RowMapping:
+        row = await self._one(
+            conversations.select().where(conversations.c.id == conversation_id)
+            .with_for_update())
+        if row is None:
+            raise NotFound(f"no conversation {conversation_id}")
+        return row
+
+    async def _reclaim_pairs(self, conversation_id: ConversationId) -> None:
+        """A conversation becomes active again: its phones take their pairs back, unless
+        another active conversation took one meanwhile."""
+        members = await self._all(participants.select().where(
+            participants.c.conversation_id == conversation_id,
+            participants.c.left_at.is_(None), participants.c.address.is_not(None)))
+        for member in members:
+            pair = _pair(member["address"], member["proxy_address"])
+            holder = await self._pair_holder(pair)
+            if holder is not None:
+                raise ActivePairConflict(holder)
+            # a savepoint, so a concurrent claim of the same pair cannot abort everything
+            try:
+                async with self._conn.begin_nested():
+                    await self._conn.execute(
+                        participants.update().where(participants.c.id == member["id"])
+                        .values(active_pair=pair))
+            except sa.exc.IntegrityError:
+                raise ActivePairConflict(await self._pair_holder(pair) or "?") from None
+
+    async def _pair_holder(self, pair: str) -> str | None:
+        row = await self._one(sa.select(participants.c.conversation_id)
+                              .where(participants.c.active_pair == pair))
+        return row["conversation_id"] if row else None
+
+    # --- participants ----------------------------------------------------------------
+
+    async def add_participant(self, new: NewParticipant, *, now: datetime) -> Participant:
+        if new.channel is Channel.XMTP:
+            if new.identity is None or new.address is not None:
+                raise BadRequest("a chat participant has an identity and no address")
+        elif new.address is None or new.proxy_address is None or new.identity is not None:
+            raise BadRequest("a phone participant has an address and a proxy address")
+        conversation = await self._locked_conversation(new.conversation_id)
+        active = conversation["state"] == ConversationState.ACTIVE.value
+        pair = (_pair(new.address, new.proxy_address)
+                if new.address is not None and new.proxy_address is not None else None)
+        inserted = await self._one(
+            self._insert(participants).values(
+                id=new_participant_id(), conversation_id=new.conversation_id,
+                channel=new.channel.value, identity=new.identity, address=new.address,
+                proxy_address=new.proxy_address, consent=new.consent.value,
+                attributes=dict(new.attributes), joined_at=now, left_at=None,
+                active_pair=pair if active else None, active_wallet=new.identity,
+            ).on_conflict_do_nothing().returning(*participants.c))
+        if inserted is not None:
+            return rows.participant(inserted)
+        if pair is not None and (holder := await self._pair_holder(pair)) is not None:
+            raise ActivePairConflict(holder)
+        raise Conflict(f"{new.identity} is already in conversation {new.conversation_id}")
+
+    async def get_participant(self, participant_id: ParticipantId) -> Participant | None:
+        row = await self._one(participants.select().where(participants.c.id == participant_id))
+        return rows.participant(row) if row else None
+
+    async def list_participants(
+        self, conversation_id: ConversationId, *, include_left: bool = False,
+    ) -> list[Participant]:
+        query = participants.select().where(participants.c.conversation_id == conversation_id)
+        if not include_left:
+            query = query.where(participants.c.left_at.is_(None))
+        found = await self._all(query.order_by(participants.c.joined_at, participants.c.id))
+        return [rows.participant(row) for row in found]
+
+    async def find_phone_participant(
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+    ) -> Participant | None:
+        row = await self._one(participants.select().where(
+            participants.c.active_pair == _pair(address, proxy_address)))
+        return rows.participant(row) if row else None
+
+    async def remove_participant(self, participant_id: ParticipantId, *, now: datetime) -> None:
+        member = await self.get_participant(participant_id)
+        if member is None:
+            raise NotFound(f"no participant {participant_id}")
+        if member.left_at is None:
+            await self._conn.execute(
+                participants.update().where(participants.c.id == participant_id)
+                .values(left_at=now, active_pair=None, active_wallet=None))
+
+    async def set_participant_consent(
+        self, participant_id: ParticipantId, consent: Consent,
+    ) -> None:
+        result = await self._conn.execute(
+            participants.update().where(participants.c.id == participant_id)
+            .values(consent=consent.value))
+        if result.rowcount == 0:
+            raise NotFound(f"no participant {participant_id}")
+
+    # --- messages --------------------------------------------------------------------
+
+    async def add_message(self, new: NewMessage, *, now: datetime) -> Message:
+        # The conversation's row lock (SQLite: the write lock) orders writers, so the
+        # next index is read and taken by one transaction at a time: no gaps, no repeats.
+        conversation = await self._locked_conversation(new.conversation_id)
+        index = conversation["next_message_index"]
+        inserted = await self._one(
+            self._insert(messages).values(
+                id=new_message_id(), conversation_id=new.conversation_id, index=index,
+                author_id=new.author, attributes=dict(new.attributes), source=new.source.value,
+                external_id=new.external_id, created_at=now,
+                **rows.seal_content(self._cipher, new.body, new.media),
+            ).on_conflict_do_nothing().returning(*messages.c))
+        if inserted is None:
+            if new.external_id is not None:
+                existing = await self._one(sa.select(messages.c.id).where(
+                    messages.c.source == new.source.value,
+                    messages.c.external_id == new.external_id))
+                if existing is not None:
+                    raise DuplicateMessage(existing["id"])
+            raise StoreError(f"message index {index} of {new.conversation_id} is taken")
+        await self._conn.execute(
+            conversations.update().where(conversations.c.id == new.conversation_id)
+            .values(next_message_index=index + 1, last_message_at=now, updated_at=now))
+        return rows.message(inserted, self._cipher)
+
+    async def get_message(self, message_id: MessageId) -> Message | None:
+        row = await self._one(messages.select().where(messages.c.id == message_id))
+        return rows.message(row, self._cipher) if row else None
+
+    async def reseal_messages(self, *, limit: int) -> int:
+        """Re-encrypts messages sealed under a key other than the active one."""
+        stale = await self._all(
+            messages.select().where(messages.c.key_id.is_not(None),
+                                    messages.c.key_id != self._cipher.active_key)
+            .limit(limit).with_for_update(skip_locked=True))
+        for row in stale:
+            message = rows.message(row, self._cipher)
+            await self._conn.execute(
+                messages.update().where(messages.c.id == message.id)
+                .values(**rows.seal_content(self._cipher, message.body, message.media)))
+        return len(stale)
+
+    async def find_message(self, source: MessageSource, external_id: str) -> Message | None:
+        row = await self._one(messages.select().where(
+            messages.c.source == source.value, messages.c.external_id == external_id))
+        return rows.message(row, self._cipher) if row else None
+
+    # --- deliveries ------------------------------------------------------------------
+
+    async def add_delivery(
+        self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
+        now: datetime, not_before: datetime | None = None,
+    ) -> Delivery:
+        row = await self._one(deliveries.insert().values(
+            id=new_delivery_id(), message_id=message_id, participant_id=participant_id,
+            channel=channel.value, state=DeliveryState.PENDING.value, attempts=0,
+            next_attempt_at=not_before or now, lease_until=None, provider_id=None,
+            error_code=None, error_message=None, created_at=now, updated_at=now,
+        ).returning(*deliveries.c))
+        assert row is not None
+        return rows.delivery(row)
+
+    async def get_delivery(self, delivery_id: DeliveryId) -> Delivery | None:
+        row = await self._one(deliveries.select().where(deliveries.c.id == delivery_id))
+        return rows.delivery(row) if row else None
+
+    async def list_deliveries(self, message_id: MessageId) -> list[Delivery]:
+        found = await self._all(deliveries.select().where(deliveries.c.message_id == message_id)
+                                .order_by(deliveries.c.created_at, deliveries.c.id))
+        return [rows.delivery(row) for row in found]
+
+    async def claim_deliveries(
+        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
+    ) -> list[DeliveryJob]:
+        if limit <= 0 or not channels:
+            return []
+        due = (sa.select(deliveries.c.id)
+               .where(deliveries.c.state == DeliveryState.PENDING.value,
+                      deliveries.c.channel.in_([c.value for c in channels]),
+                      deliveries.c.next_attempt_at <= now)
+               .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+               .limit(limit)
+               .with_for_update(skip_locked=True))  # rendered on PostgreSQL only
+        return await self._lease(due, now=now, lease_until=lease_until,
+                                 changes={"state": DeliveryState.SENDING.value,
+                                          "attempts": deliveries.c.attempts + 1})
+
+    async def claim_reconcilable(
+        self, *, now: datetime, lease_until: datetime, limit: int,
+    ) -> list[DeliveryJob]:
+        if limit <= 0:
+            return []
+        unknown = sa.and_(deliveries.c.state == DeliveryState.UNKNOWN.value,
+                          sa.or_(deliveries.c.lease_until.is_(None),
+                                 deliveries.c.lease_until <= now))
+        abandoned = sa.and_(deliveries.c.state == DeliveryState.SENDING.value,
+                            deliveries.c.lease_until <= now)
+        due = (sa.select(deliveries.c.id).where(sa.or_(unknown, abandoned))
+               .order_by(deliveries.c.updated_at, deliveries.c.id)
+               .limit(limit)
+               .with_for_update(skip_locked=True))
+        # an abandoned send's outcome is unknown from now on, whoever holds it next
+        return await self._lease(due, now=now, lease_until=lease_until,
+                                 changes={"state": DeliveryState.UNKNOWN.value})
+
+    async def _lease(self, due: sa.Select[tuple[str]], *, now: datetime, lease_until: datetime,
+                     changes: dict[str, Any]) -> list[DeliveryJob]:
+        ids = [row["id"] for row in await self._all(due)]
+        if not ids:
+            return []
+        await self._conn.execute(
+            deliveries.update().where(deliveries.c.id.in_(ids))
+            .values(lease_until=lease_until, updated_at=now, **changes))
+        return await self._jobs(ids)
+
+    async def _jobs(self, ids: list[str]) -> list[DeliveryJob]:
+        found = {row["id"]: rows.delivery(row) for row in
+                 await self._all(deliveries.select().where(deliveries.c.id.in_(ids)))}
+        message_rows = await self._all(messages.select().where(
+            messages.c.id.in_({d.message_id for d in found.values()})))
+        by_message = {row["id"]: rows.message(row, self._cipher) for row in message_rows}
+        wanted = {d.participant_id for d in found.values()}
+        wanted |= {m.author for m in by_message.values() if m.author is not None}
+        by_participant = {row["id"]: rows.participant(row) for row in await self._all(
+            participants.select().where(participants.c.id.in_(wanted)))}
+        by_conversation = {row["id"]: rows.conversation(row) for row in await self._all(
+            conversations.select().where(conversations.c.id.in_(
+                {m.conversation_id for m in by_message.values()})))}
+        jobs = []
+        for delivery_id in ids:
+            delivery = found[delivery_id]
+            message = by_message[delivery.message_id]
+            jobs.append(DeliveryJob(
+                delivery=delivery, message=message,
+                target=by_participant[delivery.participant_id],
+                conversation=by_conversation[message.conversation_id],
+                author=by_participant[message.author] if message.author is not None else None,
+            ))
+        return jobs
+
+    async def _update_delivery(self, delivery_id: DeliveryId, **values: Any) -> Delivery:
+        row = await self._one(deliveries.update().where(deliveries.c.id == delivery_id)
+                              .values(**values).returning(*deliveries.c))
+        if row is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        return rows.delivery(row)
+
+    async def mark_sent(
+        self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+    ) -> Delivery:
+        # the same lock as apply_status, so a callback racing this call either sees the
+        # provider id or leaves its status for us to find below
+        await self._lock(f"provider:{provider_id}")
+        current = await self.get_delivery(delivery_id)
+        if current is None:
+            raise NotFound(f"no delivery {delivery_id}")
+        state = max(current.state, DeliveryState.SENT, key=lambda s: s.rank)
+        delivery = await self._update_delivery(
+            delivery_id, provider_id=provider_id, state=state.value, lease_until=None,
+            next_attempt_at=None, updated_at=now)
+        early = await self._one(pending_statuses.delete()
+                                .where(pending_statuses.c.provider_id == provider_id)
+                                .returning(*pending_statuses.c))
+        if early is not None:
+            delivery = await self._advance(delivery, DeliveryState(early["state"]),
+                                           error_code=early["error_code"],
+                                           error_message=early["error_message"], now=now)
+        return delivery
+
+    async def mark_retry(
+        self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> Delivery:
+        return await self._update_delivery(
+            delivery_id, state=DeliveryState.PENDING.value, next_attempt_at=next_attempt_at,
+            lease_until=None, error_code=error_code, error_message=error_message,
+            updated_at=now)
+
+    async def mark_failed(
+        self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
+        now: datetime,
+    ) -> Delivery:
+        return await self._update_delivery(
+            delivery_id, state=DeliveryState.FAILED.value, next_attempt_at=None,
+            lease_until=None, error_code=error_code, error_message=error_message,
+            updated_at=now)
+
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery:
+        # no lease: the reconciler may take it at once
+        return await self._update_delivery(
+            delivery_id, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
+            lease_until=None, updated_at=now)
+
+    async def apply_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> Delivery | None:
+        await self._lock(f"provider:{provider_id}")
+        found = await self._all(deliveries.select()
+                                .where(deliveries.c.provider_id == provider_id)
+                                .order_by(deliveries.c.id))
+        if not found:
+            await self._keep_early_status(provider_id, state, error_code=error_code,
+                                          error_message=error_message, now=now)
+            return None
+        updated = [await self._advance(rows.delivery(row), state, error_code=error_code,
+                                       error_message=error_message, now=now)
+                   for row in found]
+        return updated[0]
+
+    async def _advance(self, delivery: Delivery, state: DeliveryState, *,
+                       error_code: int | None, error_message: str | None,
+                       now: datetime) -> Delivery:
+        if state.rank <= delivery.state.rank:
+            return delivery  # late or repeated news: delivered never goes back to sent
+        values: dict[str, Any] = {"state": state.value, "updated_at": now, "lease_until": None}
+        if error_code is not None or error_message is not None:
+            values |= {"error_code": error_code, "error_message": error_message}
+        return await self._update_delivery(delivery.id, **values)
+
+    async def _keep_early_status(self, provider_id: str, state: DeliveryState, *,
+                                 error_code: int | None, error_message: str | None,
+                                 now: datetime) -> None:
+        insert = self._insert(pending_statuses).values(
+            provider_id=provider_id, state=state.value, rank=state.rank,
+            error_code=error_code, error_message=error_message, received_at=now)
+        await self._conn.execute(insert.on_conflict_do_update(
+            index_elements=[pending_statuses.c.provider_id],
+            set_={"state": insert.excluded.state, "rank": insert.excluded.rank,
+                  "error_code": insert.excluded.error_code,
+                  "error_message": insert.excluded.error_message,
+                  "received_at": insert.excluded.received_at},
+            where=pending_statuses.c.rank < insert.excluded.rank))
+
+    # --- contacts --------------------------------------------------------------------
+
+    async def get_contact(
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+    ) -> Contact | None:
+        row = await self._one(contacts.select().where(
+            contacts.c.address == address, contacts.c.proxy_address == proxy_address))
+        return rows.contact(row) if row else None
+
+    async def record_inbound(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, now: datetime,
+    ) -> Contact:
+        insert = self._insert(contacts).values(
+            address=address, proxy_address=proxy_address, consent=Consent.UNKNOWN.value,
+            first_inbound_at=now, last_inbound_at=now, updated_at=now)
+        return await self._upsert_contact(insert.on_conflict_do_update(
+            index_elements=[contacts.c.address, contacts.c.proxy_address],
+            set_={"first_inbound_at": sa.func.coalesce(contacts.c.first_inbound_at,
+                                                       insert.excluded.first_inbound_at),
+                  "last_inbound_at": insert.excluded.last_inbound_at,
+                  "updated_at": insert.excluded.updated_at}))
+
+    async def set_contact_consent(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent, *,
+        now: datetime,
+    ) -> Contact:
+        insert = self._insert(contacts).values(
+            address=address, proxy_address=proxy_address, consent=consent.value,
+            first_inbound_at=None, last_inbound_at=None, updated_at=now)
+        return await self._upsert_contact(insert.on_conflict_do_update(
+            index_elements=[contacts.c.address, contacts.c.proxy_address],
+            set_={"consent": insert.excluded.consent,
+                  "updated_at": insert.excluded.updated_at}))
+
+    async def _upsert_contact(self, upsert: sa.Insert) -> Contact:
+        row = await self._one(upsert.returning(*contacts.c))
+        assert row is not None  # an upsert always yields its row
+        return rows.contact(row)
+
+    # --- quotas ----------------------------------------------------------------------
+
+    async def count_outbound(
+        self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
+    ) -> int:
+        query = (sa.select(sa.func.count())
+                 .select_from(deliveries.join(participants,
+                                              deliveries.c.participant_id == participants.c.id))
+                 .where(deliveries.c.channel.in_(PHONE_CHANNELS),
+                        deliveries.c.created_at >= since))
+        if address is not None:
+            query = query.where(participants.c.address == address)
+        if rule is not None:
+            query = (query.join(conversations,
+                                participants.c.conversation_id == conversations.c.id)
+                     .where(conversations.c.rule == rule))
+        return int((await self._conn.execute(query)).scalar_one())
+
+    # --- chat cursors ----------------------------------------------------------------
+
+    async def get_cursor(self, key: str) -> int | None:
+        row = await self._one(sa.select(cursors.c.value).where(cursors.c.key == key))
+        return int(row["value"]) if row else None
+
+    async def set_cursor(self, key: str, value: int) -> None:
+        insert = self._insert(cursors).values(key=key, value=value)
+        await self._conn.execute(insert.on_conflict_do_update(
+            index_elements=[cursors.c.key], set_={"value": insert.excluded.value},
+            where=cursors.c.value < insert.excluded.value))
+
+    # --- the event log ---------------------------------------------------------------
+
+    async def add_event(
+        self, type: str, *, conversation_id: ConversationId | None,
+        data: Mapping[str, Any], now: datetime,
+    ) -> Event:
+        # Readers page by ``id > after``. PostgreSQL hands out ids at insert, not at
+        # commit, so two transactions could commit out of id order and a reader would skip
+        # the lower id for good. Holding a lock from here to commit makes id order equal
+        # commit order. (SQLite has one writer, so it already is.)
+        await self._lock(EVENT_LOG_LOCK)
+        row = await self._one(events.insert().values(
+            type=type, conversation_id=conversation_id, data=dict(data), created_at=now,
+        ).returning(*events.c))
+        assert row is not None
+        return rows.event(row)
+
+    async def list_events(
+        self, *, after: int, limit: int, conversation_id: ConversationId | None = None,
+    ) -> list[Event]:
+        query = events.select().where(events.c.id > after)
+        if conversation_id is not None:
+            query = query.where(events.c.conversation_id == conversation_id)
+        found = await self._all(query.order_by(events.c.id).limit(limit))
+        return [rows.event(row) for row in found]
