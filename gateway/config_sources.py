@@ -1,0 +1,236 @@
+"""What happens to the YAML before it is validated: ``${ENV}`` interpolation, placeholder
+detection, and ``generate`` secrets kept in ``<data_dir>/secrets.yaml``.
+
+Each step walks the raw mapping with the key path of every value, so a problem is
+reported as ``rules[2].proxy: ...`` like the validation errors that follow.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import os
+import re
+import secrets
+import stat
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+Problems = list[tuple[str, str]]
+KeyPath = tuple[str | int, ...]
+
+GENERATE = "generate"
+SECRETS_FILE = "secrets.yaml"
+
+_ENV_REF = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
+_BROKEN_REF = re.compile(r"\$\{[^}]*\}?")
+
+# Whole-value matches only: "changeme" is a placeholder, "http://example.org" is not.
+_PLACEHOLDER = re.compile(
+    r"""(?ix)
+    change[-_ ]?me | replace[-_ ]?me | todo | fixme | tbd | placeholder | secret
+    | x{3,} | \.{3} | … | <.*> | your[-_ ].*[-_ ]here | insert[-_ ].*
+    """
+)
+
+# The secp256k1 group order: a private key must be below it and not zero.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def format_path(path: KeyPath) -> str:
+    """("rules", 2, "proxy") -> "rules[2].proxy"; odd keys are quoted: numbers["+1555"]."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", part):
+            out += f".{part}" if out else part
+        else:
+            out += f'["{part}"]'
+    return out
+
+
+def walk(value: Any, path: KeyPath = ()) -> Iterator[tuple[KeyPath, Any]]:
+    """Every leaf (non-mapping, non-list value) with its key path."""
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from walk(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from walk(item, (*path, index))
+    else:
+        yield path, value
+
+
+def _map_leaves(value: Any, func: Callable[[KeyPath, Any], Any], path: KeyPath = ()) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _map_leaves(item, func, (*path, str(key))) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_map_leaves(item, func, (*path, index)) for index, item in enumerate(value)]
+    return func(path, value)
+
+
+# --- ${ENV} ----------------------------------------------------------------------------
+
+
+def interpolate(raw: Any, env: Mapping[str, str], problems: Problems) -> Any:
+    """Replaces ``${VAR}`` and ``${VAR:-default}`` in every string value (keys are left
+    alone). The default applies when VAR is unset or empty, as in the shell; ``$$`` is a
+    literal ``$``. A missing variable without default is a problem at that key path."""
+
+    def one(path: KeyPath, value: Any) -> Any:
+        if not isinstance(value, str) or "$" not in value:
+            return value
+
+        def sub(found: re.Match[str]) -> str:
+            if found.group(0) == "$$":
+                return "$"
+            name, default = found.group("name"), found.group("default")
+            if env.get(name):
+                return env[name]
+            if default is not None:
+                return default
+            problems.append((format_path(path), f"environment variable {name} is not set"))
+            return ""
+
+        result = _ENV_REF.sub(sub, value)
+        leftover = _BROKEN_REF.search(_ENV_REF.sub("", value))
+        if leftover:
+            problems.append((format_path(path),
+                             f"malformed reference {leftover.group(0)!r} (use ${{NAME}} "
+                             "or ${NAME:-default})"))
+        return result
+
+    return _map_leaves(raw, one)
+
+
+# --- placeholders ----------------------------------------------------------------------
+
+
+def find_placeholders(raw: Any) -> Problems:
+    return [(format_path(path), f"placeholder value {value!r}: put the real value here")
+            for path, value in walk(raw)
+            if isinstance(value, str) and _PLACEHOLDER.fullmatch(value.strip())]
+
+
+# --- generated secrets -----------------------------------------------------------------
+
+
+def _random_private_key() -> str:
+    while True:
+        key = secrets.token_bytes(32)
+        if 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+            return "0x" + key.hex()
+
+
+GENERATORS: dict[str, Callable[[], str]] = {
+    "database_key": lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    "private_key": _random_private_key,
+    "hex32": lambda: secrets.token_hex(32),
+    "token": lambda: secrets.token_urlsafe(32),
+    "account_sid": lambda: "AC" + secrets.token_hex(16),
+}
+
+
+def generatable(path: KeyPath, raw: Mapping[str, Any]) -> str | None:
+    """Which generator a key path may use for ``generate``, or None when it may not."""
+    simulated = _dig(raw, ("twilio", "simulator", "embedded")) is True
+    match path:
+        case ("database", "encryption_keys", str()):
+            return "database_key"
+        case ("xmtp" | "demo", "wallet_key"):
+            return "private_key"
+        case ("xmtp", "db_encryption_key"):
+            return "hex32"
+        case ("webhooks", "secret") | ("api", "tokens", int()):
+            return "token"
+        case ("twilio", "auth_token") if simulated:
+            return "token"
+        case ("twilio", "account_sid") if simulated:
+            return "account_sid"
+    return None
+
+
+def _dig(raw: Any, path: KeyPath) -> Any:
+    for part in path:
+        if isinstance(part, str) and isinstance(raw, Mapping):
+            raw = raw.get(part)
+        elif isinstance(part, int) and isinstance(raw, list) and part < len(raw):
+            raw = raw[part]
+        else:
+            return None
+    return raw
+
+
+def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: bool) -> Any:
+    """Replaces every ``generate`` value by a secret kept in ``<data_dir>/secrets.yaml``:
+    made with ``secrets`` the first time, read back afterwards, so restarts keep the same
+    wallet and database key. With ``persist=False`` (check-config) nothing is written:
+    values already in the file are used, others are made up for this run only."""
+    wanted: dict[str, str] = {}
+    for path, value in walk(raw):
+        if value != GENERATE:
+            continue
+        kind = generatable(path, raw) if isinstance(raw, Mapping) else None
+        if kind is None:
+            problems.append((format_path(path), "'generate' is not supported for this key"))
+        else:
+            wanted[format_path(path)] = kind
+    if not wanted:
+        return raw
+    try:
+        stored = _read_or_extend(data_dir / SECRETS_FILE, wanted, persist=persist)
+    except (OSError, ValueError) as exc:
+        for key in wanted:
+            problems.append((key, f"cannot keep a generated secret in {data_dir / SECRETS_FILE}:"
+                                  f" {exc}"))
+        return raw
+
+    def one(path: KeyPath, value: Any) -> Any:
+        key = format_path(path)
+        return stored[key] if value == GENERATE and key in stored else value
+
+    return _map_leaves(raw, one)
+
+
+def _read_or_extend(file: Path, wanted: Mapping[str, str], *, persist: bool) -> dict[str, str]:
+    if not persist:
+        stored = _read_secrets(file) if file.exists() else {}
+        return {key: stored.get(key) or GENERATORS[kind]() for key, kind in wanted.items()}
+    file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Two processes starting at once (several gateways on one PostgreSQL) must agree.
+    with open(file.with_name(file.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        stored = _read_secrets(file) if file.exists() else {}
+        missing = {key: GENERATORS[kind]() for key, kind in wanted.items() if key not in stored}
+        if missing:
+            stored.update(missing)
+            _write_secrets(file, stored)
+    return stored
+
+
+def _read_secrets(file: Path) -> dict[str, str]:
+    mode = stat.S_IMODE(file.stat().st_mode)
+    if mode & 0o077:
+        raise ValueError(f"it is readable by others (mode {mode:o}); run chmod 600 on it")
+    loaded = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()):
+        raise ValueError("it is not a mapping of key path to secret")
+    return loaded
+
+
+def _write_secrets(file: Path, stored: Mapping[str, str]) -> None:
+    text = ("# Secrets generated by the gateway for config values set to 'generate'.\n"
+            "# Keep this file: it holds the gateway's wallet and database keys.\n"
+            + yaml.safe_dump(dict(sorted(stored.items())), default_flow_style=False))
+    partial = file.with_name(file.name + ".partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, file)
