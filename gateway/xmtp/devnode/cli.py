@@ -1,0 +1,32 @@
+"""``gateway devnode``: run the local XMTP node in the foreground until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+from gateway.xmtp.devnode.server import DevNode
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    node = await DevNode.open(db=args.db, host=args.host, port=args.port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"devnode listening on {node.url} (db {args.db}); Ctrl-C stops it", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await node.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0

@@ -1,0 +1,85 @@
+"""The devnode: both gRPC services over one SQLite store, startable in-process.
+
+    async with DevNode.start(db=":memory:") as node:
+        client = await XmtpClient.create(node.url, ...)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import grpc
+
+from gateway.xmtp.devnode.identity_service import IdentityService
+from gateway.xmtp.devnode.mls_service import MlsService
+from gateway.xmtp.devnode.storage import DevNodeStorage, StoredGroupMessage, StoredWelcome
+from gateway.xmtp.devnode.subscriptions import DEFAULT_CAPACITY, Hub
+
+log = logging.getLogger("gateway.xmtp.devnode")
+
+# libxmtp sends batches of welcomes and commits; the default 4 MiB is too tight for big groups
+_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+
+class DevNode:
+    """A running devnode. Create it with ``DevNode.start(...)``."""
+
+    def __init__(self, server: grpc.aio.Server, storage: DevNodeStorage,
+                 host: str, port: int) -> None:
+        self._server = server
+        self._storage = storage
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        """What libxmtp takes as its v3 host (plain HTTP/2 on loopback)."""
+        return f"http://{self.host}:{self.port}"
+
+    @classmethod
+    async def open(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
+                   subscriber_capacity: int = DEFAULT_CAPACITY) -> DevNode:
+        """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done."""
+        storage = DevNodeStorage(db)
+        groups: Hub[StoredGroupMessage] = Hub(subscriber_capacity)
+        welcomes: Hub[StoredWelcome] = Hub(subscriber_capacity)
+        server = grpc.aio.server(options=[
+            ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share
+            ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+        ])
+        server.add_generic_rpc_handlers((
+            IdentityService(storage).handler(),
+            MlsService(storage, groups, welcomes).handler(),
+        ))
+        try:
+            bound = server.add_insecure_port(f"{host}:{port}")
+            await server.start()
+        except BaseException:
+            storage.close()
+            raise
+        node = cls(server, storage, host, bound)
+        log.info("devnode serving on %s (db %s)", node.url, db)
+        return node
+
+    @classmethod
+    @asynccontextmanager
+    async def start(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
+                    subscriber_capacity: int = DEFAULT_CAPACITY) -> AsyncIterator[DevNode]:
+        node = await cls.open(db=db, host=host, port=port,
+                              subscriber_capacity=subscriber_capacity)
+        try:
+            yield node
+        finally:
+            await node.close()
+
+    async def wait_closed(self) -> None:
+        await self._server.wait_for_termination()
+
+    async def close(self, grace: float = 0.5) -> None:
+        """Stops accepting calls, ends open streams after ``grace`` seconds, closes the db."""
+        await self._server.stop(grace)
+        self._storage.close()
+        log.info("devnode on port %d stopped", self.port)
