@@ -13,10 +13,10 @@ import phonenumbers
 from gateway.domain.ids import PhoneNumber
 from gateway.errors import BadRequest
 
-# What looks like an E.164 number anywhere in a log line: "+", then 7 to 15 digits, not
-# glued to other digits. Loose on purpose: masking a non-number costs nothing, leaking a
-# number does.
-MASK_PATTERN = re.compile(r"(?<![\w+])\+(\d{7,15})(?!\d)")
+# What looks like an E.164 number anywhere in a log line: "+" (or "%2B", URL-encoded as
+# in a webhook body), then 7 to 15 digits, not glued to other digits. Loose on purpose:
+# masking a non-number costs nothing, leaking a number does.
+MASK_PATTERN = re.compile(r"(?<![\w+])(?P<plus>\+|%2[Bb])(?P<digits>\d{7,15})(?!\d)")
 
 _KEEP_TAIL = 4
 
@@ -103,4 +103,4 @@ def mask(phone: str) -> str:
 
 def mask_text(text: str) -> str:
     """Masks every E.164-looking number inside free text."""
-    return MASK_PATTERN.sub(lambda m: mask(m.group(0)), text)
+    return MASK_PATTERN.sub(lambda m: m.group("plus") + mask("+" + m.group("digits"))[1:], text)
