@@ -1,0 +1,89 @@
+"""``GET /v1/events``: the event log as server-sent events.
+
+Resumable: each event carries its log id, and a reconnecting client sends the last one
+it saw as ``Last-Event-ID`` (or ``?after=``); the stream continues strictly after it, so
+nothing is missed or repeated. Without either, the stream starts at the log's end (new
+events only); ``after=0`` replays the whole log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiohttp import web
+
+from gateway.api import params
+from gateway.api.errors import InvalidParameter
+from gateway.api.hub import EVENT_TYPES, sse_frame
+from gateway.api.keys import API_QUERIES, API_SETTINGS, EVENT_HUB
+from gateway.domain.ids import ConversationId
+
+BATCH = 200
+RECONNECT_HINT_MS = 2000
+
+
+def _start_after(request: web.Request) -> int | None:
+    header = request.headers.get("Last-Event-ID")
+    if header is not None and header.strip():
+        try:
+            value = int(header)
+        except ValueError:
+            raise InvalidParameter("Last-Event-ID must be an event id (an integer)") from None
+        if value < 0:
+            raise InvalidParameter("Last-Event-ID must not be negative")
+        return value
+    return params.query_int(request, "after")
+
+
+def _types(request: web.Request) -> frozenset[str] | None:
+    raw = request.query.get("types")
+    if raw is None:
+        return None
+    wanted = frozenset(t.strip() for t in raw.split(",") if t.strip())
+    unknown = wanted - set(EVENT_TYPES)
+    if unknown or not wanted:
+        raise InvalidParameter(f"types must be a comma-separated list of: "
+                               f"{', '.join(EVENT_TYPES)}")
+    return wanted
+
+
+async def stream_events(request: web.Request) -> web.StreamResponse:
+    queries = request.app[API_QUERIES]
+    hub = request.app[EVENT_HUB]
+    heartbeat = request.app[API_SETTINGS].heartbeat_interval
+    raw_conversation = request.query.get("conversation_id")
+    conversation_id = ConversationId(raw_conversation) if raw_conversation else None
+    types = _types(request)
+    after = _start_after(request)
+    cursor = after if after is not None else await queries.last_event_id()
+
+    response = web.StreamResponse(headers={
+        "Content-Type": "text/event-stream",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer the stream
+    })
+    await response.prepare(request)
+    await response.write(f"retry: {RECONNECT_HINT_MS}\n\n".encode())
+    with contextlib.suppress(ConnectionResetError):
+        while not hub.closing:
+            signal = hub.signal()
+            events = await queries.list_events(after=cursor, limit=BATCH,
+                                               conversation_id=conversation_id)
+            if events:
+                frames = [sse_frame(r) for r in await hub.render(events)
+                          if types is None or r["type"] in types]
+                if frames:
+                    await response.write(b"".join(frames))
+                cursor = events[-1].id
+                if len(events) == BATCH:
+                    continue
+            try:
+                await asyncio.wait_for(signal.wait(), heartbeat)
+            except TimeoutError:
+                await response.write(b": keep-alive\n\n")
+    return response
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(f"{prefix}/events", stream_events)

@@ -1,0 +1,354 @@
+"""The OpenAPI 3.1 document of ``/v1``, served at ``/v1/openapi.json``.
+
+Written by hand next to the handlers; a test walks every route of the app against it and
+validates real responses with these schemas, and schemathesis fuzzes the API from it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from gateway.api.hub import EVENT_TYPES
+from gateway.api.pagination import MAX_PAGE_SIZE
+from gateway.domain.models import Channel, Consent, ConversationState, DeliveryState, MessageSource
+
+JSON = dict[str, Any]
+
+
+def _ref(name: str) -> JSON:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: JSON) -> JSON:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_TIME = {"type": "string", "format": "date-time"}
+_ID = {"type": "string"}
+_ATTRIBUTES = {"type": "object", "additionalProperties": True}
+_NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
+
+
+def _object(properties: JSON, required: list[str] | None = None) -> JSON:
+    return {"type": "object", "properties": properties,
+            "required": list(properties) if required is None else required,
+            "additionalProperties": False}
+
+
+SCHEMAS: JSON = {
+    "Error": _object({
+        "error": {"type": "string", "description": "what went wrong, for people"},
+        "code": {"type": "string", "description": "a stable code, for programs"},
+    }),
+    "Conversation": _object({
+        "id": _ID,
+        "unique_name": _nullable({"type": "string"}),
+        "friendly_name": _nullable({"type": "string"}),
+        "attributes": _ATTRIBUTES,
+        "state": {"enum": [s.value for s in ConversationState]},
+        "rule": _nullable({"type": "string"}),
+        "xmtp_group_id": _nullable({"type": "string"}),
+        "created_at": _TIME,
+        "updated_at": _TIME,
+        "last_message_at": _nullable(_TIME),
+    }),
+    "Participant": _object({
+        "id": _ID,
+        "conversation_id": _ID,
+        "channel": {"enum": [c.value for c in Channel]},
+        "identity": _nullable({"type": "string"}),
+        "address": _nullable({"type": "string"}),
+        "proxy_address": _nullable({"type": "string"}),
+        "consent": {"enum": [c.value for c in Consent]},
+        "attributes": _ATTRIBUTES,
+        "joined_at": _TIME,
+        "left_at": _nullable(_TIME),
+    }),
+    "Media": _object({"url": {"type": "string"},
+                      "content_type": _nullable({"type": "string"})}),
+    "Receipt": _object({
+        "id": _ID,
+        "message_id": _ID,
+        "participant_id": _ID,
+        "channel": {"enum": [c.value for c in Channel]},
+        "state": {"enum": [s.value for s in DeliveryState]},
+        "attempts": {"type": "integer", "minimum": 0},
+        "error_code": _nullable({"type": "integer"}),
+        "error_message": _nullable({"type": "string"}),
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    }),
+    "Message": _object({
+        "id": _ID,
+        "conversation_id": _ID,
+        "index": {"type": "integer", "minimum": 0},
+        "author": _nullable(_ID),
+        "body": _nullable({"type": "string"}),
+        "media": {"type": "array", "items": _ref("Media")},
+        "attributes": _ATTRIBUTES,
+        "source": {"enum": [s.value for s in MessageSource]},
+        "external_id": _nullable({"type": "string"}),
+        "created_at": _TIME,
+        "receipts": {"type": "array", "items": _ref("Receipt"),
+                     "description": "per-participant delivery receipts (single fetch only)"},
+    }, required=["id", "conversation_id", "index", "author", "body", "media", "attributes",
+                 "source", "external_id", "created_at"]),
+    "Event": _object({
+        "id": {"type": "integer", "minimum": 1},
+        "type": {"enum": list(EVENT_TYPES)},
+        "conversation_id": _nullable(_ID),
+        "created_at": _nullable(_TIME),
+        "data": {"type": "object"},
+    }),
+    "ParticipantList": _object({"data": {"type": "array", "items": _ref("Participant")}}),
+    "ConversationCreate": _object({
+        "friendly_name": _nullable(_NAME),
+        "unique_name": _nullable(_NAME),
+        "attributes": _nullable(_ATTRIBUTES),
+    }, required=[]),
+    "ConversationUpdate": {**_object({
+        "friendly_name": _nullable(_NAME),
+        "unique_name": _nullable(_NAME),
+        "attributes": _nullable(_ATTRIBUTES),
+        "state": {"enum": [s.value for s in ConversationState]},
+    }, required=[]), "minProperties": 1},
+    "ChatParticipantCreate": _object({
+        "identity": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$",
+                     "description": "the wallet address; it must be on XMTP"},
+        "channel": {"const": "xmtp"},
+        "attributes": _nullable(_ATTRIBUTES),
+    }, required=["identity"]),
+    "PhoneParticipantCreate": _object({
+        "address": {"type": "string", "description": "the phone, E.164"},
+        "proxy_address": {"type": "string", "description": "one of the gateway's numbers"},
+        "channel": {"enum": ["sms", "whatsapp"], "default": "sms"},
+        "attributes": _nullable(_ATTRIBUTES),
+    }, required=["address", "proxy_address"]),
+    "MessageCreate": _object({
+        "author": _nullable({"type": "string", "description":
+                             "a participant's id, identity or address; null: the API"}),
+        "body": _nullable({"type": "string"}),
+        "media_url": {"type": "array", "maxItems": 10,
+                      "items": {"type": "string", "format": "uri", "pattern": "^https?://"}},
+        "attributes": _nullable(_ATTRIBUTES),
+    }, required=[]),
+}
+
+
+def _page(item: str) -> JSON:
+    return _object({
+        "data": {"type": "array", "items": _ref(item)},
+        "has_next": {"type": "boolean"},
+        "has_prev": {"type": "boolean"},
+        "next_page_token": _nullable({"type": "string"}),
+        "prev_page_token": _nullable({"type": "string"}),
+    })
+
+
+SCHEMAS["ConversationPage"] = _page("Conversation")
+SCHEMAS["MessagePage"] = _page("Message")
+
+_ERROR_TEXT = {
+    400: "Invalid input (invalid_parameter, invalid_body, invalid_page_token, "
+         "invalid_address, invalid_identity, empty_message)",
+    401: "No or invalid bearer token (missing_token, invalid_token)",
+    403: "The API is disabled: no tokens configured (api_disabled)",
+    404: "Not found (conversation_not_found, participant_not_found, message_not_found)",
+    409: "Conflict (unique_name_taken, conversation_closed, invalid_state_transition, "
+         "participant_exists, participant_pair_in_use)",
+    422: "Refused (wallet_not_on_xmtp, proxy_address_not_ours, address_equals_proxy, "
+         "author_not_participant)",
+    502: "The chat network (XMTP) failed (chat_network_error)",
+}
+
+
+def _responses(ok: int, ok_schema: JSON | None, *errors: int, description: str = "OK") -> JSON:
+    found: JSON = {}
+    if ok_schema is None:
+        found[str(ok)] = {"description": description}
+    else:
+        found[str(ok)] = {"description": description,
+                          "content": {"application/json": {"schema": ok_schema}}}
+    for status in sorted({400, 401, 403, *errors}):
+        found[str(status)] = {"description": _ERROR_TEXT[status],
+                              "content": {"application/json": {"schema": _ref("Error")}}}
+    return found
+
+
+def _query(name: str, schema: JSON, description: str) -> JSON:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+def _path(name: str, description: str) -> JSON:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"},
+            "description": description}
+
+
+def _body(schema: JSON) -> JSON:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_REF = _path("ref", "the conversation's id (CH…) or its unique_name")
+_PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50}
+_TIME_PARAM = {"type": "string", "description": "Unix seconds or ISO 8601"}
+_SINCE = _query("since", _TIME_PARAM, "only messages created at or after this time")
+_UNTIL = _query("until", _TIME_PARAM, "only messages created before this time")
+_TOKEN = _query("page_token", {"type": "string"},
+                "a next/prev token from an earlier page (it carries the filters)")
+
+PATHS: JSON = {
+    "/v1/conversations": {
+        "get": {
+            "operationId": "listConversations", "summary": "List conversations",
+            "parameters": [
+                _query("page_size", _PAGE_SIZE, "conversations per page"),
+                _TOKEN,
+                _query("state", {"enum": [s.value for s in ConversationState]},
+                       "only conversations in this state"),
+            ],
+            "responses": _responses(200, _ref("ConversationPage")),
+        },
+        "post": {
+            "operationId": "createConversation",
+            "summary": "Create a conversation (and its XMTP group)",
+            "requestBody": _body(_ref("ConversationCreate")),
+            "responses": _responses(201, _ref("Conversation"), 409, 502,
+                                    description="Created"),
+        },
+    },
+    "/v1/conversations/{ref}": {
+        "parameters": [_REF],
+        "get": {"operationId": "fetchConversation", "summary": "Fetch a conversation",
+                "responses": _responses(200, _ref("Conversation"), 404)},
+        "patch": {
+            "operationId": "updateConversation",
+            "summary": "Update names, attributes or state (active → inactive → closed)",
+            "requestBody": _body(_ref("ConversationUpdate")),
+            "responses": _responses(200, _ref("Conversation"), 404, 409),
+        },
+        "delete": {"operationId": "deleteConversation", "summary": "Delete a conversation",
+                   "responses": _responses(204, None, 404, 502, description="Deleted")},
+    },
+    "/v1/conversations/{ref}/participants": {
+        "parameters": [_REF],
+        "get": {
+            "operationId": "listParticipants", "summary": "List participants",
+            "parameters": [_query("include_left", {"type": "boolean", "default": False},
+                                  "also those who left")],
+            "responses": _responses(200, _ref("ParticipantList"), 404),
+        },
+        "post": {
+            "operationId": "addParticipant",
+            "summary": "Add a chat (wallet) or non-chat (phone) participant",
+            "requestBody": _body({"oneOf": [_ref("ChatParticipantCreate"),
+                                            _ref("PhoneParticipantCreate")]}),
+            "responses": _responses(201, _ref("Participant"), 404, 409, 422, 502,
+                                    description="Added"),
+        },
+    },
+    "/v1/conversations/{ref}/participants/{participant_id}": {
+        "parameters": [_REF, _path("participant_id", "the participant's id (MB…)")],
+        "get": {"operationId": "fetchParticipant", "summary": "Fetch a participant",
+                "responses": _responses(200, _ref("Participant"), 404)},
+        "delete": {"operationId": "removeParticipant",
+                   "summary": "Remove a participant (a wallet leaves the group)",
+                   "responses": _responses(204, None, 404, 502, description="Removed")},
+    },
+    "/v1/conversations/{ref}/messages": {
+        "parameters": [_REF],
+        "get": {
+            "operationId": "listMessages", "summary": "List a conversation's messages",
+            "parameters": [
+                _query("page_size", _PAGE_SIZE, "messages per page"),
+                _query("order", {"enum": ["asc", "desc"], "default": "asc"},
+                       "by index, ascending or descending"),
+                _query("anchor", {"type": "integer", "minimum": 0},
+                       "start at this message index (inclusive)"),
+                _SINCE, _UNTIL, _TOKEN,
+            ],
+            "responses": _responses(200, _ref("MessagePage"), 404),
+        },
+        "post": {
+            "operationId": "sendMessage",
+            "summary": "Send a message to every other participant on its own channel",
+            "requestBody": _body(_ref("MessageCreate")),
+            "responses": _responses(201, _ref("Message"), 404, 409, 422,
+                                    description="Recorded; deliveries are under way"),
+        },
+    },
+    "/v1/conversations/{ref}/messages/{message_id}": {
+        "parameters": [_REF, _path("message_id", "the message's id (IM…)")],
+        "get": {"operationId": "fetchMessage",
+                "summary": "Fetch a message with its delivery receipts",
+                "responses": _responses(200, _ref("Message"), 404)},
+    },
+    "/v1/messages": {
+        "get": {
+            "operationId": "listAllMessages",
+            "summary": "Messages across conversations, oldest first",
+            "parameters": [_query("limit", _PAGE_SIZE, "messages per page"),
+                           _SINCE, _UNTIL, _TOKEN],
+            "responses": _responses(200, _ref("MessagePage")),
+        },
+    },
+    "/v1/events": {
+        "get": {
+            "operationId": "streamEvents",
+            "summary": "The event log as server-sent events (resumable)",
+            "description": "Each SSE carries `id` (resume with Last-Event-ID), `event` (the "
+                           "type) and `data` (an Event as JSON). Without Last-Event-ID or "
+                           "`after`, only new events are sent.",
+            "parameters": [
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "integer", "minimum": 0},
+                 "description": "resume strictly after this event id"},
+                _query("after", {"type": "integer", "minimum": 0},
+                       "like Last-Event-ID; 0 replays the whole log"),
+                _query("conversation_id", {"type": "string"}, "only this conversation's events"),
+                _query("types", {"type": "string"},
+                       "comma-separated event types: " + ", ".join(EVENT_TYPES)),
+            ],
+            "responses": {
+                **_responses(200, None),
+                "200": {"description": "An endless text/event-stream of Event objects",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}},
+                                    }},
+            },
+        },
+    },
+    "/v1/openapi.json": {
+        "get": {"operationId": "openapi", "summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}}}},
+    },
+}
+
+DOCUMENT: JSON = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "Gateway Conversations API",
+        "version": "1",
+        "description": "Conversations between wallets (XMTP) and phones (SMS, WhatsApp), "
+                       "shaped like Twilio Conversations. Errors are "
+                       '`{"error": message, "code": stable_code}`.',
+    },
+    "servers": [{"url": "/"}],
+    "security": [{"bearer": []}],
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": SCHEMAS,
+    },
+    "paths": PATHS,
+}
+
+
+async def serve_document(request: web.Request) -> web.Response:
+    return web.json_response(DOCUMENT)
+
+
+def add_routes(app: web.Application, prefix: str) -> None:
+    app.router.add_get(f"{prefix}/openapi.json", serve_document)

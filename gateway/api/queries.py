@@ -1,0 +1,73 @@
+"""What the API needs from the store beyond ``StoreTx``: keyset-paged listings and the
+few writes the relay never makes (renaming, deleting a conversation).
+
+Reads open their own short read transaction; writes take the caller's ``StoreTx`` so
+they commit together with the event that announces them.
+Implemented over SQLAlchemy in ``gateway.store.queries``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from gateway.api.pagination import Slice, Window
+from gateway.domain.ids import ConversationId
+from gateway.domain.models import Conversation, ConversationState, Event, Message
+from gateway.domain.ports import StoreTx
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRange:
+    """``since`` <= created_at < ``until``; either end may be open."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+_UNSET: Any = object()
+
+
+class ApiQueries(Protocol):
+    async def list_conversations(
+        self, window: Window, *, state: ConversationState | None,
+    ) -> Slice[Conversation]:
+        """Ordered by (created_at, id); window keys are ``[created_at_iso, id]``."""
+
+    async def list_messages(
+        self, conversation_id: ConversationId, window: Window, *, descending: bool,
+        period: TimeRange,
+    ) -> Slice[Message]:
+        """One conversation's messages ordered by index (descending when asked); window
+        keys are message indexes."""
+
+    async def list_all_messages(self, window: Window, *, period: TimeRange) -> Slice[Message]:
+        """Messages across conversations ordered by (created_at, id); window keys are
+        ``[created_at_iso, id]``."""
+
+    async def last_event_id(self) -> int:
+        """The newest event's id, 0 when the log is empty."""
+
+    async def list_events(
+        self, *, after: int, limit: int, conversation_id: ConversationId | None = None,
+    ) -> list[Event]:
+        """Like ``StoreTx.list_events``, but a conversation's filter also matches its
+        ``conversation.removed`` event, which outlives the conversation's row."""
+
+    async def update_conversation(
+        self, tx: StoreTx, conversation_id: ConversationId, *, now: datetime,
+        friendly_name: str | None = _UNSET, unique_name: str | None = _UNSET,
+        attributes: Mapping[str, Any] | None = _UNSET,
+    ) -> Conversation:
+        """Changes only the fields given. Raises ``Conflict`` when unique_name is taken."""
+
+    async def delete_conversation(
+        self, tx: StoreTx, conversation_id: ConversationId, *, removed_event: Mapping[str, Any],
+        now: datetime,
+    ) -> Event:
+        """Deletes the conversation with its participants, messages and deliveries, and
+        writes ``conversation.removed`` with ``removed_event`` as its data. Earlier events
+        stay in the log (resumed streams must not lose them) but are detached from the
+        deleted row."""

@@ -1,0 +1,341 @@
+"""The API's operations: each checks, talks to the chat network when it must, and writes
+its change and the event announcing it in one transaction.
+
+Chat-network calls happen outside database transactions (a slow XMTP call must not hold
+SQLite's write lock) and before the write they justify, so a failed call leaves nothing
+half-recorded: at worst an empty group, or a wallet already in a group it was meant to
+join, both harmless and repaired by the next attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.api import errors as api_errors
+from gateway.api.hub import EventHub
+from gateway.api.queries import ApiQueries
+from gateway.api.views import conversation_json, participant_json
+from gateway.domain.clock import Clock
+from gateway.domain.fanout import fan_out
+from gateway.domain.ids import ConversationId, MessageId, ParticipantId, PhoneNumber
+from gateway.domain.models import (
+    Channel,
+    Consent,
+    Conversation,
+    ConversationState,
+    Delivery,
+    Media,
+    Message,
+    MessageSource,
+    Participant,
+)
+from gateway.domain.phones import mask, parse_phone
+from gateway.domain.ports import ChatNetwork, NewMessage, NewParticipant, Store, StoreTx
+from gateway.domain.rules import normalize_address
+from gateway.errors import BadRequest, Conflict, WalletNotReachable
+
+log = logging.getLogger(__name__)
+
+_CONVERSATION_ID = re.compile(r"^CH[0-9a-f]{32}$")
+
+# Where a conversation may go from each state; staying put is always allowed.
+_TRANSITIONS = {
+    ConversationState.ACTIVE: {ConversationState.INACTIVE, ConversationState.CLOSED},
+    ConversationState.INACTIVE: {ConversationState.ACTIVE, ConversationState.CLOSED},
+    ConversationState.CLOSED: set[ConversationState](),
+}
+
+DEFAULT_GROUP_NAME = "Conversation"
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationChanges:
+    """A partial update: only the fields in ``given`` change."""
+
+    given: frozenset[str]
+    friendly_name: str | None = None
+    unique_name: str | None = None
+    attributes: Mapping[str, Any] | None = None
+    state: ConversationState | None = None
+
+
+class ConversationService:
+    def __init__(
+        self, *, store: Store, queries: ApiQueries, chat: ChatNetwork, clock: Clock,
+        proxies: frozenset[PhoneNumber], hub: EventHub,
+        wake: Callable[[set[Channel]], None] = lambda _channels: None,
+    ) -> None:
+        self._store = store
+        self._queries = queries
+        self._chat = chat
+        self._clock = clock
+        self._proxies = proxies
+        self._hub = hub
+        self._wake = wake
+
+    # ---- conversations ----------------------------------------------------------------
+
+    async def create_conversation(
+        self, *, friendly_name: str | None, unique_name: str | None,
+        attributes: Mapping[str, Any],
+    ) -> Conversation:
+        """Creates the conversation and, first, its XMTP group (the gateway alone until
+        wallets join)."""
+        if unique_name is not None:
+            async with self._store.transaction() as tx:
+                if await tx.get_conversation_by_unique_name(unique_name) is not None:
+                    raise api_errors.UniqueNameTaken(f"unique_name {unique_name!r} is taken")
+        group_id = await self._chat.create_group(
+            name=friendly_name or unique_name or DEFAULT_GROUP_NAME, members=[])
+        now = self._clock.now()
+        try:
+            async with self._store.transaction() as tx:
+                conversation = await tx.create_conversation(
+                    rule=None, friendly_name=friendly_name, unique_name=unique_name,
+                    attributes=attributes, now=now)
+                await tx.set_conversation_group(conversation.id, group_id)
+                conversation = await _conversation(tx, conversation.id)
+                await tx.add_event("conversation.added", conversation_id=conversation.id,
+                                   data={"conversation": conversation_json(conversation)},
+                                   now=now)
+        except Conflict:
+            # lost a race for the unique name; the empty group stays behind, unused
+            raise api_errors.UniqueNameTaken(f"unique_name {unique_name!r} is taken") from None
+        self._hub.notify()
+        return conversation
+
+    async def get_conversation(self, ref: str) -> Conversation:
+        async with self._store.transaction() as tx:
+            return await resolve(tx, ref)
+
+    async def update_conversation(self, ref: str, changes: ConversationChanges) -> Conversation:
+        now = self._clock.now()
+        try:
+            async with self._store.transaction() as tx:
+                conversation = await resolve(tx, ref)
+                renames = {name: getattr(changes, name)
+                           for name in ("friendly_name", "unique_name", "attributes")
+                           if name in changes.given}
+                if renames:
+                    conversation = await self._queries.update_conversation(
+                        tx, conversation.id, now=now, **renames)
+                if changes.state is not None and changes.state is not conversation.state:
+                    if changes.state not in _TRANSITIONS[conversation.state]:
+                        raise api_errors.InvalidStateTransition(
+                            f"a conversation cannot go from {conversation.state.value} "
+                            f"to {changes.state.value}")
+                    conversation = await tx.set_conversation_state(
+                        conversation.id, changes.state, now=now)
+                await tx.add_event("conversation.updated", conversation_id=conversation.id,
+                                   data={"conversation": conversation_json(conversation),
+                                         "changed": sorted(changes.given)}, now=now)
+        except Conflict:
+            raise api_errors.UniqueNameTaken(
+                f"unique_name {changes.unique_name!r} is taken") from None
+        self._hub.notify()
+        return conversation
+
+    async def delete_conversation(self, ref: str) -> None:
+        """Deletes the conversation; its wallets are first removed from its group."""
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            wallets = [p.identity for p in await tx.list_participants(conversation.id)
+                       if p.identity is not None]
+        if wallets and conversation.xmtp_group_id is not None:
+            await self._chat.remove_members(conversation.xmtp_group_id, wallets)
+        async with self._store.transaction() as tx:
+            await self._queries.delete_conversation(
+                tx, conversation.id, now=self._clock.now(),
+                removed_event={"conversation_id": conversation.id,
+                               "conversation": conversation_json(conversation)})
+        self._hub.notify()
+
+    # ---- participants -----------------------------------------------------------------
+
+    async def add_chat_participant(
+        self, ref: str, *, identity: str, attributes: Mapping[str, Any],
+    ) -> Participant:
+        wallet = normalize_address(identity)
+        if wallet is None:
+            raise api_errors.InvalidIdentity("identity must be a wallet address (0x + 40 hex)")
+        async with self._store.transaction() as tx:
+            conversation = await _open_conversation(tx, ref)
+            if any(p.identity == wallet for p in await tx.list_participants(conversation.id)):
+                raise api_errors.AlreadyParticipant(
+                    f"{wallet} is already a participant of this conversation")
+        if not await self._chat.is_reachable(wallet):
+            raise WalletNotReachable(wallet)
+        group_id = conversation.xmtp_group_id
+        if group_id is None:
+            # conversations made before their group (or whose group creation failed)
+            group_id = await self._chat.create_group(
+                name=conversation.friendly_name or DEFAULT_GROUP_NAME, members=[wallet])
+        else:
+            await self._chat.add_members(group_id, [wallet])
+        now = self._clock.now()
+        try:
+            async with self._store.transaction() as tx:
+                conversation = await _open_conversation(tx, conversation.id)
+                if conversation.xmtp_group_id is None:
+                    await tx.set_conversation_group(conversation.id, group_id)
+                participant = await tx.add_participant(NewParticipant(
+                    conversation_id=conversation.id, channel=Channel.XMTP, identity=wallet,
+                    consent=Consent.ALLOWED, attributes=attributes), now=now)
+                await tx.add_event("participant.added", conversation_id=conversation.id,
+                                   data={"participant": participant_json(participant)},
+                                   now=now)
+        except Conflict:
+            raise api_errors.AlreadyParticipant(
+                f"{wallet} is already a participant of this conversation") from None
+        self._hub.notify()
+        return participant
+
+    async def add_phone_participant(
+        self, ref: str, *, address: str, proxy_address: str, channel: Channel,
+        attributes: Mapping[str, Any],
+    ) -> Participant:
+        phone = _phone(address, "address")
+        proxy = _phone(proxy_address, "proxy_address")
+        if proxy not in self._proxies:
+            raise api_errors.ProxyNotOurs(
+                f"proxy_address {mask(proxy)} is not one of the gateway's numbers")
+        if phone == proxy:
+            raise api_errors.AddressIsProxy("address and proxy_address must differ")
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            conversation = await _open_conversation(tx, ref)
+            contact = await tx.get_contact(phone, proxy)
+            # ActivePairConflict (its own code) propagates from here
+            participant = await tx.add_participant(NewParticipant(
+                conversation_id=conversation.id, channel=channel, address=phone,
+                proxy_address=proxy,
+                consent=contact.consent if contact is not None else Consent.UNKNOWN,
+                attributes=attributes), now=now)
+            await tx.add_event("participant.added", conversation_id=conversation.id,
+                               data={"participant": participant_json(participant)}, now=now)
+        self._hub.notify()
+        return participant
+
+    async def list_participants(self, ref: str, *, include_left: bool) -> list[Participant]:
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            return await tx.list_participants(conversation.id, include_left=include_left)
+
+    async def get_participant(self, ref: str, participant_id: str) -> Participant:
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            return await _participant(tx, conversation, participant_id)
+
+    async def remove_participant(self, ref: str, participant_id: str) -> None:
+        """A wallet also leaves the conversation's XMTP group."""
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            participant = await _participant(tx, conversation, participant_id)
+        if not participant.active:
+            return
+        if participant.identity is not None and conversation.xmtp_group_id is not None:
+            await self._chat.remove_members(conversation.xmtp_group_id, [participant.identity])
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            await tx.remove_participant(participant.id, now=now)
+            left = await tx.get_participant(participant.id)
+            assert left is not None
+            await tx.add_event("participant.removed", conversation_id=conversation.id,
+                               data={"participant": participant_json(left)}, now=now)
+        self._hub.notify()
+
+    # ---- messages ---------------------------------------------------------------------
+
+    async def send_message(
+        self, ref: str, *, author: str | None, body: str | None, media_urls: Sequence[str],
+        attributes: Mapping[str, Any],
+    ) -> Message:
+        """Records the message and its deliveries to every other participant, on their
+        own channels, through the same outbox as bridged messages."""
+        if not (body and body.strip()) and not media_urls:
+            raise api_errors.EmptyMessage("a message needs a body or media_url")
+        now = self._clock.now()
+        async with self._store.transaction() as tx:
+            conversation = await _open_conversation(tx, ref)
+            author_id = await _author(tx, conversation, author)
+            message = await tx.add_message(NewMessage(
+                conversation_id=conversation.id, author=author_id, body=body,
+                source=MessageSource.API, media=tuple(Media(url) for url in media_urls),
+                attributes=attributes), now=now)
+            deliveries = await fan_out(tx, message, now=now)
+            await tx.add_event("message.added", conversation_id=conversation.id,
+                               data={"message_id": message.id, "index": message.index},
+                               now=now)
+        self._wake({d.channel for d in deliveries})
+        self._hub.notify()
+        return message
+
+    async def get_message(self, ref: str, message_id: str) -> tuple[Message, list[Delivery]]:
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            message = await tx.get_message(MessageId(message_id))
+            if message is None or message.conversation_id != conversation.id:
+                raise api_errors.MessageNotFound(f"no message {message_id} in this conversation")
+            return message, await tx.list_deliveries(message.id)
+
+
+# ---- lookups shared by the operations -----------------------------------------------------
+
+
+async def resolve(tx: StoreTx, ref: str) -> Conversation:
+    """A conversation by id or, failing that, by unique name (as Twilio resolves both)."""
+    conversation = None
+    if _CONVERSATION_ID.match(ref):
+        conversation = await tx.get_conversation(ConversationId(ref))
+    if conversation is None:
+        conversation = await tx.get_conversation_by_unique_name(ref)
+    if conversation is None:
+        raise api_errors.ConversationNotFound(f"no conversation {ref!r}")
+    return conversation
+
+
+async def _conversation(tx: StoreTx, conversation_id: ConversationId) -> Conversation:
+    conversation = await tx.get_conversation(conversation_id)
+    if conversation is None:
+        raise api_errors.ConversationNotFound(f"no conversation {conversation_id!r}")
+    return conversation
+
+
+async def _open_conversation(tx: StoreTx, ref: str) -> Conversation:
+    conversation = await resolve(tx, ref)
+    if conversation.state is ConversationState.CLOSED:
+        raise api_errors.ConversationClosed("the conversation is closed")
+    return conversation
+
+
+async def _participant(tx: StoreTx, conversation: Conversation, participant_id: str) -> Participant:
+    participant = await tx.get_participant(ParticipantId(participant_id))
+    if participant is None or participant.conversation_id != conversation.id:
+        raise api_errors.ParticipantNotFound(
+            f"no participant {participant_id} in this conversation")
+    return participant
+
+
+async def _author(
+    tx: StoreTx, conversation: Conversation, author: str | None,
+) -> ParticipantId | None:
+    """``author`` names an active participant by id, wallet or phone; None is the API."""
+    if author is None:
+        return None
+    wallet = normalize_address(author)
+    for p in await tx.list_participants(conversation.id):
+        if author in (p.id, p.address) or (wallet is not None and p.identity == wallet):
+            return p.id
+    raise api_errors.AuthorNotParticipant(
+        "author must be an active participant of the conversation (id, identity or address)")
+
+
+def _phone(raw: str, field: str) -> PhoneNumber:
+    try:
+        return parse_phone(raw)
+    except BadRequest as exc:
+        raise api_errors.InvalidAddress(f"{field}: {exc}") from None

@@ -1,0 +1,91 @@
+"""A recording ``ChatNetwork`` for tests: groups kept in a dict, every send recorded,
+reachability decided by a set the test fills. It remembers; it does not pretend to be
+XMTP (no encryption, no sync), so tests assert on what the gateway asked of it."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.domain.ids import WalletAddress
+from gateway.domain.ports import ChatMessage
+from gateway.errors import ChatNetworkError, WalletNotReachable
+
+
+@dataclass
+class FakeGroup:
+    id: str
+    name: str
+    members: set[WalletAddress] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class SentChat:
+    group_id: str
+    text: str
+    message_id: str
+
+
+class RecordingChatNetwork:
+    def __init__(self, reachable: Iterable[str] = ()) -> None:
+        self.reachable: set[str] = set(reachable)
+        self.groups: dict[str, FakeGroup] = {}
+        self.sent: list[SentChat] = []
+        self.removed: list[tuple[str, WalletAddress]] = []
+        self.failing = False  # when set, every call raises ChatNetworkError
+        self.inbox: asyncio.Queue[ChatMessage] = asyncio.Queue()
+        self._ids = itertools.count(1)
+
+    def _check(self) -> None:
+        if self.failing:
+            raise ChatNetworkError("the chat network is down (fake)")
+
+    async def is_reachable(self, wallet: WalletAddress) -> bool:
+        self._check()
+        return wallet in self.reachable
+
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+        self._check()
+        for wallet in members:
+            if wallet not in self.reachable:
+                raise WalletNotReachable(wallet)
+        group_id = f"group-{next(self._ids)}"
+        self.groups[group_id] = FakeGroup(group_id, name, set(members))
+        return group_id
+
+    def _group(self, group_id: str) -> FakeGroup:
+        group = self.groups.get(group_id)
+        if group is None:
+            raise ChatNetworkError(f"no group {group_id}")
+        return group
+
+    async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
+        self._check()
+        group = self._group(group_id)
+        for wallet in members:
+            if wallet not in self.reachable:
+                raise WalletNotReachable(wallet)
+        group.members.update(members)
+
+    async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
+        self._check()
+        group = self._group(group_id)
+        for wallet in members:
+            group.members.discard(wallet)
+            self.removed.append((group_id, wallet))
+
+    async def send(self, group_id: str, text: str) -> str:
+        self._check()
+        self._group(group_id)
+        message_id = f"msg-{next(self._ids)}"
+        self.sent.append(SentChat(group_id, text, message_id))
+        return message_id
+
+    async def messages(
+        self, high_water: Callable[[str], Awaitable[int | None]],
+    ) -> AsyncIterator[ChatMessage]:
+        """Yields what tests put on ``inbox``; the high-water marks are not consulted."""
+        while True:
+            yield await self.inbox.get()
