@@ -180,7 +180,7 @@ class ServerConfig(_Section):
 
 class DatabaseConfig(_Section):
     # repr=False: a PostgreSQL URL may carry a password. Use ``safe_url`` for display.
-    url: str = Field("sqlite+aiosqlite:///gateway.db", repr=False)
+    url: str = Field("sqlite+aiosqlite:///gateway.db", repr=False, validate_default=True)
     encryption_keys: dict[str, DatabaseKey] = Field(min_length=1)
     active_key: str
 
@@ -275,16 +275,19 @@ class TwilioConfig(_Section):
 
 class DevnodeConfig(_Section):
     embedded: bool = False  # run the local XMTP node inside the gateway process
-    db: Annotated[Path, BeforeValidator(_data_path)] = Path("devnode.db")
+    db: Annotated[Path, BeforeValidator(_data_path)] = Field(Path("devnode.db"),
+                                                             validate_default=True)
     port: Port = 0  # 0: any free port
 
 
 class XmtpConfig(_Section):
     env: Literal["local", "dev", "production"] = "local"
     node_url: HttpUrl | None = None
-    devnode: DevnodeConfig = DevnodeConfig()
+    # Built from {} at validation (not a shared instance) so its path meets data_dir.
+    devnode: DevnodeConfig = Field(default_factory=dict, validate_default=True)
     wallet_key: PrivateKey  # the gateway's own XMTP identity
-    db_path: Annotated[Path, BeforeValidator(_data_path)] = Path("xmtp/gateway.db3")
+    db_path: Annotated[Path, BeforeValidator(_data_path)] = Field(Path("xmtp/gateway.db3"),
+                                                                  validate_default=True)
     db_encryption_key: Hex32Key  # libxmtp encrypts its database with it
 
     @model_validator(mode="after")
