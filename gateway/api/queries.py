@@ -31,6 +31,9 @@ _UNSET: Any = object()
 
 
 class ApiQueries(Protocol):
+    async def close(self) -> None:
+        """Releases what the queries opened themselves (not the store)."""
+
     async def list_conversations(
         self, window: Window, *, state: ConversationState | None,
     ) -> Slice[Conversation]:

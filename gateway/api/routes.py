@@ -39,7 +39,8 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
     if API_SETTINGS not in app:
         app[API_SETTINGS] = ApiSettings.from_config(app[CONFIG])
     settings = app[API_SETTINGS]
-    if API_QUERIES not in app:
+    own_queries = API_QUERIES not in app
+    if own_queries:
         from gateway.store.queries import queries_for  # the SQL store, only when used
 
         app[API_QUERIES] = queries_for(app[STORE])
@@ -73,6 +74,8 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
                 await task
         if session is not None:
             await session.close()
+        if own_queries:
+            await queries.close()
 
 
 async def _end_streams(app: web.Application) -> None:
