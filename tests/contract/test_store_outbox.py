@@ -1,0 +1,281 @@
+"""Store contract: the delivery outbox, claims, leases, status callbacks, reconciliation."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from gateway.domain.ids import DeliveryId
+from gateway.domain.models import Channel, DeliveryState
+from gateway.errors import NotFound
+from gateway.store import SqlStore
+from gateway.store.tables import pending_statuses
+from tests.contract.scenario import LATER, NOW, OpenStore, Thread, thread, wallet_text
+
+LEASE = NOW + timedelta(seconds=30)
+MISSING = DeliveryId("DY" + "0" * 32)
+
+
+async def claim(store: SqlStore, *, now: datetime = NOW, limit: int = 10,
+                channels: tuple[Channel, ...] = (Channel.SMS,)) -> list[DeliveryId]:
+    async with store.transaction() as tx:
+        jobs = await tx.claim_deliveries(channels, now=now, lease_until=LEASE, limit=limit)
+    return [job.delivery.id for job in jobs]
+
+
+async def state_of(store: SqlStore, delivery_id: DeliveryId) -> DeliveryState:
+    async with store.transaction() as tx:
+        delivery = await tx.get_delivery(delivery_id)
+    assert delivery is not None
+    return delivery.state
+
+
+@pytest.fixture
+async def on(store: SqlStore) -> Thread:
+    async with store.transaction() as tx:
+        return await thread(tx)
+
+
+class TestOutbox:
+    async def test_a_delivery_is_pending_until_claimed(self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            message, delivery = await wallet_text(tx, on)
+            assert await tx.get_delivery(delivery.id) == delivery
+            assert await tx.list_deliveries(message.id) == [delivery]
+            assert await tx.get_delivery(MISSING) is None
+        assert delivery.state is DeliveryState.PENDING and delivery.attempts == 0
+        assert delivery.participant_id == on.phone.id and delivery.channel is Channel.SMS
+
+    async def test_a_claim_carries_everything_the_sender_needs(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            message, delivery = await wallet_text(tx, on, "to the phone")
+            jobs = await tx.claim_deliveries([Channel.SMS], now=NOW, lease_until=LEASE,
+                                             limit=10)
+        [job] = jobs
+        assert job.delivery.id == delivery.id and job.delivery.state is DeliveryState.SENDING
+        assert job.delivery.attempts == 1
+        assert job.message == message and job.message.body == "to the phone"
+        assert job.target == on.phone and job.author == on.wallet
+        assert job.conversation.id == on.conversation.id
+
+    async def test_a_claimed_delivery_is_not_claimed_again(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            await wallet_text(tx, on)
+        assert len(await claim(store)) == 1
+        assert await claim(store) == []
+        assert await claim(store, now=LEASE + timedelta(hours=1)) == []  # reconciler's job
+
+    async def test_claims_respect_channel_due_time_and_limit(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            message, _ = await wallet_text(tx, on)
+            to_wallet = await tx.add_delivery(message.id, on.wallet.id, Channel.XMTP, now=NOW)
+            later = [(await wallet_text(tx, on))[1] for _ in range(3)]
+            for delivery in later:
+                await tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=None,
+                                    error_message=None, now=NOW)
+        assert await claim(store, channels=(Channel.XMTP,)) == [to_wallet.id]
+        assert len(await claim(store, channels=(Channel.SMS, Channel.WHATSAPP))) == 1
+        assert await claim(store) == []
+        assert len(await claim(store, now=LATER, limit=2)) == 2
+        assert len(await claim(store, now=LATER, limit=2)) == 1
+        async with store.transaction() as tx:
+            assert await tx.claim_deliveries([Channel.SMS], now=LATER, lease_until=LEASE,
+                                             limit=0) == []
+
+    async def test_a_delivery_due_later_waits(self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            message, _ = await wallet_text(tx, on)
+            await tx.add_delivery(message.id, on.wallet.id, Channel.XMTP, now=NOW,
+                                  not_before=LATER)
+        assert await claim(store, channels=(Channel.XMTP,)) == []
+        assert len(await claim(store, channels=(Channel.XMTP,), now=LATER)) == 1
+
+    async def test_a_retry_is_claimed_again_when_due_with_its_attempts_counted(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            retry = await tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=20429,
+                                        error_message="Too Many Requests", now=NOW)
+        assert retry.state is DeliveryState.PENDING and retry.next_attempt_at == LATER
+        assert (retry.error_code, retry.error_message) == (20429, "Too Many Requests")
+        assert await claim(store) == []
+        async with store.transaction() as tx:
+            [job] = await tx.claim_deliveries([Channel.SMS], now=LATER, lease_until=LEASE,
+                                              limit=5)
+        assert job.delivery.attempts == 2
+
+    async def test_failure_is_final_and_keeps_the_code(self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            failed = await tx.mark_failed(delivery.id, error_code=21610,
+                                          error_message="unsubscribed", now=LATER)
+            with pytest.raises(NotFound):
+                await tx.mark_failed(MISSING, error_code=None, error_message=None, now=LATER)
+        assert failed.state is DeliveryState.FAILED and failed.error_code == 21610
+        assert failed.updated_at == LATER
+        assert await claim(store, now=LATER + timedelta(days=1)) == []
+
+    async def test_two_workers_never_claim_the_same_delivery(
+            self, store: SqlStore, open_another: OpenStore, on: Thread) -> None:
+        """Two gateway processes drain one outbox of 200 deliveries concurrently."""
+        async with store.transaction() as tx:
+            for _ in range(200):
+                await wallet_text(tx, on)
+        other = await open_another()
+
+        async def worker(target: SqlStore) -> list[DeliveryId]:
+            claimed: list[DeliveryId] = []
+            while True:
+                async with target.transaction() as tx:
+                    jobs = await tx.claim_deliveries([Channel.SMS], now=NOW,
+                                                     lease_until=LEASE, limit=7)
+                    await asyncio.sleep(0.002)  # hold the claim open while the other claims
+                    for job in jobs:
+                        await tx.mark_sent(job.delivery.id, provider_id=f"SM{job.delivery.id}",
+                                           now=NOW)
+                if not jobs:
+                    return claimed
+                claimed += [job.delivery.id for job in jobs]
+
+        first, second = await asyncio.gather(worker(store), worker(other))
+        assert len(first) + len(second) == 200
+        assert len(set(first) | set(second)) == 200
+        if store.dialect == "postgresql":
+            # SKIP LOCKED lets both make progress at once; SQLite's file lock is not fair
+            # between processes, so there one worker may legitimately drain everything
+            assert first and second
+
+
+class TestStatusCallbacks:
+    async def sent(self, store: SqlStore, on: Thread, provider_id: str = "SM1") -> DeliveryId:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            sent = await tx.mark_sent(delivery.id, provider_id=provider_id, now=NOW)
+        assert sent.state is DeliveryState.SENT and sent.provider_id == provider_id
+        return delivery.id
+
+    async def test_statuses_move_a_delivery_forward(self, store: SqlStore, on: Thread) -> None:
+        delivery_id = await self.sent(store, on)
+        async with store.transaction() as tx:
+            delivered = await tx.apply_status("SM1", DeliveryState.DELIVERED, error_code=None,
+                                              error_message=None, now=LATER)
+        assert delivered is not None and delivered.id == delivery_id
+        assert delivered.state is DeliveryState.DELIVERED and delivered.updated_at == LATER
+
+    async def test_a_status_never_moves_a_delivery_back(self, store: SqlStore, on: Thread) -> None:
+        delivery_id = await self.sent(store, on)
+        async with store.transaction() as tx:
+            await tx.apply_status("SM1", DeliveryState.DELIVERED, error_code=None,
+                                  error_message=None, now=NOW)
+            late = await tx.apply_status("SM1", DeliveryState.SENT, error_code=None,
+                                         error_message=None, now=LATER)
+            sideways = await tx.apply_status("SM1", DeliveryState.UNDELIVERED, error_code=30003,
+                                             error_message="unreachable", now=LATER)
+        assert late is not None and late.state is DeliveryState.DELIVERED
+        assert sideways is not None and sideways.state is DeliveryState.DELIVERED
+        assert sideways.error_code is None
+        assert await state_of(store, delivery_id) is DeliveryState.DELIVERED
+
+    async def test_a_failure_status_keeps_its_code(self, store: SqlStore, on: Thread) -> None:
+        await self.sent(store, on)
+        async with store.transaction() as tx:
+            failed = await tx.apply_status("SM1", DeliveryState.UNDELIVERED, error_code=30006,
+                                           error_message="landline", now=LATER)
+        assert failed is not None and failed.state is DeliveryState.UNDELIVERED
+        assert (failed.error_code, failed.error_message) == (30006, "landline")
+
+    async def test_a_status_before_the_send_result_is_applied_when_it_arrives(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            assert await tx.apply_status("SMearly", DeliveryState.DELIVERED, error_code=None,
+                                         error_message=None, now=NOW) is None
+            assert await tx.apply_status("SMearly", DeliveryState.SENT, error_code=None,
+                                         error_message=None, now=NOW) is None
+        assert await state_of(store, delivery.id) is DeliveryState.SENDING
+        async with store.transaction() as tx:
+            sent = await tx.mark_sent(delivery.id, provider_id="SMearly", now=LATER)
+        assert sent.state is DeliveryState.DELIVERED and sent.provider_id == "SMearly"
+        async with store.engine.connect() as connection:  # applied, so no longer kept
+            kept = await connection.execute(sa.select(sa.func.count()).select_from(
+                pending_statuses))
+            assert kept.scalar_one() == 0
+
+    async def test_an_early_failure_is_applied_with_its_code(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+            await tx.apply_status("SMx", DeliveryState.FAILED, error_code=30007,
+                                  error_message="filtered", now=NOW)
+            failed = await tx.mark_sent(delivery.id, provider_id="SMx", now=NOW)
+        assert failed.state is DeliveryState.FAILED and failed.error_code == 30007
+
+    async def test_an_early_status_racing_the_send_result_is_not_lost(
+            self, store: SqlStore, open_another: OpenStore, on: Thread) -> None:
+        other = await open_another()
+        for n in range(10):
+            async with store.transaction() as tx:
+                _, delivery = await wallet_text(tx, on)
+
+            async def record_send(delivery_id: DeliveryId = delivery.id, n: int = n) -> None:
+                async with store.transaction() as tx:
+                    await tx.mark_sent(delivery_id, provider_id=f"SMrace{n}", now=NOW)
+
+            async def callback(n: int = n) -> None:
+                async with other.transaction() as tx:
+                    await tx.apply_status(f"SMrace{n}", DeliveryState.DELIVERED, error_code=None,
+                                          error_message=None, now=NOW)
+
+            await asyncio.gather(record_send(), callback())
+            assert await state_of(store, delivery.id) is DeliveryState.DELIVERED
+
+
+class TestReconciliation:
+    async def test_unknown_and_abandoned_sends_are_reconcilable(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            for _ in range(3):
+                await wallet_text(tx, on)
+        unknown, abandoned = await claim(store, limit=2)  # abandoned: its worker died
+        async with store.transaction() as tx:
+            await tx.mark_unknown(unknown, now=NOW)
+            [in_flight] = [job.delivery.id for job in await tx.claim_deliveries(
+                [Channel.SMS], now=NOW, lease_until=LATER, limit=5)]
+        after_lease = LEASE + timedelta(seconds=1)  # abandoned's lease ran out, not in_flight's
+        async with store.transaction() as tx:
+            jobs = await tx.claim_reconcilable(now=after_lease, lease_until=LATER, limit=10)
+        assert {job.delivery.id for job in jobs} == {unknown, abandoned}
+        assert all(job.delivery.state is DeliveryState.UNKNOWN for job in jobs)
+        assert all(job.message.body == "hello phone" for job in jobs)
+        assert await state_of(store, in_flight) is DeliveryState.SENDING
+        async with store.transaction() as tx:  # leased: not handed out twice
+            assert await tx.claim_reconcilable(now=after_lease, lease_until=LATER,
+                                               limit=10) == []
+            again = await tx.claim_reconcilable(now=LATER, lease_until=LATER + timedelta(minutes=1),
+                                                limit=10)
+        assert {job.delivery.id for job in again} == {unknown, abandoned, in_flight}
+
+    async def test_a_reconciled_send_is_recorded_as_sent(self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_unknown(delivery.id, now=NOW)
+            [job] = await tx.claim_reconcilable(now=NOW, lease_until=LEASE, limit=5)
+            found = await tx.mark_sent(job.delivery.id, provider_id="SMfound", now=NOW)
+            assert await tx.claim_reconcilable(now=LATER, lease_until=LATER, limit=5) == []
+        assert found.state is DeliveryState.SENT and found.attempts == 1
