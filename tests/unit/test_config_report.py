@@ -1,0 +1,84 @@
+"""`gateway check-config PATH`."""
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway.cli import main
+from gateway.config_report import check
+from tests.unit.config_fixtures import minimal
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, raw: object) -> Path:
+    file = tmp_path / "gw.yaml"
+    file.write_text(yaml.safe_dump(raw))
+    return file
+
+
+class TestCheckConfig:
+    def test_a_valid_config_prints_its_rules_and_exits_0(self, tmp_path: Path) -> None:
+        out = io.StringIO()
+        assert check(write(tmp_path, minimal()), out) == 0
+        lines = out.getvalue().splitlines()
+        assert lines[0].split() == ["RULE", "PROXY", "CHANNELS", "MODE", "WALLETS", "ALLOW",
+                                    "DENY", "OUTBOUND"]
+        assert lines[1].split()[:5] == ["support", "+15550100001", "sms", "fixed", "alice,"]
+        assert lines[2].split()[:4] == ["dial", "+15550100002", "sms", "dial"]
+        assert "OK (2 rule(s))" in lines[-1]
+
+    def test_every_problem_is_printed_and_the_exit_status_is_1(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["rules"][0]["proxy"] = "5550100001"
+        raw["rules"][1]["wallets"] = ["alice"]
+        raw["twilio"]["auth_token"] = "changeme"
+        out = io.StringIO()
+        assert check(write(tmp_path, raw), out) == 1
+        text = out.getvalue()
+        assert "3 problem(s)" in text
+        assert "  rules[0].proxy: not an E.164 number (no leading '+')" in text
+        assert "  rules[1].wallets: a dial rule has no wallets" in text
+        assert "  twilio.auth_token: placeholder value" in text
+        # the rules it declares are still shown
+        assert text.splitlines()[1].split()[:2] == ["support", "5550100001"]
+
+    def test_notes_do_not_fail_the_check(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["rules"][0]["channels"] = ["whatsapp"]
+        out = io.StringIO()
+        assert check(write(tmp_path, raw), out) == 0
+        assert "note: rules[0] (support): no outbound.whatsapp_template" in out.getvalue()
+
+    def test_checking_writes_no_secrets(self, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "data"))
+        out = io.StringIO()
+        assert check(REPO / "config" / "gateway.yaml", out) == 0
+        assert not (tmp_path / "data").exists()
+        assert "demo: 0x" in out.getvalue()
+
+    def test_an_unreadable_file_is_a_problem(self, tmp_path: Path) -> None:
+        out = io.StringIO()
+        assert check(tmp_path / "missing.yaml", out) == 1
+        assert "cannot read" in out.getvalue()
+
+
+class TestTheCommand:
+    def test_dispatches_through_the_cli(self, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["check-config", str(write(tmp_path, minimal()))]) == 0
+        assert "support" in capsys.readouterr().out
+
+    def test_runs_as_a_process_with_exit_status_1_on_problems(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["rules"][0]["mode"] = "broadcast"
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "check-config", str(write(tmp_path, raw))],
+            capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+        assert done.returncode == 1
+        assert "rules[0].mode:" in done.stdout
