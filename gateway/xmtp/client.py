@@ -240,6 +240,11 @@ class Conversation:
         return str(self._ffi.group_name())
 
     @property
+    def is_active(self) -> bool:
+        """False once this inbox has been removed from the group."""
+        return bool(self._ffi.is_active())
+
+    @property
     def dm_peer_inbox_id(self) -> str | None:
         peer: str | None = self._ffi.dm_peer_inbox_id()
         return peer
