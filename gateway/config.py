@@ -172,10 +172,23 @@ class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: Port = 8080
     # The URL Twilio calls; webhook signatures are checked against public_url + path.
+    # Unset: http://host:port (loopback for a wildcard host), right for local runs.
     public_url: HttpUrl = "http://127.0.0.1:8080"
     max_body_bytes: int = Field(65536, ge=1024)
     log_format: Literal["plain", "json"] = "plain"
     log_level: LogLevel = "INFO"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _local_public_url(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("public_url") is None:
+            host = str(data.get("host", "127.0.0.1"))
+            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising, not binding
+                host = "127.0.0.1"
+            if ":" in host:
+                host = f"[{host}]"
+            data = {**data, "public_url": f"http://{host}:{data.get('port', 8080)}"}
+        return data
 
 
 class DatabaseConfig(_Section):
@@ -443,8 +456,9 @@ class GatewayConfig(_Section):
                       self.demo.wallet_key if self.demo else None):
             if maybe is not None:
                 found.append(maybe.get_secret_value())
-        if "@" in self.database.url:
-            found.append(self.database.url)
+        password = re.search(r"://[^:/@]*:([^@]*)@", self.database.url)
+        if password:
+            found += [self.database.url, password.group(1)]
         return [value for value in found if value]
 
 

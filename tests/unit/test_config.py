@@ -45,6 +45,15 @@ class TestAValidConfig:
         assert dial is not None and dial.mode is RuleMode.DIAL and dial.wallets == ()
         assert book.match("+15550100001", Channel.WHATSAPP) is None  # sms is the default
 
+    def test_public_url_defaults_to_the_listening_address(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["server"] = {"host": "0.0.0.0", "port": 9000}  # noqa: S104 - config under test
+        config = parse_config(raw, base_dir=tmp_path, env={})
+        assert config.server.public_url == "http://127.0.0.1:9000"
+        raw["server"]["public_url"] = "https://gw.example.org/"
+        config = parse_config(raw, base_dir=tmp_path, env={})
+        assert config.server.public_url == "https://gw.example.org"
+
     def test_relative_paths_live_under_data_dir(self, tmp_path: Path) -> None:
         raw = minimal()
         raw["data_dir"] = "state"
@@ -91,6 +100,7 @@ class TestAValidConfig:
         raw["database"]["url"] = "postgresql+asyncpg://gw:hunter2secret@db.internal/gw"
         config = parse_config(raw, base_dir=tmp_path, env={})
         assert "hunter2secret" not in repr(config)
+        assert "hunter2secret" in config.secret_values()  # redacted if a driver quotes it
         assert config.database.safe_url == "postgresql+asyncpg://gw:***@db.internal/gw"
 
 
