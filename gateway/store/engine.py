@@ -26,6 +26,25 @@ from gateway.errors import StoreError
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+# what a database or its driver raises when it is unreachable or refuses a statement
+DATABASE_ERRORS = (sa.exc.SQLAlchemyError, OSError)
+
+
+def describe_failure(doing: str, exc: BaseException) -> StoreError:
+    """A StoreError naming the driver's complaint. Bound values (phone numbers, bodies)
+    are not part of it: engines are created with ``hide_parameters``."""
+    original = getattr(exc, "orig", None) or exc
+    return StoreError(f"{doing}: {type(original).__name__}: {original}")
+
+
+def ensure_sqlite_directory(url: str) -> None:
+    """A fresh install's data directory may not exist yet; SQLite will not create it."""
+    parsed = normalise_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in {None, "", ":memory:"}:
+        assert parsed.database is not None
+        if not parsed.database.startswith("file:"):
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+
 
 def normalise_url(url: str) -> URL:
     """``sqlite:///x.db`` and ``postgresql://…`` get the async drivers the store uses."""

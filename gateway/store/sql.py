@@ -9,12 +9,9 @@ from collections.abc import AsyncIterator, Mapping
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from gateway.errors import StoreError
 from gateway.store import engine as engines
 from gateway.store.crypto import ContentCipher
 from gateway.store.tx import SqlStoreTx
-
-_DATABASE_ERRORS = (sa.exc.SQLAlchemyError, OSError)
 
 
 async def open_store(url: str, *, keys: Mapping[str, bytes], active_key: str,
@@ -24,11 +21,12 @@ async def open_store(url: str, *, keys: Mapping[str, bytes], active_key: str,
     cipher = ContentCipher(keys, active_key)
     engine = engines.create_engine(url)
     try:
+        engines.ensure_sqlite_directory(url)
         if migrate:
             await engines.upgrade(engine)
-    except _DATABASE_ERRORS as exc:
+    except engines.DATABASE_ERRORS as exc:
         await engine.dispose()
-        raise StoreError(f"could not migrate the database: {_describe(exc)}") from exc
+        raise engines.describe_failure("cannot migrate the database", exc) from exc
     except BaseException:
         await engine.dispose()
         raise
@@ -54,16 +52,16 @@ class SqlStore:
             try:
                 async with self.engine.begin() as connection:
                     yield SqlStoreTx(connection, self._cipher)
-            except _DATABASE_ERRORS as exc:
-                raise StoreError(f"database error: {_describe(exc)}") from exc
+            except engines.DATABASE_ERRORS as exc:
+                raise engines.describe_failure("database error", exc) from exc
 
     async def ping(self) -> None:
         async with self._turn():
             try:
                 async with self.engine.connect() as connection:
                     await connection.execute(sa.text("SELECT 1"))
-            except _DATABASE_ERRORS as exc:
-                raise StoreError(f"database unreachable: {_describe(exc)}") from exc
+            except engines.DATABASE_ERRORS as exc:
+                raise engines.describe_failure("database unreachable", exc) from exc
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -82,8 +80,3 @@ class SqlStore:
             async with self._sqlite_turn:
                 yield
 
-
-def _describe(exc: BaseException) -> str:
-    # hide_parameters keeps bound values (phone numbers, bodies) out of this text
-    original = getattr(exc, "orig", None)
-    return f"{type(original or exc).__name__}: {original or exc}"
