@@ -13,7 +13,6 @@ path (SQLite file, libxmtp database, devnode database) is relative to ``data_dir
 from __future__ import annotations
 
 import base64
-import binascii
 import difflib
 import os
 import re
@@ -22,11 +21,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from eth_account import Account
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -38,12 +34,28 @@ from pydantic import (
 
 from gateway import config_sources
 from gateway.config_sources import KeyPath, Problems, format_path
+from gateway.config_types import (
+    E164,
+    Alias,
+    Country,
+    DatabaseKey,
+    DataPath,
+    Hex32Key,
+    HttpUrl,
+    LogLevel,
+    Port,
+    Positive,
+    Prefix,
+    PrivateKey,
+    Wallet,
+    WalletOrAlias,
+    address_of,
+    data_path,
+)
 from gateway.domain.ids import PhoneNumber, WalletAddress
 from gateway.domain.models import Channel
-from gateway.domain.phones import is_country_code, parse_phone
 from gateway.domain.policy import OutboundPolicy, WhatsAppTemplate
 from gateway.domain.rules import (
-    ALIAS_PATTERN,
     DEFAULT_SENDER_LABEL,
     LABEL_VARIABLES,
     Rule,
@@ -51,114 +63,8 @@ from gateway.domain.rules import (
     RuleMode,
     Screen,
     label_fields,
-    normalize_address,
 )
-from gateway.errors import BadRequest, ConfigError
-
-# --- field types -------------------------------------------------------------------------
-
-
-def _e164(value: str) -> PhoneNumber:
-    try:
-        return parse_phone(value)
-    except BadRequest as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _wallet(value: str) -> WalletAddress:
-    wallet = normalize_address(value)
-    if wallet is None:
-        if re.fullmatch(r"0[xX][0-9a-fA-F]{40}", value):
-            raise ValueError("wallet address has a wrong EIP-55 checksum (a typo?)")
-        raise ValueError("not a wallet address (0x and 40 hex digits)")
-    return wallet
-
-
-def _wallet_or_alias(value: str) -> str:
-    if value.lower().startswith("0x"):
-        return _wallet(value)
-    return _alias(value)
-
-
-def _alias(value: str) -> str:
-    alias = value.lstrip("@").lower()
-    if not ALIAS_PATTERN.fullmatch(alias):
-        raise ValueError("an alias is 1-32 of a-z, 0-9, '_', '.', '-', starting with a "
-                         "letter or digit")
-    return alias
-
-
-def _country(value: str) -> str:
-    code = value.upper()
-    if not is_country_code(code):
-        raise ValueError(f"not an ISO 3166 country code with phone numbers: {value!r}")
-    return code
-
-
-def _prefix(value: str) -> str:
-    if not re.fullmatch(r"\+\d{1,15}", value):
-        raise ValueError("a number prefix is '+' and 1 to 15 digits, e.g. +44 or +1555")
-    return value
-
-
-def _private_key(value: SecretStr) -> SecretStr:
-    text = value.get_secret_value()
-    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", text):
-        raise ValueError("not a private key (0x and 64 hex digits)")
-    try:
-        Account.from_key(text)
-    except ValueError:
-        raise ValueError("not a valid secp256k1 private key") from None
-    return SecretStr(text if text.startswith("0x") else "0x" + text)
-
-
-def _key_bytes(value: SecretStr) -> SecretStr:
-    try:
-        raw = base64.b64decode(value.get_secret_value(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not base64") from None
-    if len(raw) != 32:
-        raise ValueError(f"must decode to 32 bytes, not {len(raw)}")
-    return value
-
-
-def _hex32(value: SecretStr) -> SecretStr:
-    if not re.fullmatch(r"(0x)?[0-9a-fA-F]{64}", value.get_secret_value()):
-        raise ValueError("must be 64 hex digits (32 bytes)")
-    return value
-
-
-def _url(value: str) -> str:
-    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", value):
-        raise ValueError("not an http(s) URL without query or fragment")
-    return value.rstrip("/")
-
-
-E164 = Annotated[str, AfterValidator(_e164)]
-Wallet = Annotated[str, AfterValidator(_wallet)]
-WalletOrAlias = Annotated[str, AfterValidator(_wallet_or_alias)]
-Alias = Annotated[str, AfterValidator(_alias)]
-Country = Annotated[str, AfterValidator(_country)]
-Prefix = Annotated[str, AfterValidator(_prefix)]
-PrivateKey = Annotated[SecretStr, AfterValidator(_private_key)]
-DatabaseKey = Annotated[SecretStr, AfterValidator(_key_bytes)]
-Hex32Key = Annotated[SecretStr, AfterValidator(_hex32)]
-HttpUrl = Annotated[str, AfterValidator(_url)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-Positive = Annotated[float, Field(gt=0)]
-LogLevel = Annotated[Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
-                     BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)]
-
-
-def _data_path(value: Any, info: ValidationInfo) -> Any:
-    """Relative paths live under data_dir (given in the validation context)."""
-    if not isinstance(value, str | Path):
-        return value  # the Path validation that follows names the problem
-    path = Path(value).expanduser()
-    data_dir = (info.context or {}).get("data_dir")
-    if not path.is_absolute() and data_dir is not None:
-        path = Path(data_dir) / path
-    return path
+from gateway.errors import ConfigError
 
 
 class _Section(BaseModel):
@@ -205,7 +111,7 @@ class DatabaseConfig(_Section):
             path = found.group("path")
             if path in ("", ":memory:") or path.startswith("file:"):
                 return value
-            return "sqlite+aiosqlite:///" + str(_data_path(path, info))
+            return "sqlite+aiosqlite:///" + str(data_path(path, info))
         if value.startswith("postgresql+asyncpg://"):
             return value
         raise ValueError("use sqlite+aiosqlite:///PATH or postgresql+asyncpg://...")
@@ -288,7 +194,7 @@ class TwilioConfig(_Section):
 
 class DevnodeConfig(_Section):
     embedded: bool = False  # run the local XMTP node inside the gateway process
-    db: Annotated[Path, BeforeValidator(_data_path)] = Field(Path("devnode.db"),
+    db: DataPath = Field(Path("devnode.db"),
                                                              validate_default=True)
     port: Port = 0  # 0: any free port
 
@@ -299,7 +205,7 @@ class XmtpConfig(_Section):
     # Built from {} at validation (not a shared instance) so its path meets data_dir.
     devnode: DevnodeConfig = Field(default_factory=dict, validate_default=True)
     wallet_key: PrivateKey  # the gateway's own XMTP identity
-    db_path: Annotated[Path, BeforeValidator(_data_path)] = Field(Path("xmtp/gateway.db3"),
+    db_path: DataPath = Field(Path("xmtp/gateway.db3"),
                                                                   validate_default=True)
     db_encryption_key: Hex32Key  # libxmtp encrypts its database with it
 
@@ -316,14 +222,10 @@ class XmtpConfig(_Section):
 
     @property
     def wallet_address(self) -> WalletAddress:
-        return _address_of(self.wallet_key)
+        return address_of(self.wallet_key)
 
     def db_encryption_key_bytes(self) -> bytes:
         return bytes.fromhex(self.db_encryption_key.get_secret_value().removeprefix("0x"))
-
-
-def _address_of(key: SecretStr) -> WalletAddress:
-    return WalletAddress(Account.from_key(key.get_secret_value()).address)
 
 
 class ApiConfig(_Section):
@@ -350,7 +252,7 @@ class DemoConfig(_Section):
 
     @property
     def wallet_address(self) -> WalletAddress:
-        return _address_of(self.wallet_key)
+        return address_of(self.wallet_key)
 
 
 class ScreenConfig(_Section):
@@ -518,7 +420,7 @@ def parse_config(raw: Any, *, base_dir: str | os.PathLike[str],
     problems += config_sources.find_placeholders(raw)
     data_dir = _resolve_data_dir(raw, Path(base_dir), problems)
     raw = config_sources.resolve_generated(raw, data_dir, problems, persist=persist_secrets)
-    problems += _cross_checks(raw)
+    problems += config_sources.cross_checks(raw)
     config: GatewayConfig | None = None
     try:
         config = GatewayConfig.model_validate(
@@ -576,76 +478,6 @@ def _model_of(annotation: Any) -> Any:
         if found is not None:
             return found
     return None
-
-
-def _cross_checks(raw: Mapping[str, Any]) -> Problems:
-    """Checks that span rules and sections, run on the raw mapping so they are reported
-    even when other parts fail validation. Malformed entries are skipped here: field
-    validation reports them."""
-    problems: Problems = []
-    rules = raw.get("rules")
-    if not isinstance(rules, list):
-        return problems
-    aliases = _raw_aliases(raw, problems)
-    names: dict[str, int] = {}
-    routes: dict[tuple[str, str], int] = {}
-    for index, rule in enumerate(rules):
-        if not isinstance(rule, Mapping):
-            continue
-        name = rule.get("name")
-        if isinstance(name, str):
-            if name in names:
-                problems.append((f"rules[{index}].name",
-                                 f"duplicate rule name {name!r} (also rules[{names[name]}])"))
-            names.setdefault(name, index)
-        proxy = _try_phone(rule.get("proxy"))
-        channels = rule.get("channels", ["sms"])
-        if proxy is not None and isinstance(channels, list):
-            for channel in channels:
-                if not isinstance(channel, str):
-                    continue
-                if (proxy, channel) in routes:
-                    problems.append((f"rules[{index}].proxy",
-                                     f"{proxy} on {channel} is already claimed by "
-                                     f"rules[{routes[(proxy, channel)]}]"))
-                routes.setdefault((proxy, channel), index)
-        wallets = rule.get("wallets")
-        if isinstance(wallets, list):
-            for w_index, wallet in enumerate(wallets):
-                if (isinstance(wallet, str) and not wallet.lower().startswith("0x")
-                        and wallet.lstrip("@").lower() not in aliases):
-                    problems.append((f"rules[{index}].wallets[{w_index}]",
-                                     f"unknown alias {wallet!r}: add it to directory"))
-    return problems
-
-
-def _raw_aliases(raw: Mapping[str, Any], problems: Problems) -> set[str]:
-    directory = raw.get("directory")
-    aliases: set[str] = set()
-    if isinstance(directory, Mapping):
-        for key in directory:
-            alias = str(key).lstrip("@").lower()
-            if alias in aliases:
-                problems.append((format_path(("directory", str(key))),
-                                 f"alias {alias!r} is listed twice"))
-            aliases.add(alias)
-    demo = raw.get("demo")
-    if isinstance(demo, Mapping):
-        demo_alias = str(demo.get("alias", "demo")).lower()
-        if demo_alias in aliases:
-            problems.append(("demo.alias",
-                             f"alias {demo_alias!r} is already in directory"))
-        aliases.add(demo_alias)
-    return aliases
-
-
-def _try_phone(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return parse_phone(value)
-    except BadRequest:
-        return None
 
 
 def _unique(problems: Problems) -> Problems:

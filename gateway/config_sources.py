@@ -1,5 +1,6 @@
 """What happens to the YAML before it is validated: ``${ENV}`` interpolation, placeholder
-detection, and ``generate`` secrets kept in ``<data_dir>/secrets.yaml``.
+detection, ``generate`` secrets kept in ``<data_dir>/secrets.yaml``, and the checks
+that span rules (unique names, one rule per route, aliases that resolve).
 
 Each step walks the raw mapping with the key path of every value, so a problem is
 reported as ``rules[2].proxy: ...`` like the validation errors that follow.
@@ -18,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from gateway.domain.phones import parse_phone
+from gateway.errors import BadRequest
 
 Problems = list[tuple[str, str]]
 KeyPath = tuple[str | int, ...]
@@ -234,3 +238,76 @@ def _write_secrets(file: Path, stored: Mapping[str, str]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(partial, file)
+
+
+# --- checks across rules and sections ---------------------------------------------------
+
+
+def cross_checks(raw: Mapping[str, Any]) -> Problems:
+    """Checks that span rules and sections, run on the raw mapping so they are reported
+    even when other parts fail validation. Malformed entries are skipped here: field
+    validation reports them."""
+    problems: Problems = []
+    rules = raw.get("rules")
+    if not isinstance(rules, list):
+        return problems
+    aliases = _raw_aliases(raw, problems)
+    names: dict[str, int] = {}
+    routes: dict[tuple[str, str], int] = {}
+    for index, rule in enumerate(rules):
+        if not isinstance(rule, Mapping):
+            continue
+        name = rule.get("name")
+        if isinstance(name, str):
+            if name in names:
+                problems.append((f"rules[{index}].name",
+                                 f"duplicate rule name {name!r} (also rules[{names[name]}])"))
+            names.setdefault(name, index)
+        proxy = _try_phone(rule.get("proxy"))
+        channels = rule.get("channels", ["sms"])
+        if proxy is not None and isinstance(channels, list):
+            for channel in channels:
+                if not isinstance(channel, str):
+                    continue
+                if (proxy, channel) in routes:
+                    problems.append((f"rules[{index}].proxy",
+                                     f"{proxy} on {channel} is already claimed by "
+                                     f"rules[{routes[(proxy, channel)]}]"))
+                routes.setdefault((proxy, channel), index)
+        wallets = rule.get("wallets")
+        if isinstance(wallets, list):
+            for w_index, wallet in enumerate(wallets):
+                if (isinstance(wallet, str) and not wallet.lower().startswith("0x")
+                        and wallet.lstrip("@").lower() not in aliases):
+                    problems.append((f"rules[{index}].wallets[{w_index}]",
+                                     f"unknown alias {wallet!r}: add it to directory"))
+    return problems
+
+
+def _raw_aliases(raw: Mapping[str, Any], problems: Problems) -> set[str]:
+    directory = raw.get("directory")
+    aliases: set[str] = set()
+    if isinstance(directory, Mapping):
+        for key in directory:
+            alias = str(key).lstrip("@").lower()
+            if alias in aliases:
+                problems.append((format_path(("directory", str(key))),
+                                 f"alias {alias!r} is listed twice"))
+            aliases.add(alias)
+    demo = raw.get("demo")
+    if isinstance(demo, Mapping):
+        demo_alias = str(demo.get("alias", "demo")).lower()
+        if demo_alias in aliases:
+            problems.append(("demo.alias",
+                             f"alias {demo_alias!r} is already in directory"))
+        aliases.add(demo_alias)
+    return aliases
+
+
+def _try_phone(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_phone(value)
+    except BadRequest:
+        return None
