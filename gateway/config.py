@@ -1,10 +1,11 @@
 """The gateway's configuration: YAML parsed once into frozen, typed objects.
 
 ``load_config(path)`` reads the file; ``parse_config(mapping, base_dir=...)`` does the
-rest: ``${ENV}`` interpolation, placeholder refusal, ``generate`` secrets
-(config_sources.py), then pydantic validation and the checks that span sections (unique
-rule names, one rule per proxy and channel, aliases that resolve). Every problem found
-is collected into one ``ConfigError`` whose entries name the key path.
+rest: ``${ENV}`` interpolation, placeholder refusal, ``generate`` secrets and the checks
+that span rules (unique names, one rule per proxy and channel, aliases that resolve),
+all in config_sources.py; then pydantic validation with the field types of
+config_types.py. Every problem found is collected into one ``ConfigError`` whose
+entries name the key path.
 
 Paths: ``data_dir`` is relative to the config file's directory; every other relative
 path (SQLite file, libxmtp database, devnode database) is relative to ``data_dir``.
