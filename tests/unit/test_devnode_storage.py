@@ -82,3 +82,9 @@ class TestIdentityMap:
         first = store.identity_updates("aa", 0)[0].sequence_id
         assert [u.payload for u in store.identity_updates("aa", first)] == [b"3"]
         assert store.inbox_exists("bb") and not store.inbox_exists("cc")
+
+    def test_an_identical_update_sent_again_is_logged_once(self) -> None:
+        store = DevNodeStorage(":memory:")
+        assert store.add_identity_update("aa", b"1", associate=[], dissociate=[]) is not None
+        assert store.add_identity_update("aa", b"1", associate=[], dissociate=[]) is None
+        assert [u.payload for u in store.identity_updates("aa", 0)] == [b"1"]

@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS identity_updates (
     sequence_id INTEGER PRIMARY KEY AUTOINCREMENT,
     inbox_id TEXT NOT NULL,
     server_ns INTEGER NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    digest BLOB NOT NULL UNIQUE
 );
 CREATE INDEX IF NOT EXISTS identity_updates_inbox ON identity_updates (inbox_id, sequence_id);
 CREATE TABLE IF NOT EXISTS inbox_identifiers (
@@ -177,11 +178,16 @@ class DevNodeStorage:
     def add_identity_update(
         self, inbox_id: str, payload: bytes, *,
         associate: Iterable[tuple[int, str]], dissociate: Iterable[tuple[int, str]],
-    ) -> int:
+    ) -> int | None:
+        """Appends the update; returns its sequence id, or None when this exact update
+        is already in the log (a client retrying must not replay its signatures)."""
         with self._transaction():
             cur = self._conn.execute(
-                "INSERT INTO identity_updates (inbox_id, server_ns, payload) VALUES (?, ?, ?)",
-                (inbox_id, self._now_ns(), payload))
+                "INSERT OR IGNORE INTO identity_updates (inbox_id, server_ns, payload, digest)"
+                " VALUES (?, ?, ?, ?)",
+                (inbox_id, self._now_ns(), payload, _digest(inbox_id.encode(), payload)))
+            if cur.rowcount == 0:
+                return None
             for kind, identifier in associate:
                 self._conn.execute(
                     "INSERT OR REPLACE INTO inbox_identifiers (kind, identifier, inbox_id)"

@@ -1,0 +1,209 @@
+"""Latency and cost of a message through the devnode, with two real libxmtp clients.
+
+The devnode runs in its own process (``python -m gateway devnode``), the two clients in
+this one. Measured side by side in one run:
+
+- latency: ``send_text`` start -> the peer's ``stream_all_messages`` yields it, one
+  message at a time (p50 / p99 over ``--messages``);
+- throughput: ``--messages`` sent back to back into one DM until the peer has them all;
+- CPU: the devnode process's CPU seconds (from /proc/<pid>/stat) and this process's
+  (both clients, from ``resource``) per message, hence the devnode's share of the work.
+
+    python bench/devnode_latency.py [--messages 200] [--client-db memory|file]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import signal
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import grpc
+
+from gateway.xmtp.client import MessageStream, XmtpClient
+from gateway.xmtp.devnode.proto_gen import mls_api_pb2, mls_api_pb2_grpc
+
+os.environ.setdefault("RUST_LOG", "error")  # libxmtp reads it when the first client starts
+REPO = Path(__file__).resolve().parent.parent
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, from /proc (fields 14 and 15 of its stat line)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # the command name may contain spaces
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_SECOND
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def devnode_process() -> AsyncIterator[tuple[str, int]]:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "devnode", "--port", str(port), "--db", ":memory:",
+        "--log-level", "warning", stdout=asyncio.subprocess.DEVNULL,
+        cwd=REPO)
+    try:
+        for _ in range(200):
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.close()
+                await writer.wait_closed()
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("devnode did not start")
+        yield f"http://127.0.0.1:{port}", process.pid
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 10)
+
+
+@dataclass
+class Result:
+    messages: int
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    throughput_msg_per_s: float
+    devnode_cpu_ms_per_msg: float
+    clients_cpu_ms_per_msg: float
+    devnode_share_of_cpu: float
+    devnode_cpu_share_of_p50_latency: float
+    bare_grpc_round_trip_p50_ms: float
+
+
+class Receiver:
+    """Records when each text first comes out of the peer's stream."""
+
+    def __init__(self, stream: MessageStream) -> None:
+        self.arrived: dict[str, float] = {}
+        self._stream = stream
+        self._new = asyncio.Event()
+
+    async def run(self) -> None:
+        async for message in self._stream:
+            if message.text is not None and message.text not in self.arrived:
+                self.arrived[message.text] = time.perf_counter()
+                self._new.set()
+
+    async def wait_for(self, texts: list[str], within: float = 60.0) -> None:
+        async with asyncio.timeout(within):
+            while not all(t in self.arrived for t in texts):
+                self._new.clear()
+                await self._new.wait()
+
+
+async def bench(messages: int, client_db: str) -> Result:
+    async with devnode_process() as (url, pid):
+        with tempfile.TemporaryDirectory() as tmp:
+            def db(name: str) -> dict[str, object]:
+                if client_db == "memory":
+                    return {}
+                return {"db_path": f"{tmp}/{name}.db3", "encryption_key": secrets.token_bytes(32)}
+
+            alice = await XmtpClient.create(node_url=url, private_key=secrets.token_bytes(32),
+                                            **db("alice"))  # type: ignore[arg-type]
+            bob = await XmtpClient.create(node_url=url, private_key=secrets.token_bytes(32),
+                                          **db("bob"))  # type: ignore[arg-type]
+            dm = await alice.new_dm(bob.address)
+            await dm.send_text("warm-up 0")
+            await bob.sync_all()
+            async with await bob.stream_all_messages() as stream:
+                receiver = Receiver(stream)
+                reading = asyncio.create_task(receiver.run())
+                for i in range(1, 11):
+                    await dm.send_text(f"warm-up {i}")
+                await receiver.wait_for([f"warm-up {i}" for i in range(1, 11)])
+
+                node_cpu, own_cpu = process_cpu_seconds(pid), own_cpu_seconds()
+                latencies = []
+                for i in range(messages):
+                    text = f"latency {i}"
+                    started = time.perf_counter()
+                    await dm.send_text(text)
+                    await receiver.wait_for([text])
+                    latencies.append((receiver.arrived[text] - started) * 1000)
+
+                started = time.perf_counter()
+                burst = [f"burst {i}" for i in range(messages)]
+                for text in burst:
+                    await dm.send_text(text)
+                await receiver.wait_for(burst)
+                burst_seconds = time.perf_counter() - started
+                node_cpu = process_cpu_seconds(pid) - node_cpu
+                own_cpu = own_cpu_seconds() - own_cpu
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
+            round_trip = await bare_round_trip_ms(url, bytes.fromhex(dm.id), messages)
+
+    total = 2 * messages
+    quantiles = statistics.quantiles(latencies, n=100)
+    p50 = statistics.median(latencies)
+    node_ms, clients_ms = node_cpu / total * 1000, own_cpu / total * 1000
+    return Result(
+        messages=messages, latency_p50_ms=round(p50, 2), latency_p99_ms=round(quantiles[98], 2),
+        latency_max_ms=round(max(latencies), 2),
+        throughput_msg_per_s=round(messages / burst_seconds, 1),
+        devnode_cpu_ms_per_msg=round(node_ms, 3), clients_cpu_ms_per_msg=round(clients_ms, 3),
+        devnode_share_of_cpu=round(node_ms / (node_ms + clients_ms), 3),
+        devnode_cpu_share_of_p50_latency=round(node_ms / p50, 3),
+        bare_grpc_round_trip_p50_ms=round(round_trip, 3))
+
+
+async def bare_round_trip_ms(url: str, group_id: bytes, calls: int) -> float:
+    """One small unary call from a Python gRPC client to the devnode: the cost of a hop."""
+    async with grpc.aio.insecure_channel(url.removeprefix("http://")) as channel:
+        api = mls_api_pb2_grpc.MlsApiStub(channel)
+        request = mls_api_pb2.GetNewestGroupMessageRequest(group_ids=[group_id])
+        timings = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await api.GetNewestGroupMessage(request)
+            timings.append((time.perf_counter() - started) * 1000)
+    return statistics.median(timings)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--client-db", choices=["memory", "file"], default="memory")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args()
+    result = asyncio.run(bench(args.messages, args.client_db))
+    if args.json:
+        print(json.dumps(asdict(result)))
+    else:
+        for key, value in asdict(result).items():
+            print(f"{key:34} {value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
