@@ -1,0 +1,145 @@
+"""Store contract: migrations, the schema's own guarantees, transactions, reachability."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from gateway import cli
+from gateway.domain.ids import MessageId
+from gateway.errors import NotFound, StoreError
+from gateway.store import SqlStore, open_store
+from gateway.store.engine import current_revision
+from gateway.store.tables import metadata, participants
+from tests.contract.scenario import KEYS, NOW, PHONE, PROXY, OpenStore, thread
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class TestMigrations:
+    async def test_a_new_database_is_migrated_to_head(self, store: SqlStore) -> None:
+        assert await current_revision(store.engine) == "0001"
+
+    async def test_upgrading_again_changes_nothing(self, store: SqlStore,
+                                                   open_another: OpenStore) -> None:
+        async with store.transaction() as tx:
+            on = await thread(tx)
+        again = await open_another()
+        async with again.transaction() as tx:
+            assert await tx.get_conversation(on.conversation.id) == on.conversation
+
+    async def test_the_migrated_schema_matches_the_tables(self, store: SqlStore) -> None:
+        def differences(connection: sa.Connection) -> list[object]:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+
+        async with store.engine.connect() as connection:
+            assert await connection.run_sync(differences) == []
+
+    async def test_a_store_opened_without_migrating_finds_no_tables(
+            self, store_url: str) -> None:
+        bare = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        try:
+            assert await current_revision(bare.engine) is None
+            with pytest.raises(StoreError):
+                async with bare.transaction() as tx:
+                    await tx.get_message(MessageId("IM" + "0" * 32))
+        finally:
+            await bare.close()
+
+    def test_the_command_line_upgrades_and_reports(
+            self, store_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        config = yaml.safe_load((REPO / "config" / "gateway.yaml").read_text())
+        config["data_dir"] = str(tmp_path)
+        config["database"]["url"] = store_url
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(config))
+        assert cli.main(["db", "current", "--config", str(path)]) == 0
+        assert "at revision none" in capsys.readouterr().out
+        assert cli.main(["db", "upgrade", "--config", str(path)]) == 0
+        assert cli.main(["db", "current", "--config", str(path)]) == 0
+        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0001")
+
+    def test_the_command_line_fails_cleanly_on_a_bad_config(
+            self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        path = tmp_path / "gateway.yaml"
+        path.write_text("database: [")
+        assert cli.main(["db", "upgrade", "--config", str(path)]) == 1
+        assert "gateway db upgrade:" in capsys.readouterr().err
+
+
+class TestSchemaInvariants:
+    """The database refuses what the store's code already avoids, for writers (say, the
+    REST API's own queries) that bypass it."""
+
+    async def test_two_active_rows_cannot_share_a_pair(self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            on = await thread(tx)
+        with pytest.raises(StoreError):
+            async with store.transaction() as tx:
+                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                    id="MB" + "1" * 32, conversation_id=on.conversation.id, channel="sms",
+                    address=PHONE, proxy_address=PROXY, consent="unknown", attributes={},
+                    joined_at=NOW, active_pair=f"{PHONE} {PROXY}"))
+
+    async def test_unknown_states_are_refused(self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            on = await thread(tx)
+        with pytest.raises(StoreError):
+            async with store.transaction() as tx:
+                await tx._conn.execute(  # type: ignore[attr-defined]
+                    participants.update().where(participants.c.id == on.phone.id)
+                    .values(consent="maybe"))
+
+    async def test_foreign_keys_are_enforced(self, store: SqlStore) -> None:
+        with pytest.raises(StoreError):
+            async with store.transaction() as tx:
+                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                    id="MB" + "2" * 32, conversation_id="CH" + "0" * 32, channel="xmtp",
+                    identity="0x" + "0" * 40, consent="unknown", attributes={}, joined_at=NOW))
+
+
+class TestTransactions:
+    async def test_a_failed_transaction_leaves_nothing_behind(self, store: SqlStore) -> None:
+        with pytest.raises(NotFound):
+            async with store.transaction() as tx:
+                on = await thread(tx)
+                await tx.record_inbound(PHONE, PROXY, now=NOW)
+                await tx.set_participant_consent(on.phone.id, on.phone.consent)
+                raise NotFound("the caller gave up")
+        async with store.transaction() as tx:
+            assert await tx.get_conversation(on.conversation.id) is None
+            assert await tx.get_contact(PHONE, PROXY) is None
+            assert await tx.find_phone_participant(PHONE, PROXY) is None
+
+    async def test_ping_answers_when_the_database_is_up(self, store: SqlStore) -> None:
+        await store.ping()
+
+    async def test_an_unreachable_database_is_a_store_error(self, tmp_path: Path) -> None:
+        for url in ("postgresql+asyncpg://nobody@127.0.0.1:1/none",
+                    f"sqlite+aiosqlite:///{tmp_path}"):  # a directory, not a database file
+            with pytest.raises(StoreError):
+                await open_store(url, keys=KEYS, active_key="k1")
+            unmigrated = await open_store(url, keys=KEYS, active_key="k1", migrate=False)
+            try:
+                with pytest.raises(StoreError):
+                    await unmigrated.ping()
+            finally:
+                await unmigrated.close()
+
+    async def test_errors_do_not_quote_stored_values(self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            on = await thread(tx)
+        with pytest.raises(StoreError) as caught:
+            async with store.transaction() as tx:
+                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                    id="MB" + "3" * 32, conversation_id=on.conversation.id, channel="sms",
+                    address=PHONE, proxy_address=PROXY, consent="unknown", attributes={},
+                    joined_at=NOW, active_pair=f"{PHONE} {PROXY}"))
+        assert PHONE not in str(caught.value)
+        assert PHONE not in repr(caught.value.__cause__)
