@@ -1,0 +1,34 @@
+"""``gateway serve --config PATH``: load the config, set up logging, run the app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config import load_config
+from gateway.errors import ConfigError
+from gateway.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid configuration", file=sys.stderr)
+        for path, message in exc.problems:
+            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+        return 1
+    setup_logging(config.server.log_format, config.server.log_level,
+                  secrets=config.secret_values())
+    app = create_app(config)
+    log.info("gateway listening on %s:%d (public URL %s)", config.server.host,
+             config.server.port, config.server.public_url)
+    web.run_app(app, host=config.server.host, port=config.server.port, print=None,
+                access_log=None, handle_signals=True)
+    return 0
