@@ -355,6 +355,14 @@ class XmtpClient:
             inbox_id: str | None = await self._ffi.find_inbox_id(_ethereum(address))
         return inbox_id
 
+    async def addresses_of(self, inbox_ids: Sequence[str]) -> dict[str, list[str]]:
+        """inbox id -> its Ethereum addresses (lowercase), read from the network."""
+        with _library_errors("inbox addresses"):
+            states = await self._ffi.addresses_from_inbox_id(True, list(inbox_ids))
+        return {state.inbox_id: [i.identifier for i in state.account_identities
+                                 if i.identifier_kind == xb.FfiIdentifierKind.ETHEREUM]
+                for state in states}
+
     async def _require_inbox(self, address: str) -> str:
         inbox_id = await self.inbox_id_of(address)
         if inbox_id is None:

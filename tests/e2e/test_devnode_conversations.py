@@ -8,7 +8,13 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from gateway.errors import WalletNotReachable
-from gateway.xmtp.client import Consent, MessageStream, XmtpClient, XmtpMessage
+from gateway.xmtp.client import (
+    TEXT_CONTENT_TYPE,
+    Consent,
+    MessageStream,
+    XmtpClient,
+    XmtpMessage,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -49,6 +55,8 @@ class TestRegistration:
         assert await bob.inbox_id_of(alice.address.lower()) == alice.inbox_id
         assert await bob.can_message([alice.address, STRANGER]) == {
             alice.address: True, STRANGER: False}
+        assert await bob.addresses_of([alice.inbox_id]) == {
+            alice.inbox_id: [alice.address.lower()]}
 
     async def test_a_dm_with_a_wallet_not_on_xmtp_is_refused(
             self, make_client: MakeClient) -> None:
@@ -63,6 +71,9 @@ class TestDirectMessages:
         dm = await alice.new_dm(bob.address)
         await dm.send_text("hi bob")
         assert await texts_after_sync(bob, dm.id) == ["hi bob"]
+        [received] = await bob.conversation(dm.id).messages()
+        assert (received.content_type, received.sender_inbox_id) == (
+            TEXT_CONTENT_TYPE, alice.inbox_id)
         bob_dm = bob.conversation(dm.id)
         assert bob_dm.is_dm and bob_dm.dm_peer_inbox_id == alice.inbox_id
         await bob_dm.send_text("hi alice")
