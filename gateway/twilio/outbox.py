@@ -64,9 +64,6 @@ log = logging.getLogger(__name__)
 
 PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
 DAY = timedelta(hours=24)
-# Room left between the end of a send and the end of its lease, so the reconciler never
-# takes a row while this worker may still write to it.
-_LEASE_MARGIN = 5.0
 
 PolicyFor = Callable[[str | None], OutboundPolicy]
 Render = Callable[[DeliveryJob], str]
@@ -91,6 +88,9 @@ class OutboxSettings:
     reconcile_settle: float = 5.0
     lease: float = 120.0
     send_timeout: float = 15.0  # the longest one send may take (the HTTP client's timeout)
+    # Room left between the end of a send and the end of its lease, so the reconciler
+    # never takes a row while this worker may still write to it.
+    lease_margin: float = 5.0
     batch_size: int = 50
     # find_sent looks from the delivery's creation minus this (our clock vs Twilio's).
     clock_skew: float = 120.0
@@ -333,7 +333,7 @@ class PhoneOutbox:
 
     def _fits_lease(self, claimed: _Claimed, wait: float) -> bool:
         """Whether a send that starts after ``wait`` seconds ends well inside the lease."""
-        margin = _LEASE_MARGIN + self._settings.send_timeout + wait
+        margin = self._settings.lease_margin + self._settings.send_timeout + wait
         return self._clock.now() + timedelta(seconds=margin) < claimed.lease_until
 
     async def _decide(self, job: DeliveryJob, *, with_quotas: bool) -> OutboundDecision:
