@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.domain.ports import Store
 from gateway.store import engine as engines
 from gateway.store.crypto import ContentCipher
 from gateway.store.tx import SqlStoreTx
@@ -80,3 +82,9 @@ class SqlStore:
             async with self._sqlite_turn:
                 yield
 
+
+
+if TYPE_CHECKING:
+    # mypy checks here that SqlStore (and so SqlStoreTx) really implements the ports
+    def _implements_store(store: SqlStore) -> Store:
+        return store
