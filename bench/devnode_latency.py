@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import secrets
 import signal
@@ -62,12 +63,22 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def devnode_process() -> AsyncIterator[tuple[str, int]]:
+async def devnode_process(rpc_log: list[str] | None) -> AsyncIterator[tuple[str, int]]:
+    """The devnode in its own process; with ``rpc_log`` it logs every RPC (debug level)
+    and the lines are appended there as they come."""
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "devnode", "--port", str(port), "--db", ":memory:",
-        "--log-level", "warning", stdout=asyncio.subprocess.DEVNULL,
-        cwd=REPO)
+        "--log-level", "debug" if rpc_log is not None else "warning",
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE if rpc_log is not None else None, cwd=REPO)
+
+    async def collect() -> None:
+        assert process.stderr is not None and rpc_log is not None
+        async for line in process.stderr:
+            rpc_log.append(line.decode())
+
+    collecting = asyncio.create_task(collect()) if rpc_log is not None else None
     try:
         for _ in range(200):
             with contextlib.suppress(OSError):
@@ -82,6 +93,23 @@ async def devnode_process() -> AsyncIterator[tuple[str, int]]:
     finally:
         process.send_signal(signal.SIGTERM)
         await asyncio.wait_for(process.wait(), 10)
+        if collecting is not None:
+            await collecting
+
+
+_RPC_LINE = re.compile(r"rpc (\w+) ok ([0-9.]+)ms")
+
+
+def rpc_mix(lines: list[str], messages: int) -> dict[str, dict[str, float]]:
+    """Per method: calls per message and mean time inside the devnode's handler."""
+    times: dict[str, list[float]] = {}
+    for line in lines:
+        match = _RPC_LINE.search(line)
+        if match:
+            times.setdefault(match[1], []).append(float(match[2]))
+    return {method: {"calls_per_msg": round(len(t) / messages, 2),
+                     "handler_ms": round(statistics.mean(t), 3)}
+            for method, t in sorted(times.items())}
 
 
 @dataclass
@@ -96,6 +124,7 @@ class Result:
     devnode_share_of_cpu: float
     devnode_cpu_share_of_p50_latency: float
     bare_grpc_round_trip_p50_ms: float
+    rpc_mix: dict[str, dict[str, float]] | None
 
 
 class Receiver:
@@ -119,8 +148,9 @@ class Receiver:
                 await self._new.wait()
 
 
-async def bench(messages: int, client_db: str) -> Result:
-    async with devnode_process() as (url, pid):
+async def bench(messages: int, client_db: str, rpc_times: bool) -> Result:
+    rpc_log: list[str] | None = [] if rpc_times else None
+    async with devnode_process(rpc_log) as (url, pid):
         with tempfile.TemporaryDirectory() as tmp:
             def db(name: str) -> dict[str, object]:
                 if client_db == "memory":
@@ -141,7 +171,9 @@ async def bench(messages: int, client_db: str) -> Result:
                     await dm.send_text(f"warm-up {i}")
                 await receiver.wait_for([f"warm-up {i}" for i in range(1, 11)])
 
+                await asyncio.sleep(0.1)  # let the warm-up's log lines arrive
                 node_cpu, own_cpu = process_cpu_seconds(pid), own_cpu_seconds()
+                log_start = len(rpc_log or [])
                 latencies = []
                 for i in range(messages):
                     text = f"latency {i}"
@@ -149,6 +181,8 @@ async def bench(messages: int, client_db: str) -> Result:
                     await dm.send_text(text)
                     await receiver.wait_for([text])
                     latencies.append((receiver.arrived[text] - started) * 1000)
+                await asyncio.sleep(0.1)
+                latency_log = (rpc_log or [])[log_start:]
 
                 started = time.perf_counter()
                 burst = [f"burst {i}" for i in range(messages)]
@@ -174,7 +208,8 @@ async def bench(messages: int, client_db: str) -> Result:
         devnode_cpu_ms_per_msg=round(node_ms, 3), clients_cpu_ms_per_msg=round(clients_ms, 3),
         devnode_share_of_cpu=round(node_ms / (node_ms + clients_ms), 3),
         devnode_cpu_share_of_p50_latency=round(node_ms / p50, 3),
-        bare_grpc_round_trip_p50_ms=round(round_trip, 3))
+        bare_grpc_round_trip_p50_ms=round(round_trip, 3),
+        rpc_mix=rpc_mix(latency_log, messages) if rpc_times else None)
 
 
 async def bare_round_trip_ms(url: str, group_id: bytes, calls: int) -> float:
@@ -194,9 +229,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--client-db", choices=["memory", "file"], default="memory")
+    parser.add_argument("--rpc-times", action="store_true",
+                        help="run the devnode at debug level and report its RPCs per message "
+                             "and handler times (logging adds to the devnode's CPU figures)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.messages, args.client_db))
+    result = asyncio.run(bench(args.messages, args.client_db, args.rpc_times))
     if args.json:
         print(json.dumps(asdict(result)))
     else:

@@ -75,6 +75,10 @@ class TestMalformedRequests:
             v1=mls.WelcomeMessageInput.V1(data=b"welcome"))])
         await rejected(mls_api.SendWelcomeMessages(no_key))
 
+        empty_filter = mls_api.SubscribeGroupMessages(mls.SubscribeGroupMessagesRequest(
+            filters=[mls.SubscribeGroupMessagesRequest.Filter(group_id=b"")]))
+        assert "group_id" in await rejected(empty_filter.read())
+
         not_protobuf = channel.unary_unary(
             "/xmtp.mls.api.v1.MlsApi/QueryGroupMessages",
             request_serializer=lambda b: b, response_deserializer=lambda b: b)
