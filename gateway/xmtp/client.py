@@ -158,14 +158,19 @@ class _MessageQueueCallback(xb.FfiMessageCallback):
         self._put = put
 
     def on_message(self, message: Any) -> None:
-        self._loop.call_soon_threadsafe(self._put, _message_from_ffi(message))
+        self._deliver(_message_from_ffi(message))
 
     def on_error(self, error: Any) -> None:
-        self._loop.call_soon_threadsafe(
-            self._put, ChatNetworkError(f"message stream failed: {error}"))
+        self._deliver(ChatNetworkError(f"message stream failed: {error}"))
 
     def on_close(self) -> None:
-        self._loop.call_soon_threadsafe(self._put, None)
+        self._deliver(None)
+
+    def _deliver(self, item: XmtpMessage | BaseException | None) -> None:
+        # libxmtp may still call back after the loop that opened the stream has closed;
+        # there is nobody left to tell then, and raising into Rust would only abort.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._put, item)
 
 
 class MessageStream:
@@ -190,10 +195,11 @@ class MessageStream:
             self._done = True
         self._queue.put_nowait(item)
 
-    async def _open(self, conversations: Any) -> None:
+    async def _open(self, conversations: Any, consent: Sequence[Consent] | None) -> None:
         callback = _MessageQueueCallback(asyncio.get_running_loop(), self._put)
+        states = None if consent is None else [_CONSENT_TO_FFI[c] for c in consent]
         with _library_errors("open message stream"):
-            self._closer = await conversations.stream_all_messages(callback, None)
+            self._closer = await conversations.stream_all_messages(callback, states)
             await self._closer.wait_for_ready()
 
     def __aiter__(self) -> AsyncIterator[XmtpMessage]:
@@ -411,13 +417,16 @@ class XmtpClient:
         with _library_errors("sync all"):
             await self._ffi.conversations().sync_all_conversations(list(_CONSENT_TO_FFI.values()))
 
-    async def stream_all_messages(self) -> MessageStream:
+    async def stream_all_messages(
+            self, *, consent: Sequence[Consent] | None = None) -> MessageStream:
         """Opens a stream of every conversation's new messages (incl. new conversations').
 
-        Use ``async with await client.stream_all_messages() as stream: async for m in stream``.
+        ``consent`` limits it to conversations in those consent states (``None``: libxmtp's
+        default). Use ``async with await client.stream_all_messages() as stream:
+        async for message in stream: ...``.
         """
         stream = MessageStream()
-        await stream._open(self._ffi.conversations())
+        await stream._open(self._ffi.conversations(), consent)
         return stream
 
     async def set_inbox_consent(self, inbox_id: str, consent: Consent) -> None:
