@@ -1,0 +1,284 @@
+"""The gateway end to end on its phone side: signed webhooks from the Twilio simulator,
+the relay, the outbox worker sending through the real twilio library, status callbacks.
+The chat side is a recording fake here (tests/e2e runs real libxmtp wallets)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+import sqlalchemy as sa
+
+from gateway.domain.models import DeliveryState, MessageSource
+from gateway.testing.twilio_sim import Fault
+from tests.integration.bridge_harness import (
+    ALICE,
+    BOB,
+    CAROL,
+    DIAL,
+    PHONE,
+    PHONE_2,
+    SUPPORT,
+    TEAM,
+    Bridge,
+    eventually,
+    post_form,
+    running_bridge,
+)
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture
+async def bridge(tmp_path: Path):
+    async with running_bridge(tmp_path) as bridge:
+        yield bridge
+
+
+async def _count_messages(bridge: Bridge) -> int:
+    async with bridge.store.transaction() as tx:
+        participant = await tx.find_phone_participant(PHONE, SUPPORT)
+        assert participant is not None
+        engine = bridge.store.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.text(
+            "SELECT count(*) FROM messages WHERE conversation_id = :c AND source = 'sms'"),
+            {"c": participant.conversation_id})).scalar_one())
+
+
+class TestInboundSms:
+    async def test_a_text_reaches_the_rules_wallet_in_a_group_named_after_the_phone(
+            self, bridge: Bridge) -> None:
+        result = await bridge.text(PHONE, SUPPORT, "hello, is anyone there?")
+        assert result.status == 200
+        assert "<Response></Response>" in result.body
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        assert bridge.chat.groups[group].name == "SMS · +1 555-123-0001"
+        await eventually(lambda: "hello, is anyone there?" in bridge.sent_to(group))
+
+    async def test_duplicate_message_sid_is_recorded_once(self, bridge: Bridge) -> None:
+        first = await bridge.text(PHONE, SUPPORT, "once", sid="SM" + "1" * 32)
+        again = await bridge.text(PHONE, SUPPORT, "once", sid="SM" + "1" * 32)
+        assert (first.status, again.status) == (200, 200)
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        await eventually(lambda: bridge.sent_to(group) == ["once"])
+        assert await _count_messages(bridge) == 1
+
+    async def test_a_second_phone_gets_its_own_group(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "from one")
+        await bridge.text(PHONE_2, SUPPORT, "from two")
+        await eventually(lambda: len(bridge.chat.sent) >= 2)
+        names = sorted(g.name for g in bridge.chat.groups.values())
+        assert names == ["SMS · +1 555-123-0001", "SMS · +1 555-123-0002"]
+
+    async def test_mms_media_reaches_the_wallet_as_links(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "look", media=[("https://media.example/cat.jpg",
+                                                          "image/jpeg")])
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        sent = await eventually(lambda: bridge.sent_to(group))
+        assert sent == ["look\n[image/jpeg] https://media.example/cat.jpg"]
+
+    async def test_whatsapp_text_opens_a_whatsapp_conversation(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hola", channel="whatsapp")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        assert bridge.chat.groups[group].name == "WhatsApp · +1 555-123-0001"
+
+
+class TestWebhookSecurity:
+    async def test_unsigned_webhook_is_refused_and_nothing_recorded(
+            self, bridge: Bridge) -> None:
+        result = await bridge.text(PHONE, SUPPORT, "sneaky", signed=False)
+        assert result.status == 403
+        async with bridge.store.transaction() as tx:
+            assert await tx.find_phone_participant(PHONE, SUPPORT) is None
+
+    async def test_tampered_body_is_refused(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "pay 10")
+        signature = bridge.sim.signature_for(url, form)
+        form["Body"] = "pay 1000"
+        status, _ = await post_form(url, form, {"X-Twilio-Signature": signature})
+        assert status == 403
+
+    async def test_signature_for_another_url_is_refused(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "hi")
+        signature = bridge.sim.signature_for("https://elsewhere.example/twilio/messages", form)
+        status, _ = await post_form(url, form, {"X-Twilio-Signature": signature})
+        assert status == 403
+
+    async def test_another_account_is_refused(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "hi")
+        form["AccountSid"] = "AC" + "f" * 32
+        status, _ = await post_form(url, form, {
+            "X-Twilio-Signature": bridge.sim.signature_for(url, form)})
+        assert status == 403
+
+    async def test_invalid_number_is_a_400_with_a_reason(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "hi")
+        form["From"] = "not-a-number"
+        status, body = await post_form(url, form, {
+            "X-Twilio-Signature": bridge.sim.signature_for(url, form)})
+        assert status == 400
+        assert "From" in body
+
+    async def test_body_above_the_limit_is_413(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "x" * 20000)
+        status, _ = await post_form(url, form, {
+            "X-Twilio-Signature": bridge.sim.signature_for(url, form)})
+        assert status == 413
+
+    async def test_without_an_auth_token_every_webhook_is_refused(
+            self, tmp_path: Path) -> None:
+        async with running_bridge(tmp_path, twilio={
+                "account_sid": "AC" + "0123456789abcdef" * 2}) as bridge:
+            result = await bridge.text(PHONE, SUPPORT, "hi")
+            assert result.status == 403
+
+
+class TestReplies:
+    async def test_wallet_reply_reaches_the_phone_from_the_same_number_with_a_label(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.wallet_says(group, ALICE, "hello from support")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert [(r.from_, r.body) for r in received] == [
+            (SUPPORT, "alice: hello from support")]
+
+    async def test_status_callbacks_move_the_delivery_to_delivered(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        message = bridge.wallet_says(group, ALICE, "tracked")
+
+        async def state() -> DeliveryState | None:
+            async with bridge.store.transaction() as tx:
+                recorded = await tx.find_message(MessageSource.XMTP, message.message_id)
+                if recorded is None:
+                    return None
+                deliveries = await tx.list_deliveries(recorded.id)
+                return deliveries[0].state if deliveries else None
+
+        for _ in range(250):
+            if await state() is DeliveryState.DELIVERED:
+                break
+            await bridge.sim.settle()
+        assert await state() is DeliveryState.DELIVERED
+
+    async def test_a_team_rule_sends_every_wallet_reply_with_its_label(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, TEAM, "who is on call?")
+        group = await eventually(lambda: bridge.chat.groups and next(iter(bridge.chat.groups)))
+        assert bridge.chat.groups[group].members == {ALICE, BOB, CAROL}
+        bridge.wallet_says(group, BOB, "me")
+        bridge.wallet_says(group, CAROL, "me too")
+        received = await bridge.sim.wait_for_inbox(PHONE, 2, within=5)
+        assert sorted(r.body for r in received) == ["bob: me", "carol: me too"]
+
+    async def test_a_non_text_wallet_message_gets_a_notice_back(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.wallet_says(group, ALICE, None, content_type="reaction")
+        notice = await eventually(lambda: [t for t in bridge.sent_to(group) if "reaction" in t])
+        assert "not delivered" in notice[0]
+        assert bridge.sim.inbox(PHONE) == []
+
+    async def test_a_permanent_failure_is_reported_into_the_group(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.sim.inject(Fault.reject(21211, to=PHONE))
+        bridge.wallet_says(group, ALICE, "will fail")
+        notice = await eventually(
+            lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
+        assert "21211" in notice[0]
+
+    async def test_an_undelivered_status_is_reported_into_the_group(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.sim.inject(Fault.undelivered(30003, to=PHONE))
+        bridge.wallet_says(group, ALICE, "lost in the network")
+        notice = await eventually(
+            lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
+        assert "30003" in notice[0]
+
+
+class TestCompliance:
+    async def test_stop_denies_and_tells_the_wallet_and_start_allows_again(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        await bridge.text(PHONE, SUPPORT, "STOP")
+        await eventually(lambda: [t for t in bridge.sent_to(group) if "replied STOP" in t])
+        bridge.wallet_says(group, ALICE, "are you there?")
+        await eventually(lambda: [t for t in bridge.sent_to(group)
+                                  if t.startswith("Not delivered") and "STOP" in t])
+        assert bridge.sim.inbox(PHONE) == []
+
+        await bridge.text(PHONE, SUPPORT, "start")
+        await eventually(lambda: [t for t in bridge.sent_to(group) if "replied START" in t])
+        bridge.wallet_says(group, ALICE, "welcome back")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert [r.body for r in received] == ["alice: welcome back"]
+
+    async def test_help_answers_with_the_rules_help_text(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "HELP")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert [r.body for r in received] == ["Support line. Reply STOP to opt out."]
+        assert bridge.chat.sent == []
+
+
+class TestDialMode:
+    async def test_the_first_text_names_the_wallet_and_later_texts_stay(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, DIAL, f"{BOB} hi there")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(BOB))
+        await bridge.text(PHONE, DIAL, "still me")
+        await eventually(lambda: bridge.sent_to(group) == ["hi there", "still me"])
+        assert bridge.chat.groups[group].members == {BOB}
+
+    async def test_naming_another_wallet_switches(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, DIAL, "bob: hi bob")
+        bob_group = await eventually(lambda: bridge.chat.groups and bridge.group_of(BOB))
+        await bridge.text(PHONE, DIAL, "carol, hi carol")
+        carol_group = await eventually(lambda: bridge.group_of(CAROL)
+                                       if len(bridge.chat.groups) == 2 else None)
+        await eventually(lambda: bridge.sent_to(carol_group) == ["hi carol"])
+        assert bridge.sent_to(bob_group) == ["hi bob"]
+        bridge.wallet_says(bob_group, BOB, "late reply")
+        notice = await eventually(lambda: [t for t in bridge.sent_to(bob_group)
+                                           if "closed" in t])
+        assert notice
+
+    async def test_without_a_wallet_named_the_phone_is_asked_for_one(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, DIAL, "hello?")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert "wallet" in received[0].body
+        assert bridge.chat.groups == {}
+
+    async def test_a_wallet_not_on_xmtp_is_refused_and_the_phone_told(
+            self, bridge: Bridge) -> None:
+        stranger = "0x" + "12" * 20
+        await bridge.text(PHONE, DIAL, f"{stranger} hello")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert "not on XMTP" in received[0].body
+
+
+class TestOperations:
+    async def test_health_readiness_and_metrics(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(bridge.url + "healthz") as response:
+                assert response.status == 200
+            async with session.get(bridge.url + "readyz") as response:
+                assert response.status == 200, await response.text()
+            async with session.get(bridge.url + "metrics") as response:
+                text = await response.text()
+        assert 'gateway_inbound_messages_total{channel="sms",outcome="recorded"} 1.0' in text
+        assert PHONE not in text
