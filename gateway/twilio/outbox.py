@@ -205,12 +205,15 @@ class PhoneOutbox:
                              return_exceptions=True)
         if waiting:
             now = self._clock.now()
-            with contextlib.suppress(Exception):  # shutting down: the lease covers a failure
+            try:
                 async with asyncio.timeout(5), self._store.transaction() as tx:
                     for claimed in waiting:
                         await tx.mark_retry(claimed.job.delivery.id, next_attempt_at=now,
                                             error_code=None, error_message="worker stopped",
                                             now=now)
+            except Exception:  # shutting down; their leases run out and the reconciler acts
+                log.warning("could not hand back %d unsent deliveries on stop", len(waiting),
+                            exc_info=True)
 
     # --- claiming and lanes -------------------------------------------------------------------
 
@@ -284,6 +287,10 @@ class PhoneOutbox:
 
     async def _deliver(self, claimed: _Claimed, lane: _Lane) -> None:
         job = claimed.job
+        if not _addressable(job):
+            await self._fail(job, None, "the participant has no phone number or proxy number",
+                             outcome="failed")
+            return
         decision = await self._decide(job, with_quotas=True)
         if isinstance(decision, Refuse):
             await self._fail(job, decision.code, decision.reason, outcome="refused")
@@ -296,7 +303,7 @@ class PhoneOutbox:
         for text in texts:
             if job.delivery.attempts > 1 and len(texts) > 1:
                 found = await self._find(job, text.body)
-                if found is not None:
+                if found is not None and found != last_sid:  # equal parts find the same sid
                     last_sid = found
                     continue
             wait = lane.bucket.reserve()
@@ -396,6 +403,10 @@ class PhoneOutbox:
 
     async def _reconcile(self, job: DeliveryJob) -> None:
         """A delivery whose send may or may not have happened: look for its last part."""
+        if not _addressable(job):
+            await self._fail(job, None, "the participant has no phone number or proxy number",
+                             outcome="failed")
+            return
         decision = await self._decide(job, with_quotas=False)
         # A refusal now does not mean it was refused then: look for the plain text. A
         # template's text is Twilio's to render, so any message after ours matches it.
@@ -418,6 +429,8 @@ class PhoneOutbox:
         log.info("delivery %s reconciled: %s", job.delivery.id,
                  "found" if provider_id else "not sent, pending again")
         self._observe("sent" if provider_id else "retry", job)
+        if provider_id is None:
+            self.wake()
 
     # --- outcomes -------------------------------------------------------------------------
 
@@ -463,3 +476,5 @@ class PhoneOutbox:
             self._observer(outcome, max(latency, 0.0))
 
 
+def _addressable(job: DeliveryJob) -> bool:
+    return job.target.address is not None and job.target.proxy_address is not None

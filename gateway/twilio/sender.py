@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 # Twilio codes that come back with a 4xx but mean "not now" rather than "never".
 _RETRYABLE_CODES = frozenset({
+    14107,  # SMS send rate limit exceeded
     20429,  # too many requests
+    21611,  # this From number has too many messages queued
     20500,  # internal error
     20503,  # service unavailable
 })

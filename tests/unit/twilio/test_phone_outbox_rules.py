@@ -105,6 +105,16 @@ class TestSendingADelivery:
         assert world.failed == [(job.delivery.id, None, "nothing to send to a phone")]
 
 
+    async def test_a_participant_without_a_proxy_number_is_failed_not_retried(
+        self, world: World,
+    ) -> None:
+        job = world.job(from_=None)  # type: ignore[arg-type]
+        await world.outbox.run_once()
+        assert world.phone.attempts == []
+        assert world.store.state(job).state is DeliveryState.FAILED
+        assert world.failed[0][2] == "the participant has no phone number or proxy number"
+
+
 class TestPolicy:
     async def test_a_phone_that_never_texted_in_is_not_texted(self) -> None:
         world = World()
