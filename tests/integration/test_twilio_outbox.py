@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from sqlalchemy.engine import make_url
 
 from gateway.domain.clock import SystemClock
 from gateway.domain.ids import PhoneNumber, WalletAddress
@@ -107,10 +110,43 @@ class Gateway:
         return found
 
 
+POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
+KEYS = {"k1": secrets.token_bytes(32)}
+
+
+async def _fresh_postgres() -> str:
+    """A database of this suite's own, emptied: other suites share the server."""
+    assert POSTGRES_URL is not None
+    url = make_url(POSTGRES_URL)
+    name = f"{url.database}_twilio_outbox"
+    dsn = url.set(drivername="postgresql")
+    server = await asyncpg.connect(dsn.render_as_string(hide_password=False))
+    try:
+        if not await server.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await server.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await server.close()
+    db = await asyncpg.connect(dsn.set(database=name).render_as_string(hide_password=False))
+    try:
+        await db.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public")
+    finally:
+        await db.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    store = await open_store(f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
-                             keys={"k1": secrets.token_bytes(32)}, active_key="k1")
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """SQLite unless a test asks for PostgreSQL (indirect parametrisation)."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        if not POSTGRES_URL:
+            pytest.skip("GATEWAY_TEST_POSTGRES_URL is not set")
+        return await _fresh_postgres()
+    return f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"
+
+
+@pytest.fixture
+async def gateway(store_url: str) -> AsyncIterator[Gateway]:
+    store = await open_store(store_url, keys=KEYS, active_key="k1")
     app = web.Application()
     started: list[Gateway] = []
 
@@ -328,3 +364,38 @@ class TestPacingAndShape:
         assert received.content_sid == TEMPLATE.content_sid
         assert received.content_variables == '{"1": "a wallet"}'
         assert received.body == ""
+
+
+class TestSeveralWorkers:
+    @pytest.mark.parametrize("store_url", [
+        "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+    async def test_two_workers_on_one_outbox_send_each_text_once(
+        self, gateway: Gateway, store_url: str,
+    ) -> None:
+        second_store = await open_store(store_url, keys=KEYS, active_key="k1")
+        try:
+            senders = [(PHONE, OUR_NUMBER), (OTHER_PHONE, OTHER_NUMBER)]
+            deliveries = [await gateway.text_to_phone(f"text {i}", phone=phone, proxy=proxy)
+                          for i in range(12) for phone, proxy in senders]
+            settings = OutboxSettings(rate_per_second=200.0, batch_size=5,
+                                      reconcile_settle=0.0)
+            first = gateway.outbox(settings)
+            other = PhoneOutbox(
+                second_store, gateway.phone, SystemClock(), settings,
+                status_callback_url=gateway.status_url,
+                policy_for=lambda rule: OutboundPolicy(), render=lambda job: job.message.body
+                or "", on_failed=gateway.on_failed)
+            claimed_by = [0, 0]
+            for _ in range(10):
+                claimed = await asyncio.gather(first.run_once(), other.run_once())
+                claimed_by = [a + b for a, b in zip(claimed_by, claimed, strict=True)]
+                if sum(claimed) == 0:
+                    break
+            assert all(claimed_by), claimed_by  # both workers took a share
+            bodies = [r.body for phone, _ in senders for r in gateway.sim.inbox(phone)]
+            assert sorted(bodies) == sorted(f"text {i}" for i in range(12) for _ in senders)
+            assert len(gateway.sim.attempts) == len(deliveries)
+            for delivery in deliveries:
+                assert (await gateway.delivery(delivery)).state.rank >= DeliveryState.SENT.rank
+        finally:
+            await second_store.close()
