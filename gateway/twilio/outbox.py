@@ -208,9 +208,7 @@ class PhoneOutbox:
             try:
                 async with asyncio.timeout(5), self._store.transaction() as tx:
                     for claimed in waiting:
-                        await tx.mark_retry(claimed.job.delivery.id, next_attempt_at=now,
-                                            error_code=None, error_message="worker stopped",
-                                            now=now)
+                        await _hand_back(tx, claimed.job, due=now, now=now)
             except Exception:  # shutting down; their leases run out and the reconciler acts
                 log.warning("could not hand back %d unsent deliveries on stop", len(waiting),
                             exc_info=True)
@@ -233,9 +231,7 @@ class PhoneOutbox:
                 due = max(lane.horizon or now,
                           now + timedelta(seconds=lane.bucket.backlog_seconds(held)))
                 lane.horizon = due + timedelta(seconds=1 / lane.bucket.rate)
-                await tx.mark_retry(job.delivery.id, next_attempt_at=lane.horizon,
-                                    error_code=None, error_message="waiting for its sender",
-                                    now=now)
+                await _hand_back(tx, job, due=lane.horizon, now=now)
                 handed_back += 1
         if handed_back:
             log.info("handed back %d deliveries to pace busy senders", handed_back)
@@ -311,7 +307,9 @@ class PhoneOutbox:
                 # Sending after the lease ran out could race the reconciler: hand it back
                 # while it is still ours, due when the sender will have room.
                 lane.bucket.cancel()
-                await self._retry(job, None, "sender busy; handed back", delay=wait)
+                now = self._clock.now()
+                async with self._store.transaction() as tx:
+                    await _hand_back(tx, job, due=now + timedelta(seconds=wait), now=now)
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -478,3 +476,9 @@ class PhoneOutbox:
 
 def _addressable(job: DeliveryJob) -> bool:
     return job.target.address is not None and job.target.proxy_address is not None
+
+
+async def _hand_back(tx: StoreTx, job: DeliveryJob, *, due: datetime, now: datetime) -> None:
+    """Back to pending without having tried: the last real error stays on the row."""
+    await tx.mark_retry(job.delivery.id, next_attempt_at=due, error_code=job.delivery.error_code,
+                        error_message=job.delivery.error_message, now=now)

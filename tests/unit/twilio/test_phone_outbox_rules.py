@@ -268,6 +268,27 @@ class TestSendErrors:
         assert world.phone.accepted[0].at - started >= 0.25
 
 
+    async def test_a_send_that_would_outlast_its_lease_is_handed_back_not_slept_on(
+        self,
+    ) -> None:
+        world = World(OutboxSettings(rate_per_second=10.0, lease=10.0, send_timeout=2.0,
+                                     lease_margin=1.0, max_attempts=5))
+        world.store.texted_in()
+        first = world.job(body="a", created_at=T0)
+        second = world.job(body="b", created_at=T0 + timedelta(seconds=1))
+        later(world.clock, 2)
+        world.phone.script = [RetryableSendError("429", retry_after=20, provider_code=20429)]
+        async with asyncio.timeout(2):  # a 20 s pause must not be slept inside the lease
+            await world.outbox.run_once()
+        assert len(world.phone.attempts) == 1
+        retries = dict(world.store.calls("mark_retry"))
+        assert retries[second.delivery.id]["next_attempt_at"] >= world.clock.now() + \
+            timedelta(seconds=19)
+        assert retries[second.delivery.id]["error_code"] is None  # it never tried
+        assert world.store.state(first).error_code == 20429
+        assert [s for s, _ in world.observed] == ["retry"]
+
+
 class TestUnknownOutcome:
     async def test_an_unknown_outcome_is_marked_and_never_resent_blindly(
         self, world: World,
