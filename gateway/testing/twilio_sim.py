@@ -254,7 +254,11 @@ class TwilioSimulator:
         self, *, account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = DEFAULT_AUTH_TOKEN, webhook_url: str | None = None,
         callback_delay: float = 0.02, host: str = "127.0.0.1", port: int = 0,
+        whatsapp_window: bool = False,
     ) -> None:
+        """``whatsapp_window``: free-form WhatsApp sends to a phone that has not written
+        to that number (through ``text_from_phone``) in 24 hours are accepted and then
+        fail with 63016, as Twilio does; templates (ContentSid) always go."""
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.webhook_url = webhook_url
@@ -265,6 +269,9 @@ class TwilioSimulator:
         self.messages: dict[str, SimMessage] = {}
         self.attempts: list[SendAttempt] = []
         self.callbacks: list[Callback] = []
+        self.whatsapp_window = whatsapp_window
+        # (phone, our number) -> when the phone last wrote on WhatsApp
+        self.last_whatsapp_inbound: dict[tuple[str, str], datetime] = {}
         self._inboxes: dict[str, list[ReceivedText]] = {}
         self._faults: list[Fault] = []
         self._remaining: dict[int, int | None] = {}  # id(fault) -> uses left
@@ -373,6 +380,8 @@ class TwilioSimulator:
         if not url:
             raise ValueError("no webhook URL: pass webhook_url or configure one")
         form = self.build_inbound(from_, to, body, channel=channel, media=media, sid=sid)
+        if channel == "whatsapp":
+            self.last_whatsapp_inbound[(_strip(from_), _strip(to))] = datetime.now(UTC)
         headers = {"X-Twilio-Signature": self.signature_for(url, form)} if signed else {}
         async with self._client().post(url, data=form, headers=headers) as response:
             return InboundResult(sid=form["MessageSid"], status=response.status,
@@ -415,6 +424,8 @@ class TwilioSimulator:
         message = self._store(request, form, to=to, from_=from_, body=body, media=media,
                               content_sid=content_sid)
         failure = fault if fault and kind == "undelivered" else None
+        if failure is None and self._outside_window(to, from_, content_sid):
+            failure = Fault.undelivered(63016, final="failed")
         if failure is None:
             await self._deliver_to_phone(message)
         attempt(kind or "created")
@@ -480,6 +491,12 @@ class TwilioSimulator:
                  and request.match_info["account_sid"] == self.account_sid)
         if not valid:
             raise _unauthorized()
+
+    def _outside_window(self, to: str, from_: str, content_sid: str | None) -> bool:
+        if not self.whatsapp_window or content_sid or not to.startswith(WHATSAPP):
+            return False
+        last = self.last_whatsapp_inbound.get((_strip(to), _strip(from_)))
+        return last is None or datetime.now(UTC) - last > timedelta(hours=24)
 
     def _take_fault(self, to: str) -> Fault | None:
         for fault in self._faults:

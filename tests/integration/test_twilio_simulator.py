@@ -179,6 +179,33 @@ class TestStatusCallbacks:
         assert sim.inbox(PHONE) == []
 
 
+class TestWhatsAppWindow:
+    async def test_free_text_outside_the_window_fails_with_63016_and_templates_go(
+        self, webhook: Webhook,
+    ) -> None:
+        async with TwilioSimulator(account_sid=ACCOUNT, auth_token=TOKEN,
+                                   webhook_url=webhook.url, callback_delay=0.01,
+                                   whatsapp_window=True).running() as sim:
+            http = GatewayHttpClient(timeout=2.0, base_url=sim.url)
+            client = Client(ACCOUNT, TOKEN, http_client=http)
+            wa_phone, wa_us = "whatsapp:" + PHONE, "whatsapp:" + OUR_NUMBER
+            try:
+                closed = await client.messages.create_async(to=wa_phone, from_=wa_us,
+                                                            body="free text")
+                template = await client.messages.create_async(
+                    to=wa_phone, from_=wa_us, content_sid="HX" + "1" * 32)
+                await sim.text_from_phone(PHONE, OUR_NUMBER, "hi", channel="whatsapp")
+                opened = await client.messages.create_async(to=wa_phone, from_=wa_us,
+                                                            body="now it is open")
+                await sim.settle()
+            finally:
+                await http.close()
+            assert closed.status == "queued"  # accepted first, failed afterwards
+            assert (sim.messages[closed.sid].status, sim.messages[closed.sid].error_code) == (
+                "failed", 63016)
+            assert [r.sid for r in sim.inbox(PHONE)] == [template.sid, opened.sid]
+
+
 class TestTextsFromPhones:
     async def test_a_text_from_a_phone_is_a_signed_twilio_webhook(
         self, sim: TwilioSimulator, webhook: Webhook,
