@@ -147,6 +147,25 @@ def _page(item: str) -> JSON:
     })
 
 
+def _link(operation: str, **parameters: str) -> JSON:
+    return {"operationId": operation, "parameters": parameters}
+
+
+_CONVERSATION_LINKS = {
+    name: _link(op, ref="$response.body#/id") for name, op in [
+        ("Fetch", "fetchConversation"), ("Update", "updateConversation"),
+        ("Delete", "deleteConversation"), ("ListParticipants", "listParticipants"),
+        ("AddParticipant", "addParticipant"), ("ListMessages", "listMessages"),
+        ("SendMessage", "sendMessage")]
+}
+_PARTICIPANT_LINKS = {
+    name: _link(op, ref="$response.body#/conversation_id",
+                participant_id="$response.body#/id")
+    for name, op in [("Fetch", "fetchParticipant"), ("Remove", "removeParticipant")]
+}
+_MESSAGE_LINKS = {"Fetch": _link("fetchMessage", ref="$response.body#/conversation_id",
+                                 message_id="$response.body#/id")}
+
 SCHEMAS["ConversationPage"] = _page("Conversation")
 SCHEMAS["MessagePage"] = _page("Message")
 
@@ -164,13 +183,16 @@ _ERROR_TEXT = {
 }
 
 
-def _responses(ok: int, ok_schema: JSON | None, *errors: int, description: str = "OK") -> JSON:
+def _responses(ok: int, ok_schema: JSON | None, *errors: int, description: str = "OK",
+               links: JSON | None = None) -> JSON:
     found: JSON = {}
     if ok_schema is None:
         found[str(ok)] = {"description": description}
     else:
         found[str(ok)] = {"description": description,
                           "content": {"application/json": {"schema": ok_schema}}}
+    if links:
+        found[str(ok)]["links"] = links
     for status in sorted({400, 401, 403, *errors}):
         found[str(status)] = {"description": _ERROR_TEXT[status],
                               "content": {"application/json": {"schema": _ref("Error")}}}
@@ -216,7 +238,7 @@ PATHS: JSON = {
             "summary": "Create a conversation (and its XMTP group)",
             "requestBody": _body(_ref("ConversationCreate")),
             "responses": _responses(201, _ref("Conversation"), 409, 502,
-                                    description="Created"),
+                                    description="Created", links=_CONVERSATION_LINKS),
         },
     },
     "/v1/conversations/{ref}": {
@@ -246,7 +268,7 @@ PATHS: JSON = {
             "requestBody": _body({"oneOf": [_ref("ChatParticipantCreate"),
                                             _ref("PhoneParticipantCreate")]}),
             "responses": _responses(201, _ref("Participant"), 404, 409, 422, 502,
-                                    description="Added"),
+                                    description="Added", links=_PARTICIPANT_LINKS),
         },
     },
     "/v1/conversations/{ref}/participants/{participant_id}": {
@@ -276,7 +298,8 @@ PATHS: JSON = {
             "summary": "Send a message to every other participant on its own channel",
             "requestBody": _body(_ref("MessageCreate")),
             "responses": _responses(201, _ref("Message"), 404, 409, 422,
-                                    description="Recorded; deliveries are under way"),
+                                    description="Recorded; deliveries are under way",
+                                    links=_MESSAGE_LINKS),
         },
     },
     "/v1/conversations/{ref}/messages/{message_id}": {
