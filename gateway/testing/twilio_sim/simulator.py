@@ -8,245 +8,56 @@ or a chosen failure), posts signed "texts from a phone" to the gateway's webhook
 what each phone received, and injects faults (429 with Retry-After, 5xx, slow answers,
 the connection dropped after the request arrived, permanent error codes per number).
 
-The wire format is written out here independently of ``gateway.twilio.data`` on purpose:
-a simulator that shared the gateway's field names would repeat the gateway's mistakes.
-
 Use it in-process (``async with TwilioSimulator(...).running() as sim``) or as a separate
-process through the control API under ``/_sim/`` (see ``_control_routes``). The control
-API has no authentication: it is a test tool and listens on 127.0.0.1 by default.
+process through the control API under ``/_sim/`` (see ``control.py``).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import base64
-import binascii
 import contextlib
 import hmac
 import itertools
 import logging
-import re
-import secrets
-import signal
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
-from datetime import UTC, date, datetime, timedelta
-from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-import phonenumbers
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
+from gateway.testing.twilio_sim.control import control_routes
+from gateway.testing.twilio_sim.faults import Fault
+from gateway.testing.twilio_sim.records import (
+    Callback,
+    InboundResult,
+    ReceivedText,
+    SendAttempt,
+    SimMessage,
+)
+from gateway.testing.twilio_sim.wire import (
+    API_VERSION,
+    ERROR_MESSAGES,
+    WHATSAPP,
+    basic_credentials,
+    country_of,
+    error_response,
+    garbled,
+    listed,
+    new_sid,
+    seconds_header,
+    strip_channel,
+    text_field,
+    unauthorized,
+    validate_create,
+)
+
 log = logging.getLogger(__name__)
 
-API_VERSION = "2010-04-01"
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN = "simulator-token"  # noqa: S105 -- a test tool's well-known default
-WHATSAPP = "whatsapp:"
-MAX_BODY = 1600
-_E164 = re.compile(r"\+[1-9]\d{6,14}")
-
-
-# --- records -----------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class SimMessage:
-    """One Message resource as the simulator holds it."""
-
-    sid: str
-    account_sid: str
-    to: str  # as given, with any whatsapp: prefix
-    from_: str
-    body: str
-    media_urls: tuple[str, ...]
-    status: str
-    date_created: datetime
-    date_updated: datetime
-    date_sent: datetime | None = None
-    error_code: int | None = None
-    error_message: str | None = None
-    status_callback: str | None = None
-    content_sid: str | None = None
-    content_variables: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        uri = f"/{API_VERSION}/Accounts/{self.account_sid}/Messages/{self.sid}.json"
-        return {
-            "account_sid": self.account_sid,
-            "api_version": API_VERSION,
-            "body": self.body,
-            "date_created": format_datetime(self.date_created, usegmt=True),
-            "date_sent": format_datetime(self.date_sent, usegmt=True) if self.date_sent else None,
-            "date_updated": format_datetime(self.date_updated, usegmt=True),
-            "direction": "outbound-api",
-            "error_code": self.error_code,
-            "error_message": self.error_message,
-            "from": self.from_,
-            "messaging_service_sid": None,
-            "num_media": str(len(self.media_urls)),
-            "num_segments": str(max(1, -(-len(self.body) // 153))),
-            "price": None,
-            "price_unit": "USD",
-            "sid": self.sid,
-            "status": self.status,
-            "subresource_uris": {"media": uri.replace(".json", "/Media.json")},
-            "to": self.to,
-            "uri": uri,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ReceivedText:
-    """What a phone received (recorded when the simulator accepts a send)."""
-
-    sid: str
-    phone: str  # E.164, no prefix
-    from_: str  # E.164, no prefix
-    channel: str  # "sms" or "whatsapp"
-    body: str
-    media_urls: tuple[str, ...]
-    content_sid: str | None
-    content_variables: str | None
-    at: datetime
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["from"] = data.pop("from_")
-        data["media_urls"] = list(self.media_urls)
-        data["at"] = self.at.isoformat()
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class SendAttempt:
-    """Every create request, answered or not: ``at`` is the event loop's clock."""
-
-    at: float
-    from_: str
-    to: str
-    outcome: str  # "created", "rejected:<code>", "429", "500", "dropped", ...
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    url: str
-    form: Mapping[str, str]
-    status: int | None  # the receiver's HTTP status; None when it could not be reached
-
-
-@dataclass(frozen=True, slots=True)
-class InboundResult:
-    sid: str
-    status: int
-    body: str
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """A fault for the next ``times`` create requests (every one when ``times`` is None),
-    optionally only for sends to phone ``to``. Build with the class methods."""
-
-    kind: str
-    to: str | None = None
-    times: int | None = 1
-    status: int | None = None
-    code: int | None = None
-    message: str | None = None
-    retry_after: float | None = None
-    delay: float = 0.0
-    create: bool = False  # whether the message still gets created (dropped/slow/garbled)
-
-    KINDS = ("rate_limited", "server_error", "slow", "drop", "garbled", "reject",
-             "undelivered", "early_callbacks")
-
-    @classmethod
-    def rate_limited(cls, *, retry_after: float | None = 1.0, times: int | None = 1,
-                     to: str | None = None) -> Fault:
-        return cls("rate_limited", to=to, times=times, status=429, code=20429,
-                   retry_after=retry_after)
-
-    @classmethod
-    def server_error(cls, *, status: int = 500, times: int | None = 1,
-                     to: str | None = None) -> Fault:
-        return cls("server_error", to=to, times=times, status=status, code=20500)
-
-    @classmethod
-    def slow(cls, delay: float, *, times: int | None = 1, to: str | None = None) -> Fault:
-        """Answers after ``delay`` seconds; the message is created then, even when the
-        client gave up waiting (as Twilio would)."""
-        return cls("slow", to=to, times=times, delay=delay, create=True)
-
-    @classmethod
-    def drop(cls, *, create: bool = True, times: int | None = 1,
-             to: str | None = None) -> Fault:
-        """Closes the connection after the request arrived, without an answer."""
-        return cls("drop", to=to, times=times, create=create)
-
-    @classmethod
-    def garbled(cls, *, create: bool = True, times: int | None = 1,
-                to: str | None = None) -> Fault:
-        """Answers 201 with a body that is not JSON."""
-        return cls("garbled", to=to, times=times, create=create)
-
-    @classmethod
-    def reject(cls, code: int, *, to: str | None = None, times: int | None = None,
-               status: int = 400, message: str | None = None) -> Fault:
-        """A permanent error such as 21610 (unsubscribed), 21211 (invalid number) or
-        63016 (outside the WhatsApp window)."""
-        return cls("reject", to=to, times=times, status=status, code=code,
-                   message=message or _ERROR_MESSAGES.get(code, "Message refused"))
-
-    @classmethod
-    def undelivered(cls, code: int = 30003, *, final: str = "undelivered",
-                    to: str | None = None, times: int | None = 1) -> Fault:
-        """Accepted, then a status callback with ``final`` (undelivered/failed) and
-        ``code``; the phone receives nothing."""
-        return cls("undelivered", to=to, times=times, code=code, message=final)
-
-    @classmethod
-    def early_callbacks(cls, *, to: str | None = None, times: int | None = 1) -> Fault:
-        """Every status callback is sent (and answered) before the create's own answer."""
-        return cls("early_callbacks", to=to, times=times)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Fault:
-        kind = data.get("kind")
-        if kind not in cls.KINDS:
-            raise ValueError(f"kind must be one of {', '.join(cls.KINDS)}")
-        allowed = {"to", "times", "status", "code", "message", "retry_after", "delay", "create"}
-        unknown = set(data) - allowed - {"kind"}
-        if unknown:
-            raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
-        base = {
-            "rate_limited": cls.rate_limited(), "server_error": cls.server_error(),
-            "slow": cls.slow(1.0), "drop": cls.drop(), "garbled": cls.garbled(),
-            "reject": cls.reject(int(data.get("code") or 21211)),
-            "undelivered": cls.undelivered(), "early_callbacks": cls.early_callbacks(),
-        }[kind]
-        return replace(base, **{k: v for k, v in data.items() if k in allowed})
-
-    def matches(self, to: str) -> bool:
-        return self.to is None or self.to == _strip(to)
-
-
-_ERROR_MESSAGES = {
-    21211: "Invalid 'To' Phone Number",
-    21408: "Permission to send an SMS has not been enabled for the region",
-    21610: "Attempt to send to unsubscribed recipient",
-    21614: "'To' number is not a valid mobile number",
-    30003: "Unreachable destination handset",
-    30005: "Unknown destination handset",
-    63016: "Failed to send freeform message because you are outside the allowed window. "
-           "If you are using WhatsApp, please use a Message Template.",
-}
-
-
-# --- the simulator -------------------------------------------------------------------------
 
 
 class TwilioSimulator:
@@ -290,7 +101,7 @@ class TwilioSimulator:
         app.router.add_post(base + ".json", self._create)
         app.router.add_get(base + ".json", self._list)
         app.router.add_get(base + "/{sid}.json", self._fetch)
-        _control_routes(app, self)
+        control_routes(app, self)
         return app
 
     @contextlib.asynccontextmanager
@@ -325,13 +136,13 @@ class TwilioSimulator:
         self._remaining.clear()
 
     def inbox(self, phone: str) -> list[ReceivedText]:
-        return list(self._inboxes.get(_strip(phone), []))
+        return list(self._inboxes.get(strip_channel(phone), []))
 
     async def wait_for_inbox(self, phone: str, count: int, within: float) -> list[ReceivedText]:
         """Waits until ``phone`` received at least ``count`` texts or ``within`` seconds
         passed; returns what it has either way."""
         assert self._changed is not None, "use inside running()"
-        key = _strip(phone)
+        key = strip_channel(phone)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within), self._changed:
                 await self._changed.wait_for(lambda: len(self._inboxes.get(key, [])) >= count)
@@ -349,12 +160,12 @@ class TwilioSimulator:
     ) -> dict[str, str]:
         """The form Twilio posts for a text from ``from_`` to our number ``to``."""
         prefix = WHATSAPP if channel == "whatsapp" else ""
-        sid = sid or _new_sid("MM" if media else "SM")
+        sid = sid or new_sid("MM" if media else "SM")
         form = {
-            "ToCountry": _country(to), "FromCountry": _country(from_),
+            "ToCountry": country_of(to), "FromCountry": country_of(from_),
             "SmsMessageSid": sid, "SmsSid": sid, "MessageSid": sid,
-            "AccountSid": self.account_sid, "From": prefix + _strip(from_),
-            "To": prefix + _strip(to), "Body": body, "NumMedia": str(len(media)),
+            "AccountSid": self.account_sid, "From": prefix + strip_channel(from_),
+            "To": prefix + strip_channel(to), "Body": body, "NumMedia": str(len(media)),
             "NumSegments": str(max(1, -(-len(body) // 153))), "SmsStatus": "received",
             "ApiVersion": API_VERSION,
         }
@@ -362,7 +173,7 @@ class TwilioSimulator:
             form[f"MediaUrl{i}"] = url
             form[f"MediaContentType{i}"] = content_type
         if channel == "whatsapp":
-            form.update({"ProfileName": "Sim Phone", "WaId": _strip(from_)[1:],
+            form.update({"ProfileName": "Sim Phone", "WaId": strip_channel(from_)[1:],
                          "MessageType": "image" if media else "text"})
         return form
 
@@ -381,7 +192,8 @@ class TwilioSimulator:
             raise ValueError("no webhook URL: pass webhook_url or configure one")
         form = self.build_inbound(from_, to, body, channel=channel, media=media, sid=sid)
         if channel == "whatsapp":
-            self.last_whatsapp_inbound[(_strip(from_), _strip(to))] = datetime.now(UTC)
+            key = (strip_channel(from_), strip_channel(to))
+            self.last_whatsapp_inbound[key] = datetime.now(UTC)
         headers = {"X-Twilio-Signature": self.signature_for(url, form)} if signed else {}
         async with self._client().post(url, data=form, headers=headers) as response:
             return InboundResult(sid=form["MessageSid"], status=response.status,
@@ -392,35 +204,37 @@ class TwilioSimulator:
     async def _create(self, request: web.Request) -> web.StreamResponse:
         self._authenticate(request)
         form = await request.post()
-        to, from_ = _field(form, "To"), _field(form, "From")
-        body, media = _field(form, "Body"), tuple(str(v) for v in form.getall("MediaUrl", []))
-        content_sid = _field(form, "ContentSid") or None
+        to, from_ = text_field(form, "To"), text_field(form, "From")
+        body, media = text_field(form, "Body"), tuple(str(v) for v in form.getall("MediaUrl", []))
+        content_sid = text_field(form, "ContentSid") or None
         loop = asyncio.get_running_loop()
 
         def attempt(outcome: str) -> None:
-            self.attempts.append(SendAttempt(loop.time(), _strip(from_), _strip(to), outcome))
+            self.attempts.append(SendAttempt(loop.time(), strip_channel(from_),
+                                             strip_channel(to), outcome))
 
-        problem = _validate(to, from_, body, media, content_sid)
+        problem = validate_create(to, from_, body, media, content_sid)
         if problem is not None:
             attempt(f"rejected:{problem[1]}")
-            return _error(*problem)
+            return error_response(*problem)
         fault = self._take_fault(to)
         kind = fault.kind if fault else None
         if fault and kind == "reject":
             attempt(f"rejected:{fault.code}")
-            return _error(fault.status or 400, fault.code or 21211, fault.message or "")
+            return error_response(fault.status or 400, fault.code or 21211, fault.message or "")
         if fault and kind == "rate_limited":
             attempt("429")
-            headers = {"Retry-After": _seconds(fault.retry_after)} if fault.retry_after else {}
-            return _error(429, fault.code or 20429, "Too Many Requests", headers=headers)
+            headers = ({"Retry-After": seconds_header(fault.retry_after)}
+                       if fault.retry_after else {})
+            return error_response(429, fault.code or 20429, "Too Many Requests", headers=headers)
         if fault and kind == "server_error":
             attempt(str(fault.status))
-            return _error(fault.status or 500, fault.code or 20500, "Internal Server Error")
+            return error_response(fault.status or 500, fault.code or 20500, "Internal Server Error")
         if fault and kind == "slow":
             await asyncio.sleep(fault.delay)
         if fault and kind in ("drop", "garbled") and not fault.create:
             attempt(kind)
-            return self._drop(request) if kind == "drop" else _garbled()
+            return self._drop(request) if kind == "drop" else garbled()
         message = self._store(request, form, to=to, from_=from_, body=body, media=media,
                               content_sid=content_sid)
         failure = fault if fault and kind == "undelivered" else None
@@ -437,14 +251,15 @@ class TwilioSimulator:
         if kind == "drop":
             return self._drop(request)
         if kind == "garbled":
-            return _garbled()
+            return garbled()
         return web.json_response(message.to_json(), status=201)
 
     async def _fetch(self, request: web.Request) -> web.Response:
         self._authenticate(request)
         message = self.messages.get(request.match_info["sid"])
         if message is None or message.account_sid != self.account_sid:
-            return _error(404, 20404, f"The requested resource {request.path} was not found")
+            return error_response(404, 20404,
+                                  f"The requested resource {request.path} was not found")
         return web.json_response(message.to_json())
 
     async def _list(self, request: web.Request) -> web.Response:
@@ -454,9 +269,9 @@ class TwilioSimulator:
             page_size = min(max(int(query.get("PageSize", "50")), 1), 1000)
             page = max(int(query.get("Page", "0")), 0)
             offset = int(query.get("PageToken", "PA0")[2:] or 0) if "PageToken" in query else 0
-            selected = [m for m in self._newest_first() if _listed(m, query)]
+            selected = [m for m in self.newest_first() if listed(m, query)]
         except ValueError as exc:
-            return _error(400, 20001, f"Invalid list parameter: {exc}")
+            return error_response(400, 20001, f"Invalid list parameter: {exc}")
         chunk = selected[offset:offset + page_size]
         path = request.path
         keep = [(k, v) for k, v in query.items() if k not in ("Page", "PageToken", "PageSize")]
@@ -485,17 +300,17 @@ class TwilioSimulator:
 
     def _authenticate(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
-        user, _, password = _basic(header)
+        user, _, password = basic_credentials(header)
         valid = (hmac.compare_digest(user, self.account_sid)
                  and hmac.compare_digest(password, self.auth_token)
                  and request.match_info["account_sid"] == self.account_sid)
         if not valid:
-            raise _unauthorized()
+            raise unauthorized()
 
     def _outside_window(self, to: str, from_: str, content_sid: str | None) -> bool:
         if not self.whatsapp_window or content_sid or not to.startswith(WHATSAPP):
             return False
-        last = self.last_whatsapp_inbound.get((_strip(to), _strip(from_)))
+        last = self.last_whatsapp_inbound.get((strip_channel(to), strip_channel(from_)))
         return last is None or datetime.now(UTC) - last > timedelta(hours=24)
 
     def _take_fault(self, to: str) -> Fault | None:
@@ -516,10 +331,10 @@ class TwilioSimulator:
                body: str, media: tuple[str, ...], content_sid: str | None) -> SimMessage:
         now = datetime.now(UTC)
         message = SimMessage(
-            sid=_new_sid("MM" if media else "SM"), account_sid=self.account_sid, to=to,
+            sid=new_sid("MM" if media else "SM"), account_sid=self.account_sid, to=to,
             from_=from_, body=body, media_urls=media, status="queued", date_created=now,
-            date_updated=now, status_callback=_field(form, "StatusCallback") or None,
-            content_sid=content_sid, content_variables=_field(form, "ContentVariables") or None,
+            date_updated=now, status_callback=text_field(form, "StatusCallback") or None,
+            content_sid=content_sid, content_variables=text_field(form, "ContentVariables") or None,
         )
         self.messages[message.sid] = message
         self._created_order[message.sid] = next(self._order)
@@ -527,7 +342,7 @@ class TwilioSimulator:
 
     async def _deliver_to_phone(self, message: SimMessage) -> None:
         received = ReceivedText(
-            sid=message.sid, phone=_strip(message.to), from_=_strip(message.from_),
+            sid=message.sid, phone=strip_channel(message.to), from_=strip_channel(message.from_),
             channel="whatsapp" if message.to.startswith(WHATSAPP) else "sms",
             body=message.body, media_urls=message.media_urls,
             content_sid=message.content_sid, content_variables=message.content_variables,
@@ -554,7 +369,7 @@ class TwilioSimulator:
                 message.date_sent = now
             if code is not None:
                 message.error_code = code
-                message.error_message = _ERROR_MESSAGES.get(code)
+                message.error_message = ERROR_MESSAGES.get(code)
             if message.status_callback:
                 await self._post_callback(message, status, code)
 
@@ -592,212 +407,6 @@ class TwilioSimulator:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _newest_first(self) -> list[SimMessage]:
+    def newest_first(self) -> list[SimMessage]:
         return sorted(self.messages.values(),
                       key=lambda m: (m.date_created, self._created_order[m.sid]), reverse=True)
-
-
-# --- wire helpers --------------------------------------------------------------------------
-
-
-def _validate(to: str, from_: str, body: str, media: tuple[str, ...],
-              content_sid: str | None) -> tuple[int, int, str] | None:
-    if not to:
-        return 400, 21604, "A 'To' phone number is required."
-    if not from_:
-        return 400, 21603, "A 'From' phone number is required."
-    if not body and not media and not content_sid:
-        return 400, 21602, "Message body is required."
-    if len(body) > MAX_BODY:
-        return 400, 21617, "The concatenated message body exceeds the 1600 character limit."
-    if to.startswith(WHATSAPP) != from_.startswith(WHATSAPP):
-        return 400, 21910, "Invalid From and To pair. From and To should be of the same channel"
-    if not _E164.fullmatch(_strip(to)):
-        return 400, 21211, f"Invalid 'To' Phone Number: {to}"
-    if not _E164.fullmatch(_strip(from_)):
-        return 400, 21212, f"Invalid 'From' Phone Number: {from_}"
-    return None
-
-
-def _listed(message: SimMessage, query: Mapping[str, str]) -> bool:
-    if "To" in query and message.to != query["To"]:
-        return False
-    if "From" in query and message.from_ != query["From"]:
-        return False
-    for key in ("DateSent", "DateSent<", "DateSent>"):
-        if key not in query:
-            continue
-        if message.date_sent is None:
-            return False
-        if not _date_matches(message.date_sent, key[-1] if key != "DateSent" else "=",
-                             query[key]):
-            return False
-    return True
-
-
-def _date_matches(sent: datetime, op: str, raw: str) -> bool:
-    """Twilio's DateSent filters: ``DateSent>=x`` (on or after), ``DateSent<=x`` (on or
-    before), ``DateSent=x``; x is a day (YYYY-MM-DD) or a time (YYYY-MM-DDTHH:MM:SSZ)."""
-    raw = raw.strip()
-    if len(raw) == 10:
-        day = date.fromisoformat(raw)
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        end = start + timedelta(days=1)
-        if op == ">":
-            return sent >= start
-        if op == "<":
-            return sent < end
-        return start <= sent < end
-    moment = datetime.strptime(raw, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-    sent = sent.replace(microsecond=0)
-    if op == ">":
-        return sent >= moment
-    if op == "<":
-        return sent <= moment
-    return sent == moment
-
-
-def _error(status: int, code: int, message: str, *,
-           headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.json_response(
-        {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}",
-         "status": status}, status=status, headers=headers)
-
-
-def _unauthorized() -> web.HTTPUnauthorized:
-    body = _error(401, 20003, "Authenticate").text
-    return web.HTTPUnauthorized(text=body, content_type="application/json",
-                                headers={"WWW-Authenticate": 'Basic realm="Twilio API"'})
-
-
-def _garbled() -> web.Response:
-    return web.Response(status=201, text="<html>upstream error</html>", content_type="text/html")
-
-
-def _basic(header: str) -> tuple[str, str, str]:
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return "", "", ""
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("latin1")
-    except (binascii.Error, ValueError):
-        return "", "", ""
-    return decoded.partition(":")
-
-
-def _field(form: Mapping[str, Any], key: str) -> str:
-    value = form.get(key, "")
-    return value if isinstance(value, str) else ""
-
-
-def _strip(address: str) -> str:
-    address = address.strip()
-    if address.startswith(WHATSAPP):
-        address = address[len(WHATSAPP):]
-    if address and address[0] != "+" and address.isdigit():
-        address = "+" + address  # a "+" that a query string turned into a space
-    return address
-
-
-def _country(phone: str) -> str:
-    try:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(_strip(phone), None))
-    except phonenumbers.NumberParseException:
-        return ""
-    return str(region or "")
-
-
-def _new_sid(prefix: str) -> str:
-    return prefix + secrets.token_hex(16)
-
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-# --- control API ---------------------------------------------------------------------------
-
-
-def _control_routes(app: web.Application, sim: TwilioSimulator) -> None:
-    """``POST /_sim/texts`` {from, to, body, channel?, media?: [{url, content_type}]} sends
-    a text from a phone; ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S`` reads (and
-    waits for) a phone's inbox; ``POST /_sim/faults`` {kind, …} injects a fault and
-    ``DELETE /_sim/faults`` clears them; ``GET /_sim/messages`` and ``GET /_sim/attempts``
-    list what was created and every create request."""
-
-    async def texts(request: web.Request) -> web.Response:
-        data = await request.json()
-        try:
-            media = [(m["url"], m.get("content_type", "image/jpeg")) for m in data.get("media", [])]
-            result = await sim.text_from_phone(
-                str(data["from"]), str(data["to"]), str(data.get("body", "")),
-                channel=str(data.get("channel", "sms")), media=media,
-                webhook_url=data.get("webhook_url"), signed=bool(data.get("signed", True)))
-        except (KeyError, TypeError, ValueError) as exc:
-            return web.json_response({"error": f"bad request: {exc}"}, status=400)
-        except aiohttp.ClientError as exc:
-            return web.json_response({"error": f"webhook unreachable: {exc}"}, status=502)
-        return web.json_response({"sid": result.sid, "status": result.status,
-                                  "body": result.body})
-
-    async def inbox(request: web.Request) -> web.Response:
-        phone = request.query.get("phone", "")
-        if not phone:
-            return web.json_response({"error": "phone is required"}, status=400)
-        try:
-            count = int(request.query.get("count", "0"))
-            timeout = min(float(request.query.get("timeout", "0")), 60.0)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        received = (await sim.wait_for_inbox(phone, count, timeout) if count
-                    else sim.inbox(phone))
-        return web.json_response({"phone": _strip(phone), "complete": len(received) >= count,
-                                  "messages": [r.to_json() for r in received]})
-
-    async def add_fault(request: web.Request) -> web.Response:
-        try:
-            fault = Fault.from_json(await request.json())
-        except (ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        sim.inject(fault)
-        return web.json_response(asdict(fault), status=201)
-
-    async def clear_faults(request: web.Request) -> web.Response:
-        sim.clear_faults()
-        return web.Response(status=204)
-
-    async def messages(request: web.Request) -> web.Response:
-        return web.json_response([m.to_json() for m in sim._newest_first()])
-
-    async def attempts(request: web.Request) -> web.Response:
-        return web.json_response([{"at": a.at, "from": a.from_, "to": a.to,
-                                   "outcome": a.outcome} for a in sim.attempts])
-
-    app.router.add_post("/_sim/texts", texts)
-    app.router.add_get("/_sim/inbox", inbox)
-    app.router.add_post("/_sim/faults", add_fault)
-    app.router.add_delete("/_sim/faults", clear_faults)
-    app.router.add_get("/_sim/messages", messages)
-    app.router.add_get("/_sim/attempts", attempts)
-
-
-# --- command line --------------------------------------------------------------------------
-
-
-def run(args: argparse.Namespace) -> int:
-    """``gateway twilio-sim``: serves until SIGINT/SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    sim = TwilioSimulator(account_sid=args.account_sid, auth_token=args.auth_token,
-                          webhook_url=args.webhook_url, host=args.host, port=args.port)
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        async with sim.running():
-            print(f"twilio simulator listening on {sim.url}", flush=True)
-            await stop.wait()
-
-    asyncio.run(serve())
-    return 0

@@ -1,0 +1,79 @@
+"""The simulator's HTTP control API, so tests can drive it as a separate process. It has
+no authentication: it is a test tool and listens on 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+
+from gateway.testing.twilio_sim.faults import Fault
+from gateway.testing.twilio_sim.wire import strip_channel
+
+if TYPE_CHECKING:
+    from gateway.testing.twilio_sim.simulator import TwilioSimulator
+
+
+def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
+    """``POST /_sim/texts`` {from, to, body, channel?, media?: [{url, content_type}]} sends
+    a text from a phone; ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S`` reads (and
+    waits for) a phone's inbox; ``POST /_sim/faults`` {kind, …} injects a fault and
+    ``DELETE /_sim/faults`` clears them; ``GET /_sim/messages`` and ``GET /_sim/attempts``
+    list what was created and every create request."""
+
+    async def texts(request: web.Request) -> web.Response:
+        data = await request.json()
+        try:
+            media = [(m["url"], m.get("content_type", "image/jpeg")) for m in data.get("media", [])]
+            result = await sim.text_from_phone(
+                str(data["from"]), str(data["to"]), str(data.get("body", "")),
+                channel=str(data.get("channel", "sms")), media=media,
+                webhook_url=data.get("webhook_url"), signed=bool(data.get("signed", True)))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        except aiohttp.ClientError as exc:
+            return web.json_response({"error": f"webhook unreachable: {exc}"}, status=502)
+        return web.json_response({"sid": result.sid, "status": result.status,
+                                  "body": result.body})
+
+    async def inbox(request: web.Request) -> web.Response:
+        phone = request.query.get("phone", "")
+        if not phone:
+            return web.json_response({"error": "phone is required"}, status=400)
+        try:
+            count = int(request.query.get("count", "0"))
+            timeout = min(float(request.query.get("timeout", "0")), 60.0)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        received = (await sim.wait_for_inbox(phone, count, timeout) if count
+                    else sim.inbox(phone))
+        return web.json_response({"phone": strip_channel(phone), "complete": len(received) >= count,
+                                  "messages": [r.to_json() for r in received]})
+
+    async def add_fault(request: web.Request) -> web.Response:
+        try:
+            fault = Fault.from_json(await request.json())
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        sim.inject(fault)
+        return web.json_response(asdict(fault), status=201)
+
+    async def clear_faults(request: web.Request) -> web.Response:
+        sim.clear_faults()
+        return web.Response(status=204)
+
+    async def messages(request: web.Request) -> web.Response:
+        return web.json_response([m.to_json() for m in sim.newest_first()])
+
+    async def attempts(request: web.Request) -> web.Response:
+        return web.json_response([{"at": a.at, "from": a.from_, "to": a.to,
+                                   "outcome": a.outcome} for a in sim.attempts])
+
+    app.router.add_post("/_sim/texts", texts)
+    app.router.add_get("/_sim/inbox", inbox)
+    app.router.add_post("/_sim/faults", add_fault)
+    app.router.add_delete("/_sim/faults", clear_faults)
+    app.router.add_get("/_sim/messages", messages)
+    app.router.add_get("/_sim/attempts", attempts)
