@@ -64,7 +64,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         "X-Accel-Buffering": "no",  # tell nginx-style proxies not to buffer the stream
     })
     await response.prepare(request)
-    await response.write(f"retry: {RECONNECT_HINT_MS}\n\n".encode())
+    # An id-only frame dispatches nothing but tells the client where it stands, so a
+    # reconnect before the first event still resumes from here (SSE's lastEventId).
+    await response.write(f"retry: {RECONNECT_HINT_MS}\nid: {cursor}\n\n".encode())
     with contextlib.suppress(ConnectionResetError):
         while not hub.closing:
             signal = hub.signal()
