@@ -368,7 +368,7 @@ class PhoneOutbox:
                             content_variables=dict(decision.template.variables))]
         media = tuple(m.url for m in job.message.media)
         body = self._render(job)
-        if not body and not media:
+        if not body.strip() and not media:
             return []
         parts = split_body(body, self._settings.max_body)
         return [replace(base, body=part, media_urls=media if i == 0 else ())
