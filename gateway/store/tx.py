@@ -253,10 +253,16 @@ class SqlStoreTx:
     # --- messages --------------------------------------------------------------------
 
     async def add_message(self, new: NewMessage, *, now: datetime) -> Message:
-        # The conversation's row lock (SQLite: the write lock) orders writers, so the
-        # next index is read and taken by one transaction at a time: no gaps, no repeats.
-        conversation = await self._locked_conversation(new.conversation_id)
-        index = conversation["next_message_index"]
+        # Taking the next index is an UPDATE of the conversation's row: its row lock
+        # (SQLite: the write lock) is held to commit, so concurrent writers queue here and
+        # indexes come out with no gap and no repeat.
+        index = await self._conn.scalar(
+            conversations.update().where(conversations.c.id == new.conversation_id)
+            .values(next_message_index=conversations.c.next_message_index + 1,
+                    last_message_at=now)
+            .returning(conversations.c.next_message_index - 1))
+        if index is None:
+            raise NotFound(f"no conversation {new.conversation_id}")
         inserted = await self._one(
             self._insert(messages).values(
                 id=new_message_id(), conversation_id=new.conversation_id, index=index,
@@ -264,18 +270,26 @@ class SqlStoreTx:
                 external_id=new.external_id, created_at=now,
                 **rows.seal_content(self._cipher, new.body, new.media),
             ).on_conflict_do_nothing().returning(*messages.c))
-        if inserted is None:
-            if new.external_id is not None:
-                existing = await self._one(sa.select(messages.c.id).where(
-                    messages.c.source == new.source.value,
-                    messages.c.external_id == new.external_id))
-                if existing is not None:
-                    raise DuplicateMessage(existing["id"])
-            raise StoreError(f"message index {index} of {new.conversation_id} is taken")
+        if inserted is not None:
+            return rows.message(inserted, self._cipher)
+        await self._give_back_index(new.conversation_id)
+        if new.external_id is not None:
+            existing = await self._one(sa.select(messages.c.id).where(
+                messages.c.source == new.source.value,
+                messages.c.external_id == new.external_id))
+            if existing is not None:
+                raise DuplicateMessage(existing["id"])
+        raise StoreError(f"message index {index} of {new.conversation_id} is taken")
+
+    async def _give_back_index(self, conversation_id: ConversationId) -> None:
+        """Undoes the index taken for a message that turned out to be a duplicate, so a
+        caller that catches DuplicateMessage and carries on leaves no gap."""
+        latest = (sa.select(sa.func.max(messages.c.created_at))
+                  .where(messages.c.conversation_id == conversation_id).scalar_subquery())
         await self._conn.execute(
-            conversations.update().where(conversations.c.id == new.conversation_id)
-            .values(next_message_index=index + 1, last_message_at=now, updated_at=now))
-        return rows.message(inserted, self._cipher)
+            conversations.update().where(conversations.c.id == conversation_id)
+            .values(next_message_index=conversations.c.next_message_index - 1,
+                    last_message_at=latest))
 
     async def get_message(self, message_id: MessageId) -> Message | None:
         row = await self._one(messages.select().where(messages.c.id == message_id))

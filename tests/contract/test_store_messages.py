@@ -87,8 +87,10 @@ class TestMessages:
             on = await thread(tx)
             original = await tx.add_message(sms(on.conversation.id, "once", "SM7"), now=NOW)
             with pytest.raises(DuplicateMessage):
-                await tx.add_message(sms(on.conversation.id, "again", "SM7"), now=NOW)
-            after = await tx.add_message(sms(on.conversation.id, "next", "SM8"), now=NOW)
+                await tx.add_message(sms(on.conversation.id, "again", "SM7"), now=LATER)
+            conversation = await tx.get_conversation(on.conversation.id)
+            assert conversation is not None and conversation.last_message_at == NOW
+            after = await tx.add_message(sms(on.conversation.id, "next", "SM8"), now=LATER)
         assert (original.index, after.index) == (0, 1)
 
     async def test_concurrent_writers_leave_no_gap_and_no_repeat(
