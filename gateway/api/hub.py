@@ -20,6 +20,7 @@ from gateway.api.views import JSON, conversation_json, delivery_json, event_json
 from gateway.domain.ids import ConversationId, DeliveryId, MessageId
 from gateway.domain.models import Event
 from gateway.domain.ports import Store, StoreTx
+from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,17 @@ class EventHub:
 
     async def poll(self) -> None:
         """Runs until cancelled: notices events written elsewhere."""
-        self._newest_seen = await self._queries.last_event_id()
         while True:
+            try:
+                newest = await self._queries.last_event_id()
+            except StoreError as exc:
+                # the database is away for now; subscribers keep waiting, we keep looking
+                log.warning("event poll failed: %s", exc)
+            else:
+                if newest != self._newest_seen:
+                    self._newest_seen = newest
+                    self.notify()
             await asyncio.sleep(self._poll_interval)
-            newest = await self._queries.last_event_id()
-            if newest != self._newest_seen:
-                self._newest_seen = newest
-                self.notify()
 
     # ---- rendering --------------------------------------------------------------------
 

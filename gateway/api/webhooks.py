@@ -26,6 +26,7 @@ from gateway.api.queries import ApiQueries
 from gateway.api.settings import WebhookSettings
 from gateway.api.views import JSON
 from gateway.domain.ports import Store
+from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +77,33 @@ class WebhookSender:
         """Follows the log until cancelled. A URL seen for the first time starts at the
         log's end: configuring a webhook does not replay history."""
         key = cursor_key(self._url)
-        async with self._store.transaction() as tx:
-            stored = await tx.get_cursor(key)
-        cursor = stored if stored is not None else await self._queries.last_event_id()
+        cursor: int | None = None
         while True:
-            signal = self._hub.signal()
-            events = await self._queries.list_events(after=cursor, limit=BATCH)
-            for rendered in await self._hub.render(events):
-                await self._deliver(rendered)
-                cursor = int(rendered["id"])
-                async with self._store.transaction() as tx:
-                    await tx.set_cursor(key, cursor)
-            if len(events) < BATCH:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(signal.wait(), self._poll_interval)
+            try:
+                if cursor is None:
+                    async with self._store.transaction() as tx:
+                        stored = await tx.get_cursor(key)
+                    cursor = stored if stored is not None else await self._queries.last_event_id()
+                cursor = await self._follow(key, cursor)
+            except StoreError as exc:
+                # the database is away for now: try again shortly, from the stored cursor
+                log.warning("webhook sender paused: %s", exc)
+                await asyncio.sleep(self._poll_interval)
+
+    async def _follow(self, key: str, cursor: int) -> int:
+        """Posts what follows ``cursor`` in the log, then waits for more; returns the new
+        cursor (stored after each event, so a restart resumes after the last one sent)."""
+        signal = self._hub.signal()
+        events = await self._queries.list_events(after=cursor, limit=BATCH)
+        for rendered in await self._hub.render(events):
+            await self._deliver(rendered)
+            cursor = int(rendered["id"])
+            async with self._store.transaction() as tx:
+                await tx.set_cursor(key, cursor)
+        if len(events) < BATCH:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(signal.wait(), self._poll_interval)
+        return cursor
 
     async def _deliver(self, rendered: JSON) -> None:
         body = json.dumps(rendered, separators=(",", ":")).encode()
