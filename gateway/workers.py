@@ -97,7 +97,8 @@ class ChatDeliveryWorker:
     async def _deliver(self, job: DeliveryJob) -> None:
         try:
             group_id = await self._group_of(job)
-            message_id = await self._chat.send(group_id, self._relay.text_for_wallets(job))
+            message_id = await self._chat.send(group_id, self._relay.text_for_wallets(job),
+                                               key=job.message.id)
         except WalletNotReachable as exc:
             await self._fail_message(job, str(exc))
             await self._relay.wallet_unreachable(job.conversation.id, WalletAddress(exc.wallet))

@@ -244,8 +244,10 @@ class ChatNetwork(Protocol):
         ``WalletNotReachable`` for a member not on XMTP."""
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
     async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
-    async def send(self, group_id: str, text: str) -> str:
-        """Sends text into the group; returns the message id."""
+    async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
+        """Sends text into the group; returns the message id. ``key`` names the send
+        for retries: a second send with the same key (after an error whose outcome was
+        unknown) publishes the message prepared the first time, never a second one."""
     def messages(
         self, high_water: Callable[[str], Awaitable[int | None]],
     ) -> AsyncIterator[ChatMessage]:

@@ -76,7 +76,7 @@ class RecordingChatNetwork:
             group.members.discard(wallet)
             self.removed.append((group_id, wallet))
 
-    async def send(self, group_id: str, text: str) -> str:
+    async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
         self._check()
         self._group(group_id)
         message_id = f"msg-{next(self._ids)}"

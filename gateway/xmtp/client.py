@@ -264,6 +264,23 @@ class Conversation:
         with _library_errors("send text"):
             return bytes(await self._ffi.send_text(text)).hex()
 
+    def prepare_text(self, text: str) -> str:
+        """Stores a text locally as unpublished (libxmtp queues its publish intent) and
+        returns its id; ``publish_stored`` sends it. A publish retried with the same id
+        sends the same message, never a second one."""
+        with _library_errors("prepare text"):
+            return bytes(self._ffi.prepare_message(xb.encode_text(text), True)).hex()
+
+    async def publish_stored(self, message_id: str) -> None:
+        """Publishes a prepared message; a no-op once it is published."""
+        with _library_errors("publish message"):
+            await self._ffi.publish_stored_message(bytes.fromhex(message_id))
+
+    async def leave(self) -> None:
+        """Asks to leave the group (a leave request the group's admins act on)."""
+        with _library_errors("leave group"):
+            await self._ffi.leave_group()
+
     async def messages(self, *, sent_after_ns: int | None = None, limit: int | None = None,
                        include_membership_changes: bool = False) -> list[XmtpMessage]:
         """Messages stored locally, oldest first (call ``sync`` first for news)."""

@@ -1,0 +1,274 @@
+"""``XmtpChatNetwork``: the gateway's ``ChatNetwork`` over real libxmtp.
+
+One XMTP inbox for the gateway (``xmtp.wallet_key``), its libxmtp database at
+``xmtp.db_path`` encrypted with ``xmtp.db_encryption_key`` and reused across restarts
+(a new database would be a new installation; XMTP caps an inbox at 10). Each
+conversation is a group of the gateway and the conversation's wallets, named after the
+phone side.
+
+Threading: libxmtp runs its native work on the thread of the loop that awaits it, so
+the client lives on its own thread with its own loop (``LoopThread``). Every method
+called from the gateway's loop hops there and back; streamed messages hop back one by
+one. The loop that answers webhooks never runs libxmtp code.
+
+Receiving (``messages``): the stream is opened first, then every group is synced and
+paged from its high-water mark (catch-up), then the stream's messages follow, minus
+those already yielded by the catch-up. A stream failure is raised to the consumer,
+which opens ``messages`` again: catch-up, then stream.
+
+Content: texts are relayed; membership changes and read receipts are protocol noise
+and left out; any other content type (attachment, reaction, reply, leave request, …)
+comes through with ``text=None`` and its type name, for the relay to answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+
+from eth_utils.address import to_checksum_address
+
+from gateway.config import GatewayConfig, XmtpConfig
+from gateway.domain.ids import WalletAddress
+from gateway.domain.ports import ChatMessage
+from gateway.errors import ChatNetworkError, WalletNotReachable
+from gateway.xmtp.client import Consent, Conversation, XmtpClient, XmtpMessage
+from gateway.xmtp.loop_thread import LoopThread, on_loop
+from gateway.xmtp.send_log import SendLog
+
+log = logging.getLogger(__name__)
+
+# libxmtp's v3 hosts of the public networks (TLS). ``xmtp.node_url`` overrides them.
+NETWORK_HOSTS = {
+    "dev": "https://grpc.dev.xmtp.network:443",
+    "production": "https://grpc.production.xmtp.network:443",
+}
+
+HighWater = Callable[[str], Awaitable[int | None]]
+LEAVE_REQUEST = "leave_request"  # a wallet asked to leave the group (it blocked it)
+_SILENT_TYPES = frozenset({"group_updated", "group_membership_change", "readReceipt"})
+_HANDOFF_LIMIT = 1000  # streamed messages waiting for the consumer on the gateway's loop
+
+
+def content_name(content_type: str) -> str:
+    """"xmtp.org/remoteStaticAttachment:1.0" -> "remoteStaticAttachment"."""
+    return content_type.partition("/")[2].partition(":")[0] or content_type
+
+
+def node_url_for(xmtp: XmtpConfig) -> str | None:
+    """The configured node, or the public network's host; None for an embedded devnode
+    (its URL is known once it listens)."""
+    if xmtp.node_url is not None:
+        return str(xmtp.node_url)
+    if xmtp.env == "local":
+        return None
+    return NETWORK_HOSTS[xmtp.env]
+
+
+class XmtpChatNetwork:
+    """Create with ``XmtpChatNetwork.open``; ``close`` when done."""
+
+    def __init__(self, thread: LoopThread, client: XmtpClient, sends: SendLog) -> None:
+        self._thread = thread
+        self._client = client
+        self._sends = sends
+        self._addresses: dict[str, WalletAddress] = {}  # inbox id -> its wallet
+        self.address = WalletAddress(client.address)
+        self.inbox_id = client.inbox_id
+
+    @classmethod
+    async def open(cls, *, node_url: str, private_key: str | bytes, db_path: Path | None,
+                   encryption_key: bytes | None) -> XmtpChatNetwork:
+        thread = LoopThread("xmtp")
+        try:
+            if db_path is not None:
+                db_path.parent.mkdir(parents=True, exist_ok=True)
+            client = await thread.run(XmtpClient.create(
+                node_url=node_url, private_key=private_key,
+                db_path=str(db_path) if db_path is not None else None,
+                encryption_key=encryption_key, is_secure=node_url.startswith("https:")))
+            sends = SendLog(db_path.with_name(db_path.name + ".sends") if db_path else None)
+        except BaseException:
+            thread.stop()
+            raise
+        network = cls(thread, client, sends)
+        log.info("XMTP inbox %s (wallet %s) on %s", network.inbox_id, network.address,
+                 node_url)
+        return network
+
+    async def close(self) -> None:
+        async def release() -> None:
+            self._client.close()
+
+        with contextlib.suppress(ChatNetworkError):
+            await self._thread.run(release())
+        self._thread.stop()
+        self._sends.close()
+
+    # ---- ChatNetwork --------------------------------------------------------------------
+
+    async def is_reachable(self, wallet: WalletAddress) -> bool:
+        return await self._thread.run(self._client.inbox_id_of(wallet)) is not None
+
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+        async def create() -> str:
+            group = await self._client.new_group(list(members), name=name)
+            return group.id
+
+        return await self._thread.run(create())
+
+    async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
+        async def add() -> None:
+            for wallet in members:
+                if await self._client.inbox_id_of(wallet) is None:
+                    raise WalletNotReachable(wallet)
+            await self._group(group_id).add_members(list(members))
+
+        await self._thread.run(add())
+
+    async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
+        async def remove() -> None:
+            await self._group(group_id).remove_members(list(members))
+
+        await self._thread.run(remove())
+
+    async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
+        return await self._thread.run(self._send(group_id, text, key))
+
+    async def _send(self, group_id: str, text: str, key: str | None) -> str:
+        group = self._group(group_id)
+        if key is not None:
+            found = self._sends.find(key)
+            if found is not None and found[0] == group_id:
+                # A retry of a send whose outcome was not known: publish what was prepared.
+                await group.publish_stored(found[1])
+                return found[1]
+        message_id = group.prepare_text(text)
+        if key is not None:
+            self._sends.record(key, group_id, message_id)
+        await group.publish_stored(message_id)
+        return message_id
+
+    def _group(self, group_id: str) -> Conversation:
+        return self._client.conversation(group_id)
+
+    async def messages(
+        self, high_water: HighWater,
+    ) -> AsyncIterator[ChatMessage]:
+        handoff: asyncio.Queue[ChatMessage | BaseException | None] = asyncio.Queue(
+            _HANDOFF_LIMIT)
+        here = asyncio.get_running_loop()
+        pump = self._thread.submit(self._pump(high_water, handoff, here))
+        try:
+            while True:
+                item = await handoff.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            pump.cancel()
+
+    # ---- on the XMTP thread -------------------------------------------------------------
+
+    async def _pump(self, high_water: HighWater,
+                    handoff: asyncio.Queue[ChatMessage | BaseException | None],
+                    there: asyncio.AbstractEventLoop) -> None:
+        async def put(item: ChatMessage | BaseException | None) -> None:
+            await on_loop(there, handoff.put(item))
+
+        try:
+            # The stream first: what arrives during the catch-up waits in it.
+            stream = await self._client.stream_all_messages(
+                consent=[Consent.ALLOWED, Consent.UNKNOWN])
+            async with stream:
+                caught_up = await self._catch_up(high_water, there, put)
+                async for message in stream:
+                    if message.id in caught_up:
+                        continue
+                    chat = await self._to_chat(message)
+                    if chat is not None:
+                        await put(chat)
+            await put(ChatNetworkError("the XMTP message stream closed"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # handed to the consumer, which counts, logs and reopens
+            with contextlib.suppress(Exception):
+                await put(exc)
+
+    async def _catch_up(self, high_water: HighWater,
+                        there: asyncio.AbstractEventLoop,
+                        put: Callable[[ChatMessage], Awaitable[None]]) -> set[str]:
+        await self._client.sync_all()
+        yielded: set[str] = set()
+        for group in self._client.conversations():
+            if group.is_dm:
+                continue
+            mark = await on_loop(there, _coroutine(high_water(group.id)))
+            # One nanosecond back: a message sent in the same nanosecond as the mark is
+            # not skipped; the one at the mark repeats and the store absorbs it.
+            for message in await group.messages(
+                    sent_after_ns=mark - 1 if mark is not None else None):
+                chat = await self._to_chat(message)
+                if chat is not None:
+                    yielded.add(message.id)
+                    await put(chat)
+        if yielded:
+            log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
+                     len(yielded))
+        return yielded
+
+    async def _to_chat(self, message: XmtpMessage) -> ChatMessage | None:
+        if message.sender_inbox_id == self.inbox_id or message.is_membership_change:
+            return None
+        kind = content_name(message.content_type)
+        if kind in _SILENT_TYPES:
+            return None
+        sender = await self._address_of(message.sender_inbox_id)
+        return ChatMessage(
+            group_id=message.conversation_id, message_id=message.id, sender=sender,
+            sent_at_ns=message.sent_at_ns, text=message.text, content_type=kind)
+
+    async def _address_of(self, inbox_id: str) -> WalletAddress:
+        found = self._addresses.get(inbox_id)
+        if found is None:
+            addresses = (await self._client.addresses_of([inbox_id])).get(inbox_id) or []
+            if not addresses:
+                raise ChatNetworkError(f"inbox {inbox_id} has no Ethereum address")
+            found = WalletAddress(to_checksum_address(addresses[0]))
+            self._addresses[inbox_id] = found
+        return found
+
+
+async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:
+    return await awaitable
+
+
+@contextlib.asynccontextmanager
+async def open_chat_network(config: GatewayConfig) -> AsyncIterator[XmtpChatNetwork]:
+    """The gateway's chat network as configured; an embedded devnode is started first
+    (on the caller's loop: it is a gRPC server, cheap next to the client)."""
+    xmtp = config.xmtp
+    # libxmtp logs every step at INFO to stdout unless told otherwise.
+    os.environ.setdefault("RUST_LOG", "error")
+    async with contextlib.AsyncExitStack() as stack:
+        node_url = node_url_for(xmtp)
+        if xmtp.devnode.embedded:
+            from gateway.xmtp.devnode import DevNode
+
+            xmtp.devnode.db.parent.mkdir(parents=True, exist_ok=True)
+            node = await stack.enter_async_context(
+                DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port))
+            node_url = node.url
+            log.info("embedded XMTP devnode at %s", node.url)
+        assert node_url is not None  # config validation: local needs node_url or embedded
+        network = await XmtpChatNetwork.open(
+            node_url=node_url, private_key=xmtp.wallet_key.get_secret_value(),
+            db_path=xmtp.db_path, encryption_key=xmtp.db_encryption_key_bytes())
+        stack.push_async_callback(network.close)
+        yield network

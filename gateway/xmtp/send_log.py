@@ -1,0 +1,51 @@
+"""Which XMTP message each gateway send prepared: the bridge's half of libxmtp's intent log.
+
+A send into a group is two steps: libxmtp prepares the message (stores it with its id,
+unpublished, and queues the publish intent), then publishes it. The id is written here
+under the sender's key (the gateway's message id) between the two steps. When a send's
+outcome is unknown — the process died, or the publish failed after the node may have
+stored it — the retry finds the key and publishes the *same* prepared message again,
+which libxmtp treats as a no-op once published and the node stores once. A message is
+therefore never sent twice because a send was retried.
+
+Kept in a small SQLite file next to libxmtp's database; rows older than a week are
+dropped on open (a delivery is retried for minutes, not weeks).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+_KEEP_SECONDS = 7 * 24 * 3600
+
+
+class SendLog:
+    def __init__(self, path: Path | None) -> None:
+        """``path=None`` keeps the log in memory (a client whose database is in memory)."""
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(":memory:" if path is None else str(path),
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, group_id TEXT NOT NULL,"
+            " message_id TEXT NOT NULL, created_at REAL NOT NULL)")
+        self._db.execute("DELETE FROM sends WHERE created_at < ?",
+                         (time.time() - _KEEP_SECONDS,))
+        self._db.commit()
+
+    def find(self, key: str) -> tuple[str, str] | None:
+        """(group id, message id) prepared under ``key``, if any."""
+        row = self._db.execute("SELECT group_id, message_id FROM sends WHERE key = ?",
+                               (key,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
+
+    def record(self, key: str, group_id: str, message_id: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?)",
+                             (key, group_id, message_id, time.time()))
+
+    def close(self) -> None:
+        self._db.close()
