@@ -130,9 +130,14 @@ class SqlStoreTx:
         holder = await self.get_conversation_by_group(xmtp_group_id)
         if holder is not None and holder.id != conversation_id:
             raise Conflict(f"group {xmtp_group_id} already belongs to conversation {holder.id}")
-        result = await self._conn.execute(
-            conversations.update().where(conversations.c.id == conversation_id)
-            .values(xmtp_group_id=xmtp_group_id))
+        try:
+            # a savepoint: a concurrent claim of the group must not abort the transaction
+            async with self._conn.begin_nested():
+                result = await self._conn.execute(
+                    conversations.update().where(conversations.c.id == conversation_id)
+                    .values(xmtp_group_id=xmtp_group_id))
+        except sa.exc.IntegrityError:
+            raise Conflict(f"group {xmtp_group_id} already belongs to a conversation") from None
         if result.rowcount == 0:
             raise NotFound(f"no conversation {conversation_id}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,26 @@ class TestTransactions:
                     joined_at=NOW, active_pair=f"{PHONE} {PROXY}"))
         assert PHONE not in str(caught.value)
         assert PHONE not in repr(caught.value.__cause__)
+
+    async def test_a_task_cancelled_inside_a_transaction_releases_the_database(
+            self, store: SqlStore, open_another: OpenStore) -> None:
+        entered = asyncio.Event()
+
+        async def stuck() -> None:
+            async with store.transaction() as tx:
+                await thread(tx)
+                entered.set()
+                await asyncio.sleep(60)
+
+        task = asyncio.create_task(stuck())
+        await entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        for target in (store, await open_another()):  # this process and another one
+            async with asyncio.timeout(5), target.transaction() as tx:
+                assert await tx.find_phone_participant(PHONE, PROXY) is None
+                await thread(tx)
+                await tx.remove_participant(
+                    (await tx.find_phone_participant(PHONE, PROXY)).id,  # type: ignore[union-attr]
+                    now=NOW)
