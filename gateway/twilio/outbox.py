@@ -400,7 +400,12 @@ class PhoneOutbox:
         return found.provider_id if found else None
 
     async def _reconcile(self, job: DeliveryJob) -> None:
-        """A delivery whose send may or may not have happened: look for its last part."""
+        """A delivery whose send may or may not have happened: look for its last part.
+
+        What was sent is worked out again from today's facts. If the WhatsApp window has
+        opened since an unknown template send, the plain text is looked for instead, not
+        found, and sent: the phone then gets both, which is the lesser harm than neither.
+        """
         if not _addressable(job):
             await self._fail(job, None, "the participant has no phone number or proxy number",
                              outcome="failed")

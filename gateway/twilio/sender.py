@@ -82,8 +82,8 @@ class TwilioPhoneNetwork:
                 message = await self._client.messages.create_async(**params)
             except (TwilioRestException, TwilioServiceException) as exc:
                 raise _rest_error(exc, rec.last_response) from exc
-            except json.JSONDecodeError as exc:
-                # A 2xx that is not JSON: the message may well exist.
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                # A 2xx that is not JSON (or not text): the message may well exist.
                 raise UnknownOutcomeError("Twilio answered the send with a non-JSON body") from exc
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 # The connection was never made, so the request never left.
@@ -125,7 +125,7 @@ class TwilioPhoneNetwork:
                     break
                 if body is None or message.body == body:
                     found = SentText(provider_id=message.sid, status=str(message.status or ""))
-        except (TwilioException, TwilioServiceException, json.JSONDecodeError) as exc:
+        except (TwilioException, ValueError) as exc:  # incl. JSON and text decoding errors
             raise RetryableSendError(f"could not list messages at Twilio: {exc}") from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             # A lookup changes nothing at Twilio, so any failure is simply "try again".
