@@ -81,14 +81,24 @@ class WebhookSender:
         while True:
             try:
                 if cursor is None:
-                    async with self._store.transaction() as tx:
-                        stored = await tx.get_cursor(key)
-                    cursor = stored if stored is not None else await self._queries.last_event_id()
+                    cursor = await self._starting_cursor(key)
                 cursor = await self._follow(key, cursor)
             except StoreError as exc:
                 # the database is away for now: try again shortly, from the stored cursor
                 log.warning("webhook sender paused: %s", exc)
                 await asyncio.sleep(self._poll_interval)
+
+    async def _starting_cursor(self, key: str) -> int:
+        async with self._store.transaction() as tx:
+            stored = await tx.get_cursor(key)
+        if stored is not None:
+            return stored
+        start = await self._queries.last_event_id()
+        async with self._store.transaction() as tx:
+            # kept at once, so events written before this URL's first post are not lost
+            # to a restart
+            await tx.set_cursor(key, start)
+        return start
 
     async def _follow(self, key: str, cursor: int) -> int:
         """Posts what follows ``cursor`` in the log, then waits for more; returns the new
