@@ -48,6 +48,11 @@ class SqlStore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def cipher(self) -> ContentCipher:
+        """For readers outside a transaction (the API's listings) that open sealed rows."""
+        return self._cipher
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlStoreTx]:
         async with self._turn():
