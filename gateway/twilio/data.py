@@ -55,6 +55,28 @@ _STATUS = {
 }
 
 
+# Twilio's status callbacks carry ErrorCode but rarely ErrorMessage; the common codes are
+# described here so a failed delivery tells the wallet something readable.
+_ERROR_DESCRIPTIONS = {
+    21211: "invalid 'To' phone number",
+    21408: "sending to this region is not enabled",
+    21610: "the recipient has unsubscribed (replied STOP)",
+    21612: "this number cannot be reached from our number",
+    21614: "not a mobile number",
+    30003: "unreachable destination handset",
+    30004: "message blocked by the recipient or carrier",
+    30005: "unknown destination handset",
+    30006: "landline or unreachable carrier",
+    30007: "filtered by the carrier as spam",
+    30008: "unknown delivery error",
+    63016: "outside WhatsApp's 24-hour window; a template is required",
+}
+
+
+def describe_error(code: int | None) -> str | None:
+    return _ERROR_DESCRIPTIONS.get(code) if code is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class InboundText:
     """A text a phone sent to one of our numbers."""
@@ -106,12 +128,13 @@ def parse_status(form: Form) -> StatusUpdate:
     state = _STATUS.get(raw_status)
     if state is None:
         raise BadRequest(f"MessageStatus {raw_status[:32]!r} is not an outbound message status")
-    error_message = _text(form, "ErrorMessage").strip() or None
+    error_code = _error_code(form)
+    error_message = _text(form, "ErrorMessage").strip() or describe_error(error_code)
     return StatusUpdate(
         message_sid=message_sid,
         account_sid=account_sid,
         state=state,
-        error_code=_error_code(form),
+        error_code=error_code,
         error_message=error_message,
     )
 

@@ -138,6 +138,12 @@ class TestStatusCallback:
         assert update.error_code == 30003
         assert update.error_message == "Unreachable destination handset"
 
+    def test_a_known_code_without_a_message_is_described(self) -> None:
+        update = parse_status(status_form(MessageStatus="failed", ErrorCode="63016"))
+        assert update.error_message is not None and "24-hour window" in update.error_message
+        unknown = parse_status(status_form(MessageStatus="failed", ErrorCode="12345"))
+        assert (unknown.error_code, unknown.error_message) == (12345, None)
+
     def test_no_error_code_is_none(self) -> None:
         update = parse_status(status_form(ErrorCode=""))
         assert update.error_code is None
