@@ -9,7 +9,7 @@ plain readers never block nor get blocked. PostgreSQL readers share the store's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from gateway.api.pagination import Slice, Window
 from gateway.api.queries import TimeRange
-from gateway.domain.ids import ConversationId
+from gateway.domain.ids import ConversationId, MessageId
 from gateway.domain.models import Conversation, ConversationState, Event, Message
 from gateway.domain.ports import Store, StoreTx
 from gateway.errors import Conflict, NotFound, StoreError
@@ -135,6 +135,12 @@ class SqlApiQueries:
         found, more, behind = await self._slice(
             base, _key_columns(messages), start, window, ascending=True)
         return Slice([rows.message(r, self._cipher) for r in found], more, behind)
+
+    async def messages_by_id(self, message_ids: Sequence[MessageId]) -> dict[MessageId, Message]:
+        if not message_ids:
+            return {}
+        found = await self._rows(messages.select().where(messages.c.id.in_(list(message_ids))))
+        return {MessageId(r["id"]): rows.message(r, self._cipher) for r in found}
 
     # ---- the event log ----------------------------------------------------------------
 

@@ -161,7 +161,9 @@ class SqlStoreTx:
     async def _locked_conversation(self, conversation_id: ConversationId) -> sa.RowMapping:
         row = await self._one(
             conversations.select().where(conversations.c.id == conversation_id)
-            .with_for_update())
+            # NO KEY UPDATE: other transactions' foreign-key checks against this row
+            # (a message or participant being added) need not wait for it
+            .with_for_update(key_share=True))
         if row is None:
             raise NotFound(f"no conversation {conversation_id}")
         return row
@@ -583,7 +585,9 @@ class SqlStoreTx:
         # Readers page by ``id > after``. PostgreSQL hands out ids at insert, not at
         # commit, so two transactions could commit out of id order and a reader would skip
         # the lower id for good. Holding a lock from here to commit makes id order equal
-        # commit order. (SQLite has one writer, so it already is.)
+        # commit order. (SQLite has one writer, so it already is.) Callers should add
+        # events last in a transaction: one that holds this lock and then waits for a row
+        # another event writer holds would deadlock (PostgreSQL then aborts one of them).
         await self._lock(EVENT_LOG_LOCK)
         row = await self._one(events.insert().values(
             type=type, conversation_id=conversation_id, data=dict(data), created_at=now,
