@@ -298,7 +298,7 @@ class TestUnknownOutcomes:
         delivery = await gateway.text_to_phone("mid-flight")
         gateway.sim.inject(Fault.slow(0.3))  # Twilio creates it even if we are gone
         running = asyncio.create_task(gateway.outbox(settings).run())
-        await asyncio.sleep(0.1)  # the request is at Twilio
+        await asyncio.wait_for(gateway.sim.create_arrived.wait(), 5)  # it is at Twilio
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
@@ -309,7 +309,7 @@ class TestUnknownOutcomes:
         await successor.run_once()
         [received] = gateway.sim.inbox(PHONE)
         assert (await gateway.delivery(delivery)).provider_id == received.sid
-        assert len(gateway.sim.attempts) == 1
+        assert [a.outcome for a in gateway.sim.attempts] == ["slow"]
 
 
 class TestPacingAndShape:
@@ -326,7 +326,7 @@ class TestPacingAndShape:
         a, b = by_sender[OUR_NUMBER], by_sender[OTHER_NUMBER]
         assert len(a) == 4 and len(b) == 2
         gaps = [y - x for x, y in itertools.pairwise(a)]
-        assert all(0.2 <= g <= 0.6 for g in gaps), gaps
+        assert all(0.2 <= g <= 1.5 for g in gaps), gaps  # loose top: a busy machine
         assert b[0] < a[1]  # the other number did not wait behind the first one's queue
         assert b[1] - b[0] >= 0.2
 

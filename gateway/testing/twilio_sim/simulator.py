@@ -80,6 +80,7 @@ class TwilioSimulator:
         self.messages: dict[str, SimMessage] = {}
         self.attempts: list[SendAttempt] = []
         self.callbacks: list[Callback] = []
+        self.create_arrived = asyncio.Event()  # set when a create request has been read
         self.whatsapp_window = whatsapp_window
         # (phone, our number) -> when the phone last wrote on WhatsApp
         self.last_whatsapp_inbound: dict[tuple[str, str], datetime] = {}
@@ -204,6 +205,7 @@ class TwilioSimulator:
     async def _create(self, request: web.Request) -> web.StreamResponse:
         self._authenticate(request)
         form = await request.post()
+        self.create_arrived.set()
         to, from_ = text_field(form, "To"), text_field(form, "From")
         body, media = text_field(form, "Body"), tuple(str(v) for v in form.getall("MediaUrl", []))
         content_sid = text_field(form, "ContentSid") or None

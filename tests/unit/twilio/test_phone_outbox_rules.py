@@ -395,7 +395,7 @@ class TestSenders:
         await world.outbox.run_once()
         times = {a.text.body: a.at for a in world.phone.accepted}
         gaps = [times["Alice: a1"] - times["Alice: a0"], times["Alice: a2"] - times["Alice: a1"]]
-        assert all(0.17 <= g <= 0.5 for g in gaps)
+        assert all(0.17 <= g <= 1.0 for g in gaps)  # loose top: a busy machine
         assert times["Alice: b"] < times["Alice: a1"]
 
     async def test_per_number_overrides_set_the_pace(self) -> None:
@@ -408,7 +408,7 @@ class TestSenders:
         loop = asyncio.get_running_loop()
         started = loop.time()
         await world.outbox.run_once()
-        assert loop.time() - started < 0.4  # 2/s would take 1.5 s
+        assert loop.time() - started < 1.0  # 2/s would take 1.5 s
 
     async def test_a_backlog_beyond_the_lease_is_handed_back_spread_at_the_senders_pace(
         self,
