@@ -15,7 +15,7 @@ from aiohttp import web
 
 from gateway.api import params
 from gateway.api.errors import InvalidParameter
-from gateway.api.hub import EVENT_TYPES, sse_frame
+from gateway.api.hub import EVENT_TYPES
 from gateway.api.keys import API_QUERIES, API_SETTINGS, EVENT_HUB
 from gateway.domain.ids import ConversationId
 
@@ -73,10 +73,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
             events = await queries.list_events(after=cursor, limit=BATCH,
                                                conversation_id=conversation_id)
             if events:
-                frames = [sse_frame(r) for r in await hub.render(events)
-                          if types is None or r["type"] in types]
+                frames = await hub.frames(events, types)
                 if frames:
-                    await response.write(b"".join(frames))
+                    await response.write(frames)
                 cursor = events[-1].id
                 if len(events) == BATCH:
                     continue

@@ -40,6 +40,8 @@ class EventHub:
         self._changed = asyncio.Event()
         self._newest_seen = 0
         self._rendered: OrderedDict[int, JSON] = OrderedDict()
+        self._rendering: dict[int, asyncio.Future[JSON]] = {}
+        self._frames: dict[int, bytes] = {}
         self.closing = False
 
     # ---- wake-ups ---------------------------------------------------------------------
@@ -77,36 +79,103 @@ class EventHub:
 
     async def render(self, events: Sequence[Event]) -> list[JSON]:
         """The events as API JSON, their referenced resources filled in from the store
-        (a message body lives only in the encrypted messages table, never in the log)."""
-        missing = [e for e in events if e.id not in self._rendered]
-        if missing:
+        (a message body lives only in the encrypted messages table, never in the log).
+
+        Each event is rendered once: a hundred subscribers woken by the same commit ask
+        for the same events at once, and all but the first wait for its result."""
+        loop = asyncio.get_running_loop()
+        mine: dict[int, asyncio.Future[JSON]] = {}
+        for event in events:
+            if event.id not in self._rendered and event.id not in self._rendering:
+                mine[event.id] = self._rendering[event.id] = loop.create_future()
+        if mine:
+            try:
+                rendered = await self._hydrate([e for e in events if e.id in mine])
+                for event_id, future in mine.items():
+                    self._remember(event_id, rendered[event_id])
+                    future.set_result(rendered[event_id])
+            except BaseException as exc:
+                for future in mine.values():
+                    if not future.done():
+                        future.set_exception(exc)
+                raise
+            finally:
+                for event_id in mine:
+                    self._rendering.pop(event_id, None)
+        found = []
+        for event in events:
+            cached = self._rendered.get(event.id)
+            if cached is None:
+                pending = self._rendering.get(event.id)
+                cached = await pending if pending is not None else await self._one(event)
+            found.append(cached)
+        return found
+
+    async def _one(self, event: Event) -> JSON:
+        return (await self._hydrate([event]))[event.id]
+
+    async def _hydrate(self, events: Sequence[Event]) -> dict[int, JSON]:
+        message_ids = [MessageId(str(e.data["message_id"])) for e in events
+                       if e.type == "message.added" and "message" not in e.data
+                       and "message_id" in e.data]
+        found_messages = await self._queries.messages_by_id(message_ids)
+        rendered = {}
+        rare = []
+        for event in events:
+            data = dict(event.data)
+            if event.type == "message.added" and "message" not in data and "message_id" in data:
+                message = found_messages.get(MessageId(str(data["message_id"])))
+                if message is not None:
+                    data["message"] = message_json(message)
+                rendered[event.id] = event_json(event, data)
+            elif _needs_store(event):
+                rare.append(event)
+            else:
+                rendered[event.id] = event_json(event, data)
+        if rare:
             async with self._store.transaction() as tx:
-                for event in missing:
-                    self._remember(event.id, event_json(event, await _hydrate(tx, event)))
-        return [self._rendered[e.id] if e.id in self._rendered else event_json(e, dict(e.data))
-                for e in events]
+                for event in rare:
+                    rendered[event.id] = event_json(event, await _fill_in(tx, event))
+        return rendered
+
+    async def frames(self, events: Sequence[Event],
+                     types: frozenset[str] | None = None) -> bytes:
+        """The events (of ``types``, when given) as server-sent events, each encoded
+        once however many subscribers send it."""
+        parts = []
+        for rendered in await self.render(events):
+            if types is not None and rendered["type"] not in types:
+                continue
+            frame = self._frames.get(rendered["id"])
+            parts.append(frame if frame is not None else sse_frame(rendered))
+        return b"".join(parts)
 
     def _remember(self, event_id: int, rendered: JSON) -> None:
         self._rendered[event_id] = rendered
+        self._frames[event_id] = sse_frame(rendered)
         while len(self._rendered) > _CACHE_SIZE:
-            self._rendered.popitem(last=False)
+            evicted, _ = self._rendered.popitem(last=False)
+            self._frames.pop(evicted, None)
 
 
-async def _hydrate(tx: StoreTx, event: Event) -> JSON:
+def _needs_store(event: Event) -> bool:
+    """Events written without their resource (the relay writes ids only)."""
+    if event.type in ("conversation.added", "conversation.updated"):
+        return "conversation" not in event.data and event.conversation_id is not None
+    return (event.type == "delivery.updated" and "delivery" not in event.data
+            and "delivery_id" in event.data)
+
+
+async def _fill_in(tx: StoreTx, event: Event) -> JSON:
     data = dict(event.data)
-    if event.type == "message.added" and "message" not in data and "message_id" in data:
-        message = await tx.get_message(MessageId(str(data["message_id"])))
-        if message is not None:
-            data["message"] = message_json(message)
-    elif (event.type in ("conversation.added", "conversation.updated")
-          and "conversation" not in data and event.conversation_id is not None):
-        conversation = await tx.get_conversation(ConversationId(event.conversation_id))
-        if conversation is not None:
-            data["conversation"] = conversation_json(conversation)
-    elif event.type == "delivery.updated" and "delivery" not in data and "delivery_id" in data:
+    if event.type == "delivery.updated":
         delivery = await tx.get_delivery(DeliveryId(str(data["delivery_id"])))
         if delivery is not None:
             data["delivery"] = delivery_json(delivery)
+    elif event.conversation_id is not None:
+        conversation = await tx.get_conversation(ConversationId(event.conversation_id))
+        if conversation is not None:
+            data["conversation"] = conversation_json(conversation)
     return data
 
 

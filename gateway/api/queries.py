@@ -8,13 +8,13 @@ Implemented over SQLAlchemy in ``gateway.store.queries``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from gateway.api.pagination import Slice, Window
-from gateway.domain.ids import ConversationId
+from gateway.domain.ids import ConversationId, MessageId
 from gateway.domain.models import Conversation, ConversationState, Event, Message
 from gateway.domain.ports import StoreTx
 
@@ -49,6 +49,9 @@ class ApiQueries(Protocol):
     async def list_all_messages(self, window: Window, *, period: TimeRange) -> Slice[Message]:
         """Messages across conversations ordered by (created_at, id); window keys are
         ``[created_at_iso, id]``."""
+
+    async def messages_by_id(self, message_ids: Sequence[MessageId]) -> dict[MessageId, Message]:
+        """The messages that exist among these ids (for filling in events)."""
 
     async def last_event_id(self) -> int:
         """The newest event's id, 0 when the log is empty."""
