@@ -165,6 +165,7 @@ def outbox_settings(config: GatewayConfig) -> OutboxSettings:
         backoff_base=twilio.retry.base_delay_seconds,
         backoff_cap=twilio.retry.max_delay_seconds,
         send_timeout=twilio.send_timeout_seconds,
+        lease=twilio.lease_seconds,
     )
 
 

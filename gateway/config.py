@@ -175,6 +175,8 @@ class TwilioConfig(_Section):
     api_base_url: HttpUrl | None = None  # none: api.twilio.com (or the embedded simulator)
     simulator: SimulatorConfig = SimulatorConfig()
     send_timeout_seconds: Positive = 15.0
+    # A claimed send not finished within its lease (its process died) is reconciled then.
+    lease_seconds: Positive = 120.0
     rate_limits: RateLimitsConfig = RateLimitsConfig()
     retry: RetryConfig = RetryConfig()
 

@@ -177,7 +177,8 @@ class ChatStreamConsumer:
         while True:
             try:
                 async for message in self._chat.messages(self.high_water):
-                    await self._relay.receive_chat_message(message)
+                    outcome = await self._relay.receive_chat_message(message)
+                    self._metrics.inbound.labels("xmtp", outcome.value).inc()
                     failures = 0
                 raise GatewayError("the chat stream ended")
             except asyncio.CancelledError:

@@ -230,14 +230,25 @@ class Bridge:
                 raise AssertionError(f"gateway not ready:\n{self.gateway.output()}")
             await asyncio.sleep(0.1)
 
-    async def metric(self, name: str) -> float:
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples whose labels include ``labels``."""
         async with self.session.get(self.gateway_url + "/metrics") as response:
             text = await response.text()
+        wanted = [f'{key}="{value}"' for key, value in labels.items()]
         total = 0.0
         for line in text.splitlines():
-            if line.startswith(name) and not line.startswith("#"):
+            if line.startswith(name) and all(w in line for w in wanted):
                 total += float(line.rsplit(" ", 1)[1])
         return total
+
+    async def wait_for_metric(self, name: str, at_least: float, within: float = 15.0,
+                              **labels: str) -> None:
+        deadline = time.monotonic() + within
+        while (value := await self.metric(name, **labels)) < at_least:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{name}{labels} is {value}, not {at_least}, "
+                                     f"after {within}s")
+            await asyncio.sleep(0.05)
 
 
 def gateway_config(*, port: int, sim_port: int, node_url: str, wallet_key: str,
@@ -252,6 +263,8 @@ def gateway_config(*, port: int, sim_port: int, node_url: str, wallet_key: str,
         "twilio": {"account_sid": ACCOUNT_SID, "auth_token": AUTH_TOKEN,
                    "api_base_url": f"http://127.0.0.1:{sim_port}",
                    "rate_limits": {"default_per_second": 500.0},
+                   # short, so sends claimed by a SIGKILLed gateway are reconciled soon
+                   "send_timeout_seconds": 2.0, "lease_seconds": 8.0,
                    "retry": {"base_delay_seconds": 0.2, "max_delay_seconds": 2.0}},
         "xmtp": {"env": "local", "node_url": node_url, "wallet_key": wallet_key,
                  "db_path": "xmtp/gateway.db3", "db_encryption_key": secrets.token_hex(32)},
