@@ -70,8 +70,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     with contextlib.suppress(ConnectionResetError):
         while not hub.closing:
             signal = hub.signal()
-            events = await queries.list_events(after=cursor, limit=BATCH,
-                                               conversation_id=conversation_id)
+            events = await hub.events_after(cursor, BATCH, conversation_id, signal)
             if events:
                 frames = await hub.frames(events, types)
                 if frames:

@@ -31,6 +31,8 @@ EVENT_TYPES = (
 
 _CACHE_SIZE = 4096
 
+_ReadKey = tuple[int, int, ConversationId | None, asyncio.Event]
+
 
 class EventHub:
     def __init__(self, *, store: Store, queries: ApiQueries, poll_interval: float) -> None:
@@ -42,6 +44,7 @@ class EventHub:
         self._rendered: OrderedDict[int, JSON] = OrderedDict()
         self._rendering: dict[int, asyncio.Future[JSON]] = {}
         self._frames: dict[int, bytes] = {}
+        self._reading: dict[_ReadKey, asyncio.Future[list[Event]]] = {}
         self.closing = False
 
     # ---- wake-ups ---------------------------------------------------------------------
@@ -74,6 +77,28 @@ class EventHub:
                     self._newest_seen = newest
                     self.notify()
             await asyncio.sleep(self._poll_interval)
+
+    # ---- reading ------------------------------------------------------------------------
+
+    async def events_after(self, after: int, limit: int,
+                           conversation_id: ConversationId | None,
+                           signal: asyncio.Event) -> list[Event]:
+        """The log after ``after``. Subscribers woken together mostly stand at the same
+        place: they share one query instead of each running its own. ``signal`` is the
+        caller's from ``signal()``: a query is shared only among callers holding the same
+        one, so none gets a result read before a commit it was woken for."""
+        key = (after, limit, conversation_id, signal)
+        pending = self._reading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        task = asyncio.ensure_future(self._queries.list_events(
+            after=after, limit=limit, conversation_id=conversation_id))
+        self._reading[key] = task
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if self._reading.get(key) is task:
+                del self._reading[key]
 
     # ---- rendering --------------------------------------------------------------------
 
