@@ -30,7 +30,7 @@ from gateway.metrics import Metrics
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.twilio.outbox import OutboxSettings, PhoneOutbox
 from gateway.twilio.webhooks import MESSAGES_PATH, STATUS_PATH, add_twilio_routes
-from gateway.workers import ChatDeliveryWorker, ChatStreamConsumer, Waker
+from gateway.workers import ChatDeliveryWorker, ChatStreamConsumer, Departures, Waker
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,8 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
     app[OUTBOX] = outbox
     chat_delivery = ChatDeliveryWorker(store, app[CHAT], relay, app[CLOCK], metrics, app[WAKER])
     app[CHAT_DELIVERY] = chat_delivery
-    stream = ChatStreamConsumer(store, app[CHAT], relay, metrics)
+    stream = ChatStreamConsumer(store, app[CHAT], relay, metrics,
+                                departures=Departures(store, app[CLOCK], _waking(app)))
     tasks = app[TASKS]
     tasks["phone_outbox"] = asyncio.create_task(outbox.run(), name="phone-outbox")
     tasks["chat_delivery"] = asyncio.create_task(chat_delivery.run(), name="chat-delivery")

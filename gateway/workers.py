@@ -10,14 +10,22 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 from gateway.domain.clock import Clock
 from gateway.domain.ids import WalletAddress
-from gateway.domain.models import Channel, Delivery, DeliveryJob, DeliveryState
-from gateway.domain.ports import ChatNetwork, Store, StoreTx
+from gateway.domain.models import (
+    Channel,
+    Consent,
+    Delivery,
+    DeliveryJob,
+    DeliveryState,
+    MessageSource,
+)
+from gateway.domain.ports import ChatMessage, ChatNetwork, NewMessage, Store, StoreTx
 from gateway.domain.relay import Relay
+from gateway.domain.rules import short_address
 from gateway.errors import GatewayError, WalletNotReachable
 from gateway.metrics import Metrics
 
@@ -155,17 +163,65 @@ class ChatDeliveryWorker:
                                     error_message=reason, now=now)
 
 
+LEAVE_REQUEST = "leave_request"  # the content type a wallet sends when it leaves a group
+LEFT_NOTICE = "{wallet} has left this conversation; your texts no longer reach them."
+
+
+class Departures:
+    """A wallet that blocks a conversation (consent denied) and leaves its group.
+
+    XMTP consent is private to the wallet's inbox: the gateway cannot read it. What it
+    does see is the leave request the wallet's app sends into the group (libxmtp then
+    removes the member). The wallet's participant gets consent ``denied`` — the relay
+    stops posting for it — and the phone is told, once: a repeated leave request (a
+    catch-up after a restart) finds the consent already denied.
+    """
+
+    def __init__(self, store: Store, clock: Clock,
+                 wake: Callable[[set[Channel]], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._wake = wake
+
+    async def wallet_left(self, chat: ChatMessage) -> bool:
+        woken: set[Channel] = set()
+        async with self._store.transaction() as tx:
+            conversation = await tx.get_conversation_by_group(chat.group_id)
+            if conversation is None:
+                return False
+            await tx.set_cursor(chat.group_id, chat.sent_at_ns)
+            participants = await tx.list_participants(conversation.id)
+            wallet = next((p for p in participants if p.identity == chat.sender), None)
+            if wallet is None or wallet.consent is Consent.DENIED:
+                return False
+            await tx.set_participant_consent(wallet.id, Consent.DENIED)
+            now = self._clock.now()
+            notice = await tx.add_message(NewMessage(
+                conversation_id=conversation.id, author=None,
+                body=LEFT_NOTICE.format(wallet=short_address(chat.sender)),
+                source=MessageSource.SYSTEM), now=now)
+            for phone in participants:
+                if not phone.is_chat and phone.consent is not Consent.DENIED:
+                    await tx.add_delivery(notice.id, phone.id, phone.channel, now=now)
+                    woken.add(phone.channel)
+        log.info("wallet %s left conversation %s", short_address(chat.sender),
+                 conversation.id)
+        self._wake(woken)
+        return True
+
+
 class ChatStreamConsumer:
     """Feeds every wallet message to the relay. The ChatNetwork catches up from the
     stored high-water marks before it streams, so downtime loses nothing; when the stream
     fails it is opened again after a backoff (counted, logged, never swallowed)."""
 
     def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, metrics: Metrics, *,
-                 max_backoff: float = 30.0) -> None:
+                 departures: Departures | None = None, max_backoff: float = 30.0) -> None:
         self._store = store
         self._chat = chat
         self._relay = relay
         self._metrics = metrics
+        self._departures = departures
         self._max_backoff = max_backoff
 
     async def high_water(self, group_id: str) -> int | None:
@@ -177,6 +233,9 @@ class ChatStreamConsumer:
         while True:
             try:
                 async for message in self._chat.messages(self.high_water):
+                    if message.content_type == LEAVE_REQUEST and self._departures:
+                        await self._departures.wallet_left(message)
+                        continue
                     outcome = await self._relay.receive_chat_message(message)
                     self._metrics.inbound.labels("xmtp", outcome.value).inc()
                     failures = 0

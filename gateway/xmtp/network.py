@@ -49,7 +49,6 @@ NETWORK_HOSTS = {
 }
 
 HighWater = Callable[[str], Awaitable[int | None]]
-LEAVE_REQUEST = "leave_request"  # a wallet asked to leave the group (it blocked it)
 _SILENT_TYPES = frozenset({"group_updated", "group_membership_change", "readReceipt"})
 _HANDOFF_LIMIT = 1000  # streamed messages waiting for the consumer on the gateway's loop
 

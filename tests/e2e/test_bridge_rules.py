@@ -12,6 +12,7 @@ import xmtp_bindings as xb
 from eth_utils.address import to_checksum_address
 
 from gateway.domain.rules import short_address
+from gateway.xmtp.client import Consent
 from tests.e2e.bridge.harness import Bridge, running_bridge
 
 pytestmark = pytest.mark.e2e
@@ -142,3 +143,28 @@ class TestUnreachableWallet:
         await bridge.phones.text(PHONE, DIAL, f"{stranger} hello?")
         bodies = await bridge.phones.wait_for(PHONE, contains("is not on XMTP"))
         assert any(short_address(stranger) in b for b in bodies)
+
+
+class TestConsent:
+    async def test_a_wallet_that_blocks_and_leaves_stops_the_relay_and_the_phone_is_told_once(
+            self, bridge: Bridge) -> None:
+        ann = bridge.wallets["ann"]
+        await bridge.phones.text(PHONE, SUPPORT, "hello")
+        group = await ann.group_named(GROUP)
+        await ann.wait_for_texts(group, contains("hello"))
+        posted = await bridge.metric("gateway_deliveries_total", channel="xmtp", state="sent")
+
+        await ann.client.set_conversation_consent(group.id, Consent.DENIED)
+        await group.leave()
+        bodies = await bridge.phones.wait_for(PHONE, contains("has left this conversation"))
+        await bridge.phones.text(PHONE, SUPPORT, "are you there?")
+        await bridge.wait_for_metric("gateway_inbound_messages_total", 2, channel="sms")
+
+        assert await bridge.metric("gateway_deliveries_total", channel="xmtp",
+                                   state="sent") == posted
+        bridge.gateway.stop()
+        await bridge.start_gateway()  # the catch-up sees the leave request again
+        await bridge.phones.text(PHONE, SUPPORT, "hello again")
+        await bridge.wait_for_metric("gateway_inbound_messages_total", 1, channel="sms")
+        bodies = [m["body"] for m in await bridge.phones.inbox(PHONE)]
+        assert len([b for b in bodies if "has left this conversation" in b]) == 1
