@@ -192,6 +192,16 @@ class TestDelivering:
         assert gateway.callbacks == ["sent", "sent", "delivered"]
         assert (await gateway.delivery(delivery)).state is DeliveryState.DELIVERED
 
+    async def test_callbacks_out_of_order_never_move_a_delivery_back(
+        self, gateway: Gateway,
+    ) -> None:
+        delivery = await gateway.text_to_phone("out of order")
+        gateway.sim.inject(Fault.reordered_callbacks())
+        await gateway.outbox().run_once()
+        await gateway.sim.settle()
+        assert gateway.callbacks == ["delivered", "sent", "sent"]
+        assert (await gateway.delivery(delivery)).state is DeliveryState.DELIVERED
+
     async def test_a_failed_delivery_callback_keeps_its_code(self, gateway: Gateway) -> None:
         delivery = await gateway.text_to_phone("to a dead phone")
         gateway.sim.inject(Fault.undelivered(30003))

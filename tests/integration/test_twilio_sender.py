@@ -150,6 +150,7 @@ class TestRetryableErrors:
         with pytest.raises(RetryableSendError) as info:
             await phone.send(text())
         assert info.value.retry_after is None
+        assert [a.outcome for a in sim.attempts] == ["500"]  # the library did not re-POST
         await phone.send(text())  # the fault was for one request only
         assert len(sim.inbox(PHONE)) == 1
 

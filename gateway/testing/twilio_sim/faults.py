@@ -25,7 +25,7 @@ class Fault:
     create: bool = False  # whether the message still gets created (dropped/slow/garbled)
 
     KINDS = ("rate_limited", "server_error", "slow", "drop", "garbled", "reject",
-             "undelivered", "early_callbacks")
+             "undelivered", "early_callbacks", "reordered_callbacks")
 
     @classmethod
     def rate_limited(cls, *, retry_after: float | None = 1.0, times: int | None = 1,
@@ -77,6 +77,12 @@ class Fault:
         return cls("early_callbacks", to=to, times=times)
 
     @classmethod
+    def reordered_callbacks(cls, *, to: str | None = None, times: int | None = 1) -> Fault:
+        """The status callbacks arrive last first (delivered before sent before queued),
+        as they may when Twilio's requests overtake each other."""
+        return cls("reordered_callbacks", to=to, times=times)
+
+    @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Fault:
         kind = data.get("kind")
         if kind not in cls.KINDS:
@@ -90,6 +96,7 @@ class Fault:
             "slow": cls.slow(1.0), "drop": cls.drop(), "garbled": cls.garbled(),
             "reject": cls.reject(int(data.get("code") or 21211)),
             "undelivered": cls.undelivered(), "early_callbacks": cls.early_callbacks(),
+            "reordered_callbacks": cls.reordered_callbacks(),
         }[kind]
         return replace(base, **{k: v for k, v in data.items() if k in allowed})
 

@@ -245,7 +245,7 @@ class TwilioSimulator:
         if failure is None:
             await self._deliver_to_phone(message)
         attempt(kind or "created")
-        callbacks = self._callbacks(message, failure)
+        callbacks = self._callbacks(message, failure, reordered=kind == "reordered_callbacks")
         if fault and kind == "early_callbacks":
             await callbacks
         else:
@@ -354,7 +354,10 @@ class TwilioSimulator:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _callbacks(self, message: SimMessage, failure: Fault | None) -> None:
+    async def _callbacks(self, message: SimMessage, failure: Fault | None, *,
+                         reordered: bool = False) -> None:
+        """Moves the message through its statuses, posting a callback for each; when
+        ``reordered``, the message moves as usual but the callbacks go out last first."""
         steps: list[tuple[str, int | None]]
         if failure is None:
             steps = [("queued", None), ("sent", None), ("delivered", None)]
@@ -362,18 +365,26 @@ class TwilioSimulator:
             steps = [("queued", None), ("failed", failure.code)]
         else:
             steps = [("queued", None), ("sent", None), ("undelivered", failure.code)]
-        for status, code in steps:
-            if status != "queued":
+        if reordered:
+            for status, code in steps:
+                self._advance(message, status, code)
+            steps.reverse()
+        for i, (status, code) in enumerate(steps):
+            if i:
                 await asyncio.sleep(self.callback_delay)
-            now = datetime.now(UTC)
-            message.status, message.date_updated = status, now
-            if status == "sent":
-                message.date_sent = now
-            if code is not None:
-                message.error_code = code
-                message.error_message = ERROR_MESSAGES.get(code)
+            if not reordered:
+                self._advance(message, status, code)
             if message.status_callback:
                 await self._post_callback(message, status, code)
+
+    def _advance(self, message: SimMessage, status: str, code: int | None) -> None:
+        now = datetime.now(UTC)
+        message.status, message.date_updated = status, now
+        if status == "sent":
+            message.date_sent = now
+        if code is not None:
+            message.error_code = code
+            message.error_message = ERROR_MESSAGES.get(code)
 
     async def _post_callback(self, message: SimMessage, status: str, code: int | None) -> None:
         url = message.status_callback
