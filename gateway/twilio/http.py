@@ -79,9 +79,10 @@ class GatewayHttpClient(AsyncTwilioHttpClient):  # type: ignore[misc]  # untyped
         if parsed.scheme != "https" or not (
                 host == _TWILIO_DOMAIN or host.endswith("." + _TWILIO_DOMAIN)):
             return url
-        base_path = self._base_url.path.rstrip("/")
-        rewritten = self._base_url.with_path(base_path + parsed.path, encoded=False)
-        return str(rewritten.with_query(parsed.query))
+        base_path = self._base_url.raw_path.rstrip("/")
+        rewritten = str(self._base_url.with_path(base_path + parsed.raw_path, encoded=True))
+        query = parsed.raw_query_string  # kept byte for byte (signed page tokens, "+")
+        return f"{rewritten}?{query}" if query else rewritten
 
     async def request(
         self,

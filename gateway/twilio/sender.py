@@ -105,7 +105,7 @@ class TwilioPhoneNetwork:
         body: str | None,
     ) -> SentText | None:
         """The earliest message from ``from_`` to ``to`` created at or after ``sent_after``
-        whose body is ``body`` (any body when None).
+        whose body is ``body`` up to whitespace (any body when None).
 
         Filters on To/From at Twilio and on ``date_created`` here, not on ``DateSent``: a
         message still queued at Twilio has no date_sent yet and would be missed, and
@@ -123,7 +123,7 @@ class TwilioPhoneNetwork:
                 created = message.date_created
                 if created is not None and created < since:
                     break
-                if body is None or message.body == body:
+                if body is None or _same_text(message.body, body):
                     found = SentText(provider_id=message.sid, status=str(message.status or ""))
         except (TwilioException, ValueError) as exc:  # incl. JSON and text decoding errors
             raise RetryableSendError(f"could not list messages at Twilio: {exc}") from exc
@@ -132,6 +132,12 @@ class TwilioPhoneNetwork:
             raise RetryableSendError(
                 f"could not list messages at Twilio: {exc.__class__.__name__}") from exc
         return found
+
+
+def _same_text(stored: str | None, sent: str) -> bool:
+    """Twilio keeps the body it was given, but a stray change in whitespace must not make
+    us send a message twice."""
+    return stored is not None and stored.split() == sent.split()
 
 
 def _rest_error(
