@@ -154,6 +154,18 @@ class TestRetryableErrors:
         await phone.send(text())  # the fault was for one request only
         assert len(sim.inbox(PHONE)) == 1
 
+    async def test_a_fault_injected_twice_applies_twice(
+        self, sim: TwilioSimulator, phone: TwilioPhoneNetwork,
+    ) -> None:
+        fault = Fault.server_error(status=503)
+        sim.inject(fault)
+        sim.inject(fault)
+        for _ in range(2):
+            with pytest.raises(RetryableSendError):
+                await phone.send(text())
+        await phone.send(text())
+        assert [a.outcome for a in sim.attempts] == ["503", "503", "created"]
+
     async def test_a_refused_connection_is_retryable(self) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))

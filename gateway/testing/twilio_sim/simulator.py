@@ -85,8 +85,7 @@ class TwilioSimulator:
         # (phone, our number) -> when the phone last wrote on WhatsApp
         self.last_whatsapp_inbound: dict[tuple[str, str], datetime] = {}
         self._inboxes: dict[str, list[ReceivedText]] = {}
-        self._faults: list[Fault] = []
-        self._remaining: dict[int, int | None] = {}  # id(fault) -> uses left
+        self._faults: list[list[Any]] = []  # [fault, uses left or None for always]
         self._order = itertools.count()
         self._created_order: dict[str, int] = {}
         self._changed: asyncio.Condition | None = None
@@ -109,11 +108,8 @@ class TwilioSimulator:
     async def running(self) -> AsyncIterator[TwilioSimulator]:
         runner = web.AppRunner(self.make_app(), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port)
-        await site.start()
-        server = site._server  # the bound port when port=0
-        sockets = getattr(server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else self.port
+        await web.TCPSite(runner, self.host, self.port).start()
+        port = runner.addresses[0][1]  # the bound port when port=0
         self.url = f"http://{self.host}:{port}"
         self._session = aiohttp.ClientSession()
         self._changed = asyncio.Condition()
@@ -129,12 +125,10 @@ class TwilioSimulator:
     # -- Python API ---------------------------------------------------------------------------
 
     def inject(self, fault: Fault) -> None:
-        self._faults.append(fault)
-        self._remaining[id(fault)] = fault.times
+        self._faults.append([fault, fault.times])
 
     def clear_faults(self) -> None:
         self._faults.clear()
-        self._remaining.clear()
 
     def inbox(self, phone: str) -> list[ReceivedText]:
         return list(self._inboxes.get(strip_channel(phone), []))
@@ -316,16 +310,14 @@ class TwilioSimulator:
         return last is None or datetime.now(UTC) - last > timedelta(hours=24)
 
     def _take_fault(self, to: str) -> Fault | None:
-        for fault in self._faults:
+        for armed in self._faults:
+            fault: Fault = armed[0]
             if not fault.matches(to):
                 continue
-            left = self._remaining.get(id(fault))
-            if left is not None:
-                if left <= 1:
-                    self._faults.remove(fault)
-                    self._remaining.pop(id(fault), None)
-                else:
-                    self._remaining[id(fault)] = left - 1
+            if armed[1] is not None:
+                armed[1] -= 1
+                if armed[1] <= 0:
+                    self._faults.remove(armed)
             return fault
         return None
 
