@@ -19,9 +19,10 @@ Outcomes
     jitter, never sooner than Retry-After (which also pauses the whole lane), failed
     after ``max_attempts``. ``PermanentSendError`` → failed with Twilio's code.
     ``UnknownOutcomeError`` → ``unknown``; the reconciler looks the message up with
-    ``find_sent`` (found: sent, with that sid; not found: pending again) — never a
-    blind re-send. A worker that dies between claim and result leaves a ``sending`` row
-    whose lease runs out; the store hands it to the reconciler the same way.
+    ``find_sent`` (found: sent, with that sid; not found: pending again, or failed once
+    ``max_attempts`` is spent) — never a blind re-send. A worker that dies between
+    claim and result leaves a ``sending`` row whose lease runs out; the store hands it
+    to the reconciler the same way.
 
 Long bodies
     A body over 1600 characters goes as several messages, in order, for one Delivery.
@@ -420,6 +421,13 @@ class PhoneOutbox:
         except RetryableSendError as exc:
             # Leave it leased as unknown; once the lease runs out it is looked up again.
             log.warning("delivery %s: lookup failed (%s); will try again", job.delivery.id, exc)
+            return
+        if provider_id is None and job.delivery.attempts >= self._settings.max_attempts:
+            # Every attempt ended without an answer and nothing went out: stop here rather
+            # than cycle between sending and looking forever.
+            await self._fail(job, job.delivery.error_code,
+                             f"gave up after {job.delivery.attempts} attempts without an "
+                             "answer from the provider", outcome="failed")
             return
         now = self._clock.now()
         async with self._store.transaction() as tx:

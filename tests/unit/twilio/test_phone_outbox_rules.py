@@ -326,6 +326,20 @@ class TestUnknownOutcome:
         assert world.store.state(job).state is DeliveryState.SENT
         assert len(world.phone.accepted) == 1
 
+    async def test_unknown_outcomes_end_after_max_attempts_when_nothing_went_out(
+        self, world: World,
+    ) -> None:
+        job = world.job()
+        for _ in range(FAST.max_attempts):
+            world.phone.script = [UnknownOutcomeError("timeout")]
+            await world.outbox.run_once()
+            await world.outbox.reconcile_once()
+        assert len(world.phone.attempts) == FAST.max_attempts
+        assert world.store.state(job).state is DeliveryState.FAILED
+        assert world.failed[0][0] == job.delivery.id
+        await world.outbox.run_once()
+        assert len(world.phone.attempts) == FAST.max_attempts
+
     async def test_a_failed_lookup_leaves_it_unknown(self, world: World) -> None:
         job = world.job()
         world.phone.script = [UnknownOutcomeError("timeout")]
