@@ -11,8 +11,9 @@ Senders never block each other
     lane holds at most what it can send well inside the lease; claimed jobs beyond that
     are handed back with a later due time spread at the lane's rate (they keep their
     place in line, and another sender's fresh message is claimed before them). A
-    hand-back counts as an attempt in the store; a delivery is only ever failed on a
-    real refusal or after a real send error, never for waiting.
+    hand-back counts as an attempt in the store (so a long wait leaves fewer retries for
+    real errors), but waiting alone never fails a delivery. Pacing is per process: with
+    several gateway processes sharing one outbox, divide the configured rates among them.
 
 Outcomes
     ``RetryableSendError`` → back to pending after exponential backoff with full
