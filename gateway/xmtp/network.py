@@ -71,7 +71,9 @@ def node_url_for(xmtp: XmtpConfig) -> str | None:
 class XmtpChatNetwork:
     """Create with ``XmtpChatNetwork.open``; ``close`` when done."""
 
-    def __init__(self, thread: LoopThread, client: XmtpClient, sends: SendLog) -> None:
+    def __init__(self, thread: LoopThread, client: XmtpClient, sends: SendLog,
+                 node_url: str) -> None:
+        self.node_url = node_url
         self._thread = thread
         self._client = client
         self._sends = sends
@@ -94,7 +96,7 @@ class XmtpChatNetwork:
         except BaseException:
             thread.stop()
             raise
-        network = cls(thread, client, sends)
+        network = cls(thread, client, sends, node_url)
         log.info("XMTP inbox %s (wallet %s) on %s", network.inbox_id, network.address,
                  node_url)
         return network

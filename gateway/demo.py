@@ -1,0 +1,366 @@
+"""``gateway demo [--config PATH] [--script]``: a phone and a wallet talking through the
+gateway, in one terminal.
+
+The gateway runs in-process on its config (by default the embedded one: devnode,
+Twilio simulator, SQLite under ./data). The wallet is a real libxmtp client holding
+``demo.wallet_key`` (its database under ``<data_dir>/xmtp/demo-wallet.db3``, so reruns
+reuse its installation); the phone is the simulator's, texting through signed webhooks
+and receiving what the gateway sends to it.
+
+Interactive: ``p hello`` texts from the phone (to the current number; ``to +1555…``
+switches), ``w thanks`` replies from the wallet in the last conversation it saw, ``q``
+quits. ``--script`` runs phone → wallet, wallet → phone, dial mode, STOP then START,
+prints the transcript and exits 0 only if every step arrived in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from gateway.app import SIMULATOR, create_app
+from gateway.config import GatewayConfig, load_config
+from gateway.domain.rules import RuleMode
+from gateway.errors import ConfigError, GatewayError
+from gateway.logs import setup_logging
+from gateway.testing.twilio_sim import TwilioSimulator
+from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
+
+log = logging.getLogger(__name__)
+
+DEMO_PHONE = "+15550123456"
+STEP_SECONDS = 30.0  # each scripted step must arrive within this
+
+
+def run(args: argparse.Namespace) -> int:
+    # libxmtp logs to the terminal; its (harmless) shutdown errors would drown the demo.
+    os.environ.setdefault("RUST_LOG", "off")
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"{args.config}: invalid configuration", file=sys.stderr)
+        for path, message in exc.problems:
+            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+        return 1
+    problem = _unsuitable(config)
+    if problem:
+        print(f"gateway demo: {problem}", file=sys.stderr)
+        return 1
+    setup_logging("plain", "WARNING", secrets=config.secret_values())
+    try:
+        return asyncio.run(_main(config, script=args.script))
+    except KeyboardInterrupt:
+        return 130
+
+
+def _unsuitable(config: GatewayConfig) -> str | None:
+    if config.demo is None:
+        return "the config has no demo section (demo.wallet_key): nobody to play the wallet"
+    if not config.twilio.simulator.embedded:
+        return "the demo needs twilio.simulator.embedded: true (it plays the phone)"
+    if not any(config.demo.wallet_address in rule.wallets or rule.mode is RuleMode.DIAL
+               for rule in config.rulebook().rules):
+        return "no rule reaches the demo wallet (a fixed rule with it, or a dial rule)"
+    return None
+
+
+async def _main(config: GatewayConfig, *, script: bool) -> int:
+    config = _on_a_free_port(config)
+    async with _running(config) as demo:
+        if script:
+            return await Script(demo).run()
+        return await Interactive(demo).run()
+
+
+def _on_a_free_port(config: GatewayConfig) -> GatewayConfig:
+    """The configured port, or any free one when it is taken (the demo is local: the
+    public URL follows)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((config.server.host, config.server.port))
+            return config
+        except OSError:
+            probe.bind((config.server.host, 0))
+            port = probe.getsockname()[1]
+    server = config.server.model_copy(
+        update={"port": port, "public_url": f"http://{config.server.host}:{port}"})
+    return config.model_copy(update={"server": server})
+
+
+@dataclass
+class Demo:
+    config: GatewayConfig
+    simulator: TwilioSimulator
+    wallet: XmtpClient
+    transcript: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)  # wallet-side message ids already shown
+    phone_seen: int = 0
+
+    def say(self, line: str) -> None:
+        self.transcript.append(line)
+        print(line, flush=True)
+
+    async def phone_texts(self, to: str, body: str) -> None:
+        self.say(f"phone  → {to}: {body}")
+        result = await self.simulator.text_from_phone(DEMO_PHONE, to, body)
+        if result.status != 200:
+            raise GatewayError(f"the gateway answered the webhook with {result.status}")
+
+    async def phone_inbox(self) -> list[tuple[str, str]]:
+        """(from, body) of texts the phone got since the last call, shown as they come."""
+        received = self.simulator.inbox(DEMO_PHONE)[self.phone_seen:]
+        self.phone_seen += len(received)
+        for text in received:
+            self.say(f"phone  ← {text.from_}: {text.body}")
+        return [(t.from_, t.body) for t in received]
+
+    async def wallet_news(self) -> list[tuple[Conversation, XmtpMessage]]:
+        """Messages from others in the wallet's groups it has not shown yet."""
+        await self.wallet.sync_all()
+        news = []
+        for group in self.wallet.conversations():
+            if group.is_dm:
+                continue
+            for message in await group.messages():
+                if message.id in self.seen or message.sender_inbox_id == self.wallet.inbox_id:
+                    continue
+                self.seen.add(message.id)
+                news.append((group, message))
+                self.say(f"wallet ← [{group.name}] {message.text or message.content_type}")
+        return news
+
+
+@contextlib.asynccontextmanager
+async def _running(config: GatewayConfig) -> AsyncIterator[Demo]:
+    assert config.demo is not None
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()  # opens the store, simulator, devnode and the gateway's XMTP client
+    try:
+        site = web.TCPSite(runner, config.server.host, config.server.port)
+        await site.start()
+        wallet = await _demo_wallet(config, app)
+        try:
+            demo = Demo(config, app[SIMULATOR], wallet)
+            for group in wallet.conversations():  # history from earlier runs stays quiet
+                demo.seen.update(m.id for m in await group.messages())
+            print(f"gateway on {config.server.public_url}; demo wallet "
+                  f"{config.demo.wallet_address}; phone {DEMO_PHONE}", flush=True)
+            yield demo
+        finally:
+            wallet.close()
+    finally:
+        await runner.cleanup()
+
+
+async def _demo_wallet(config: GatewayConfig, app: web.Application) -> XmtpClient:
+    assert config.demo is not None
+    from gateway.appkeys import CHAT
+    from gateway.xmtp.network import XmtpChatNetwork, node_url_for
+
+    chat = app[CHAT]
+    node_url = node_url_for(config.xmtp)
+    if node_url is None and isinstance(chat, XmtpChatNetwork):
+        node_url = chat.node_url
+    assert node_url is not None
+    key = config.demo.wallet_key.get_secret_value()
+    db = config.data_dir / "xmtp" / "demo-wallet.db3"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # The database key is derived from the wallet key: nothing more to keep.
+    db_key = hashlib.sha256(b"gateway demo wallet db|" + key.encode()).digest()
+    wallet = await XmtpClient.create(node_url=node_url, private_key=key, db_path=str(db),
+                                     encryption_key=db_key,
+                                     is_secure=node_url.startswith("https:"))
+    await wallet.sync_all()
+    return wallet
+
+
+async def _until(check: Callable[[], Awaitable[bool]], within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+class Script:
+    """The scripted round trip; every step waits at most STEP_SECONDS."""
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        rules = demo.config.rulebook().rules
+        wallet = demo.config.demo.wallet_address if demo.config.demo else None
+        self.support = next((r for r in rules if wallet in r.wallets), None)
+        self.dial = next((r for r in rules if r.mode is RuleMode.DIAL), None)
+        self.alias = demo.config.demo.alias if demo.config.demo else "demo"
+        self.tag = secrets.token_hex(2)  # marks this run's texts apart from earlier runs'
+        self.failed: list[str] = []
+        self.group: Conversation | None = None  # the support conversation, once seen
+
+    async def run(self) -> int:
+        steps: list[tuple[str, Callable[[], Awaitable[bool]]]] = []
+        if self.support is not None:
+            steps += [("phone → wallet", self.phone_to_wallet),
+                      ("wallet → phone", self.wallet_to_phone)]
+        if self.dial is not None:
+            steps.append(("dial mode", self.dial_mode))
+        if self.support is not None:
+            steps.append(("STOP then START", self.stop_start))
+        for name, step in steps:
+            self.demo.say(f"--- {name}")
+            ok = await step()
+            self.demo.say(f"--- {name}: {'ok' if ok else 'DID NOT ARRIVE'}")
+            if not ok:
+                self.failed.append(name)
+        print(f"\n{len(steps) - len(self.failed)}/{len(steps)} steps arrived"
+              + (f"; missing: {', '.join(self.failed)}" if self.failed else ""), flush=True)
+        return 1 if self.failed or not steps else 0
+
+    async def _wallet_sees(self, text: str) -> Conversation | None:
+        found: list[Conversation] = []
+
+        async def check() -> bool:
+            for group, message in await self.demo.wallet_news():
+                if message.text and text in message.text:
+                    found.append(group)
+            return bool(found)
+
+        return found[0] if await _until(check, STEP_SECONDS) else None
+
+    async def _phone_gets(self, text: str, from_: str) -> bool:
+        async def check() -> bool:
+            return any(text in body and sender == from_
+                       for sender, body in await self.demo.phone_inbox())
+
+        return await _until(check, STEP_SECONDS)
+
+    async def phone_to_wallet(self) -> bool:
+        assert self.support is not None
+        body = f"Hello from the demo phone ({self.tag})"
+        await self.demo.phone_texts(self.support.proxy, body)
+        self.group = await self._wallet_sees(body)
+        return self.group is not None
+
+    async def wallet_to_phone(self) -> bool:
+        assert self.support is not None
+        if self.group is None:
+            return False
+        reply = f"Hi, the demo wallet here ({self.tag})"
+        self.demo.say(f"wallet → [{self.group.name}] {reply}")
+        await self.group.send_text(reply)
+        return await self._phone_gets(reply, self.support.proxy)
+
+    async def dial_mode(self) -> bool:
+        assert self.dial is not None
+        body = f"hello through the shared number ({self.tag})"
+        await self.demo.phone_texts(self.dial.proxy, f"{self.alias}: {body}")
+        group = await self._wallet_sees(body)
+        if group is None:
+            return False
+        reply = f"dial reply ({self.tag})"
+        self.demo.say(f"wallet → [{group.name}] {reply}")
+        await group.send_text(reply)
+        return await self._phone_gets(reply, self.dial.proxy)
+
+    async def stop_start(self) -> bool:
+        assert self.support is not None
+        group = self.group
+        if group is None:
+            return False
+        await self.demo.phone_texts(self.support.proxy, "STOP")
+        if await self._wallet_sees("replied STOP") is None:
+            return False
+        await self.demo.phone_texts(self.support.proxy, "START")
+        if await self._wallet_sees("replied START") is None:
+            return False
+        reply = f"welcome back ({self.tag})"
+        self.demo.say(f"wallet → [{group.name}] {reply}")
+        await group.send_text(reply)
+        return await self._phone_gets(reply, self.support.proxy)
+
+
+class Interactive:
+    """Lines from the terminal: ``p TEXT`` as the phone, ``w TEXT`` as the wallet."""
+
+    HELP = ("type  p TEXT  to text as the phone,  w TEXT  to reply as the wallet,"
+            "  to +1…  to text another number,  q  to quit")
+
+    def __init__(self, demo: Demo) -> None:
+        self.demo = demo
+        rules = demo.config.rulebook().rules
+        self.numbers: dict[str, str] = {r.name: r.proxy for r in rules}
+        self.to = next(iter(self.numbers.values()))
+        self.group: Conversation | None = None
+
+    async def run(self) -> int:
+        print("numbers: " + ", ".join(f"{name} {number}" for name, number in
+                                      self.numbers.items()))
+        print(self.HELP)
+        lines = _stdin_lines()
+        watcher = asyncio.create_task(self._watch())
+        try:
+            while True:
+                line = await lines.get()
+                if line is None or line.strip() in ("q", "quit", "exit"):
+                    return 0
+                with contextlib.suppress(GatewayError):
+                    await self._handle(line.strip())
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def _handle(self, line: str) -> None:
+        command, _, text = line.partition(" ")
+        command = command.rstrip(">")
+        if command == "p" and text:
+            await self.demo.phone_texts(self.to, text)
+        elif command == "w" and text:
+            if self.group is None:
+                print("the wallet has no conversation yet: text it from the phone first")
+                return
+            self.demo.say(f"wallet → [{self.group.name}] {text}")
+            await self.group.send_text(text)
+        elif command == "to" and text:
+            self.to = self.numbers.get(text, text)
+            print(f"the phone now texts {self.to}")
+        elif line:
+            print(self.HELP)
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(GatewayError):
+                for group, _ in await self.demo.wallet_news():
+                    self.group = group
+                await self.demo.phone_inbox()
+            await asyncio.sleep(0.3)
+
+
+def _stdin_lines() -> asyncio.Queue[str | None]:
+    """Lines typed on stdin, read on a daemon thread (a blocked read never holds up the
+    exit); None at end of input."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def read() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(queue.put_nowait, line)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=read, name="demo-stdin", daemon=True).start()
+    return queue

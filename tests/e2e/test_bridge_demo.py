@@ -1,0 +1,34 @@
+"""``gateway demo --script`` on the embedded default config, as README's first command
+runs it: a fresh data directory, then a second run on the same one."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "GATEWAY_DATA_DIR": str(data_dir)}
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", "demo", "--script"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=240, check=False)
+
+
+class TestScriptedDemo:
+    def test_every_step_arrives_on_a_fresh_data_dir_and_again_on_the_same_one(
+            self, tmp_path: Path) -> None:
+        for _ in range(2):
+            result = demo(tmp_path)
+            assert result.returncode == 0, result.stdout + result.stderr
+            assert "4/4 steps arrived" in result.stdout
+            for step in ("phone → wallet", "wallet → phone", "dial mode", "STOP then START"):
+                assert f"--- {step}: ok" in result.stdout
+        assert (tmp_path / "xmtp" / "demo-wallet.db3").exists()
