@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.api_app import AUTH, PHONE, PROXY, WALLET, api_client
+from tests.fixtures.api_app import AUTH, BACKENDS, PHONE, PROXY, WALLET, api_client
 
 
-@pytest.fixture
-async def api(aiohttp_client, tmp_path):  # type: ignore[no-untyped-def]
-    return await api_client(aiohttp_client, tmp_path)
+@pytest.fixture(params=BACKENDS)
+async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
+    return await api_client(aiohttp_client, tmp_path, request.param)
 
 
 async def create(client, expect: int = 201, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 
 from gateway.domain.ids import ConversationId
-from tests.fixtures.api_app import AUTH, PHONE, PROXY, WALLET, api_client
+from tests.fixtures.api_app import AUTH, BACKENDS, PHONE, PROXY, WALLET, api_client
 
 
-@pytest.fixture
-async def api(aiohttp_client, tmp_path):  # type: ignore[no-untyped-def]
-    return await api_client(aiohttp_client, tmp_path, poll_interval=0.2)
+@pytest.fixture(params=BACKENDS)
+async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
+    return await api_client(aiohttp_client, tmp_path, request.param, poll_interval=0.2)
 
 
 async def read_events(resp, count: int, within: float = 5.0) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]

@@ -11,12 +11,12 @@ import pytest
 
 from gateway.domain.ids import MessageId
 from gateway.domain.models import Channel, DeliveryState
-from tests.fixtures.api_app import AUTH, PHONE, PROXY, WALLET, api_client
+from tests.fixtures.api_app import AUTH, BACKENDS, PHONE, PROXY, WALLET, api_client
 
 
-@pytest.fixture
-async def api(aiohttp_client, tmp_path):  # type: ignore[no-untyped-def]
-    client, parts = await api_client(aiohttp_client, tmp_path)
+@pytest.fixture(params=BACKENDS)
+async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
+    client, parts = await api_client(aiohttp_client, tmp_path, request.param)
     await client.post("/v1/conversations", json={"unique_name": "c1"}, headers=AUTH)
     return client, parts
 

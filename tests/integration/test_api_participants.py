@@ -9,6 +9,7 @@ import pytest
 
 from tests.fixtures.api_app import (
     AUTH,
+    BACKENDS,
     OTHER_PROXY,
     PHONE,
     PHONE_2,
@@ -22,9 +23,9 @@ from tests.fixtures.api_app import (
 CHECKSUMMED = "0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B"
 
 
-@pytest.fixture
-async def api(aiohttp_client, tmp_path):  # type: ignore[no-untyped-def]
-    client, parts = await api_client(aiohttp_client, tmp_path)
+@pytest.fixture(params=BACKENDS)
+async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
+    client, parts = await api_client(aiohttp_client, tmp_path, request.param)
     resp = await client.post("/v1/conversations", json={"unique_name": "c1"}, headers=AUTH)
     return client, parts, await resp.json()
 
