@@ -133,6 +133,23 @@ async def _time_pages(session: aiohttp.ClientSession, base: str,
     return found
 
 
+async def _time_across(session: aiohttp.ClientSession, base: str,
+                       requests: int) -> dict[str, list[float]]:
+    """``/v1/messages`` (across conversations, by time): first page and a late page."""
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    spots = {"oldest": {}, "since": {"since": "2026-01-01T00:01:30+00:00"}}
+    found: dict[str, list[float]] = {spot: [] for spot in spots}
+    for _ in range(requests):
+        for spot, params in spots.items():
+            began = time.perf_counter()
+            async with session.get(f"{base}/v1/messages", params={"limit": str(PAGE), **params},
+                                   headers=headers) as resp:
+                body = await resp.json()
+            found[spot].append(time.perf_counter() - began)
+            assert resp.status == 200 and len(body["data"]) == PAGE, body
+    return found
+
+
 async def _subscriber(session: aiohttp.ClientSession, base: str, after: int, want: int,
                       ready: asyncio.Event, counter: list[int]) -> float:
     headers = {"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": str(after)}
@@ -224,11 +241,15 @@ async def main(args: argparse.Namespace) -> None:
                 await _time_pages(session, base, both, 5)  # warm up
                 timed = await _time_pages(session, base, both, args.requests)
                 small, large = timed["small"], timed["large"]
+                across = await _time_across(session, base, args.requests // 4 or 1)
             print(f"\npage of {PAGE} messages ({args.requests} requests per spot)")
             for spot in small:
                 ratio = statistics.median(large[spot]) / statistics.median(small[spot])
                 print(f"  {spot:7} {args.small:>7}: {_ms(small[spot])}   "
                       f"{args.messages:>7}: {_ms(large[spot])}   ratio {ratio:.2f}")
+
+            for spot, values in across.items():
+                print(f"  across conversations, {spot:6}: {_ms(values)}")
 
             store = await open_store(db_url, keys=KEYS, active_key="k1", migrate=False)
             async with store.transaction() as tx:

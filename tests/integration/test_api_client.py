@@ -256,3 +256,42 @@ class TestStreams:
             with pytest.raises(StreamFailed):
                 await next_values(stream, 1)
         assert retried == []
+
+
+class TestMoreStreams:
+    async def test_new_conversations_stream_as_objects(self, client):
+        stream = client.conversations.stream().start()
+        await asyncio.wait_for(stream.connected.wait(), 5)
+        created = await client.conversations.create(unique_name="streamed")
+        (seen,) = await next_values(stream, 1)
+        await stream.close()
+        assert seen.id == created.id and seen.unique_name == "streamed"
+        assert (await seen.refresh()).id == created.id  # usable like any Conversation
+
+    async def test_one_conversation_s_messages_with_an_async_callback(self, client):
+        mine = await client.conversations.create()
+        other = await client.conversations.create()
+        seen: list[str | None] = []
+
+        async def on_value(message: Message) -> None:
+            seen.append(message.body)
+
+        stream = mine.stream_messages(on_value=on_value).start()
+        await asyncio.wait_for(stream.connected.wait(), 5)
+        await other.send("not mine")
+        await mine.send("mine")
+        (message,) = await next_values(stream, 1)
+        await stream.close()
+        assert message.body == "mine" and seen == ["mine"]
+
+    async def test_starting_after_an_event_id_replays_from_there(self, client):
+        conversation = await client.conversations.create()
+        for body in ("a", "b", "c"):
+            await conversation.send(body)
+        async with client.stream_messages(after=0) as stream:
+            replayed = await next_values(stream, 3)
+        assert [m.body for m in replayed] == ["a", "b", "c"]
+        async with client.stream_messages(after=stream.last_event_id) as later:
+            await asyncio.wait_for(later.connected.wait(), 5)
+            await conversation.send("d")
+            assert [m.body for m in await next_values(later, 1)] == ["d"]

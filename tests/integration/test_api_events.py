@@ -194,3 +194,15 @@ class TestFilteringEvents:
         assert removed["type"] == "conversation.removed"
         assert removed["data"]["conversation_id"] == cid
         assert removed["data"]["conversation"]["unique_name"] == "c1"
+
+
+class TestKeepAlive:
+    async def test_an_idle_stream_sends_keep_alive_comments(self, aiohttp_client, tmp_path):
+        client, _ = await api_client(aiohttp_client, tmp_path, heartbeat=0.1)
+        resp = await client.get("/v1/events", headers=AUTH)
+        lines = []
+        async with asyncio.timeout(5):
+            while b": keep-alive\n" not in lines:
+                lines.append(await resp.content.readline())
+        resp.close()
+        assert lines[0] == b"retry: 2000\n" and lines[1] == b"id: 0\n"
