@@ -122,8 +122,10 @@ class TestTransactions:
         await store.ping()
 
     async def test_an_unreachable_database_is_a_store_error(self, tmp_path: Path) -> None:
+        not_a_database = tmp_path / "notes.txt"
+        not_a_database.write_bytes(b"these are not the pages of a database " * 200)
         for url in ("postgresql+asyncpg://nobody@127.0.0.1:1/none",
-                    f"sqlite+aiosqlite:///{tmp_path}"):  # a directory, not a database file
+                    f"sqlite+aiosqlite:///{not_a_database}"):
             with pytest.raises(StoreError):
                 await open_store(url, keys=KEYS, active_key="k1")
             unmigrated = await open_store(url, keys=KEYS, active_key="k1", migrate=False)
