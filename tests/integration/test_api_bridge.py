@@ -112,3 +112,29 @@ class TestApiConversationsBridge:
             await asyncio.sleep(0.05)
         assert await refused()
         assert bridge.sim.inbox(PHONE_2) == []
+
+    async def test_status_callbacks_show_up_as_delivery_events(
+            self, bridge: Bridge, client: GatewayClient) -> None:
+        await phone_texted_in(bridge, client)
+        conversation = await client.conversations.create()
+        phone = await conversation.add_participant(address=PHONE, proxy_address=SUPPORT)
+        async with client.stream(conversation_id=conversation.id,
+                                 types=("delivery.updated",)) as stream:
+            await asyncio.wait_for(stream.connected.wait(), 5)
+            sent = await conversation.send("tracked")
+
+            async def delivered() -> Any:
+                async for event in stream:
+                    if event.data.get("state") == "delivered":
+                        return event
+                return None
+            settling = asyncio.ensure_future(delivered())
+            for _ in range(250):
+                if settling.done():
+                    break
+                await bridge.sim.settle()
+                await asyncio.sleep(0.01)
+            event = await asyncio.wait_for(settling, 10)
+        assert event.data["message_id"] == sent.id
+        assert event.data["participant_id"] == phone.id
+        assert event.data["delivery"]["channel"] == "sms"
