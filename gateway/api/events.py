@@ -9,15 +9,18 @@ events only); ``after=0`` replays the whole log.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 
 from aiohttp import web
 
 from gateway.api import params
 from gateway.api.errors import InvalidParameter
-from gateway.api.hub import EVENT_TYPES
+from gateway.api.hub import EVENT_TYPES, EventHub
 from gateway.api.keys import API_QUERIES, API_SETTINGS, EVENT_HUB
 from gateway.domain.ids import ConversationId
+from gateway.errors import GatewayError
+
+log = logging.getLogger(__name__)
 
 BATCH = 200
 RECONNECT_HINT_MS = 2000
@@ -66,23 +69,35 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     await response.prepare(request)
     # An id-only frame dispatches nothing but tells the client where it stands, so a
     # reconnect before the first event still resumes from here (SSE's lastEventId).
-    await response.write(f"retry: {RECONNECT_HINT_MS}\nid: {cursor}\n\n".encode())
-    with contextlib.suppress(ConnectionResetError):
-        while not hub.closing:
-            signal = hub.signal()
-            events = await hub.events_after(cursor, BATCH, conversation_id, signal)
-            if events:
-                frames = await hub.frames(events, types)
-                if frames:
-                    await response.write(frames)
-                cursor = events[-1].id
-                if len(events) == BATCH:
-                    continue
-            try:
-                await asyncio.wait_for(signal.wait(), heartbeat)
-            except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+    try:
+        await response.write(f"retry: {RECONNECT_HINT_MS}\nid: {cursor}\n\n".encode())
+        await _follow(response, hub, cursor, conversation_id, types, heartbeat)
+    except ConnectionResetError:
+        pass  # the subscriber went away
+    except GatewayError as exc:
+        # Headers are out, so no JSON error can follow: end the stream, and the client
+        # resumes from its Last-Event-ID once the store is back.
+        log.warning("event stream ended: %s (%s)", exc, exc.code)
     return response
+
+
+async def _follow(response: web.StreamResponse, hub: EventHub, cursor: int,
+                  conversation_id: ConversationId | None, types: frozenset[str] | None,
+                  heartbeat: float) -> None:
+    while not hub.closing:
+        signal = hub.signal()
+        events = await hub.events_after(cursor, BATCH, conversation_id, signal)
+        if events:
+            frames = await hub.frames(events, types)
+            if frames:
+                await response.write(frames)
+            cursor = events[-1].id
+            if len(events) == BATCH:
+                continue
+        try:
+            await asyncio.wait_for(signal.wait(), heartbeat)
+        except TimeoutError:
+            await response.write(b": keep-alive\n\n")
 
 
 def add_routes(app: web.Application, prefix: str) -> None:

@@ -295,3 +295,56 @@ class TestMoreStreams:
             await asyncio.wait_for(later.connected.wait(), 5)
             await conversation.send("d")
             assert [m.body for m in await next_values(later, 1)] == ["d"]
+
+
+class FlakyQueries:
+    """The real queries, but the event log read fails once when told to (a database
+    restart, a network blip to PostgreSQL)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.fail_next = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+    async def list_events(self, **kwargs: Any) -> Any:
+        if self.fail_next:
+            self.fail_next = False
+            from gateway.errors import StoreError
+            raise StoreError("database went away (test)")
+        return await self.real.list_events(**kwargs)
+
+
+class TestStoreHiccups:
+    async def test_a_failed_log_read_ends_the_stream_and_the_client_resumes(self, tmp_path):
+        from gateway.api.keys import API_QUERIES
+        from gateway.store.queries import queries_for
+
+        parts = await open_parts(tmp_path)
+        flaky = FlakyQueries(queries_for(parts.store))
+        app = build_app(parts)
+        app[API_QUERIES] = flaky  # type: ignore[assignment]
+        port = free_port()
+        runner = web.AppRunner(app, shutdown_timeout=2)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        restarts: list[None] = []
+        try:
+            async with GatewayClient(f"http://127.0.0.1:{port}", TOKEN) as client:
+                conversation = await client.conversations.create()
+                stream = client.stream_messages(retry_delay=0.1,
+                                                on_restart=lambda: restarts.append(None))
+                async with stream:
+                    await asyncio.wait_for(stream.connected.wait(), 5)
+                    await conversation.send("a")
+                    assert [m.body for m in await next_values(stream, 1)] == ["a"]
+                    flaky.fail_next = True
+                    await conversation.send("b")
+                    await conversation.send("c")
+                    values = await next_values(stream, 2)
+            assert [m.body for m in values] == ["b", "c"] and restarts == [None]
+        finally:
+            await runner.cleanup()
+            await flaky.real.close()
+            await parts.store.close()
