@@ -10,11 +10,12 @@ plain readers never block nor get blocked. PostgreSQL readers share the store's 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.api.pagination import Slice, Window
 from gateway.api.queries import TimeRange
@@ -47,10 +48,18 @@ def queries_for(store: Store) -> SqlApiQueries:
     return SqlApiQueries(own_engine or engine, cipher, owns_engine=own_engine is not None)
 
 
-def _connection(tx: StoreTx) -> AsyncConnection:
+class _Connection(Protocol):
+    """What the API's writes use of the store transaction's connection (an
+    ``AsyncConnection``, or the store's inline SQLite one)."""
+
+    async def execute(self, statement: Any, parameters: Any = None) -> Any: ...
+    def begin_nested(self) -> AbstractAsyncContextManager[Any]: ...
+
+
+def _connection(tx: StoreTx) -> _Connection:
     if not isinstance(tx, SqlStoreTx):
         raise StoreError(f"API writes need a SQL transaction, not a {type(tx).__name__}")
-    connection: AsyncConnection = tx._conn  # the caller's transaction, so both commit together
+    connection: _Connection = tx._conn  # the caller's transaction, so both commit together
     return connection
 
 
