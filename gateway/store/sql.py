@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gateway.domain.ports import Store
 from gateway.store import engine as engines
 from gateway.store.crypto import ContentCipher
+from gateway.store.inline import InlineConnection, begin_immediate, create_inline_engine
 from gateway.store.tx import SqlStoreTx
 
 
@@ -43,6 +44,11 @@ class SqlStore:
         # handler (which sleeps and polls) keeps latency low inside one process. Other
         # processes still wait their turn through BEGIN IMMEDIATE and the busy timeout.
         self._sqlite_turn = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        # SQLite transactions run inline on the loop's thread (see gateway.store.inline);
+        # the async engine stays for migrations, pings and the API's readers.
+        self._inline = (create_inline_engine(engine.url)
+                        if engine.dialect.name == "sqlite" and engine.url.database
+                        not in (None, "", ":memory:") else None)
 
     @property
     def dialect(self) -> str:
@@ -57,10 +63,27 @@ class SqlStore:
     async def transaction(self) -> AsyncIterator[SqlStoreTx]:
         async with self._turn():
             try:
-                async with self.engine.begin() as connection:
-                    yield SqlStoreTx(connection, self._cipher)
+                if self._inline is not None:
+                    async with self._inline_transaction() as tx:
+                        yield tx
+                else:
+                    async with self.engine.begin() as connection:
+                        yield SqlStoreTx(connection, self._cipher)
             except engines.DATABASE_ERRORS as exc:
                 raise engines.describe_failure("database error", exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _inline_transaction(self) -> AsyncIterator[SqlStoreTx]:
+        assert self._inline is not None
+        connection = await begin_immediate(self._inline)
+        try:
+            yield SqlStoreTx(InlineConnection(connection), self._cipher)
+            connection.commit()
+        except BaseException:
+            connection.rollback()
+            raise
+        finally:
+            connection.close()
 
     async def ping(self) -> None:
         async with self._turn():
@@ -71,6 +94,8 @@ class SqlStore:
                 raise engines.describe_failure("database unreachable", exc) from exc
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.dispose()
         await self.engine.dispose()
 
     async def reseal(self, *, limit: int = 500) -> int:

@@ -51,6 +51,7 @@ from gateway.errors import (
 )
 from gateway.store import engine, rows
 from gateway.store.crypto import ContentCipher
+from gateway.store.inline import InlineConnection
 from gateway.store.tables import (
     contacts,
     conversations,
@@ -71,7 +72,8 @@ def _pair(address: str, proxy_address: str) -> str:
 
 
 class SqlStoreTx:
-    def __init__(self, connection: AsyncConnection, cipher: ContentCipher) -> None:
+    def __init__(self, connection: AsyncConnection | InlineConnection,
+                 cipher: ContentCipher) -> None:
         self._conn = connection
         self._cipher = cipher
         self._postgres = connection.dialect.name == "postgresql"
@@ -90,6 +92,7 @@ class SqlStoreTx:
     async def _lock(self, name: str) -> None:
         # SQLite needs none: BEGIN IMMEDIATE already made this the only writer
         if self._postgres:
+            assert isinstance(self._conn, AsyncConnection)  # inline connections are SQLite
             await engine.lock(self._conn, name)
 
     # --- conversations ---------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""SQLite statements run inline on the event loop's thread.
+
+A SQLite statement on a local WAL database takes tens of microseconds; sending it to
+aiosqlite's worker thread and back costs several hundred (measured: 0.47 ms against
+0.09 ms per primary-key SELECT), and an inbound text is about ten statements. So the
+store runs SQLite transactions through a synchronous pysqlite connection wrapped in the
+small part of ``AsyncConnection``'s surface that ``SqlStoreTx`` uses.
+
+The one wait that could block the loop is another *process* holding the write lock, so
+these connections have no busy timeout: ``BEGIN IMMEDIATE`` fails at once and the store
+retries it asynchronously (``begin_immediate``) until its own deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.pool import StaticPool
+
+LOCK_WAIT_SECONDS = 15.0
+
+
+class InlineConnection:
+    """The async surface of a connection that ``SqlStoreTx`` needs, done synchronously."""
+
+    def __init__(self, connection: sa.Connection) -> None:
+        self.sync_connection = connection
+        self.dialect = connection.dialect
+
+    async def execute(self, statement: sa.Executable,
+                      parameters: Mapping[str, Any] | None = None) -> sa.CursorResult[Any]:
+        return self.sync_connection.execute(statement, parameters)
+
+    async def scalar(self, statement: sa.Executable,
+                     parameters: Mapping[str, Any] | None = None) -> Any:
+        return self.sync_connection.scalar(statement, parameters)
+
+    @contextlib.asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self.sync_connection.begin_nested():
+            yield
+
+
+def create_inline_engine(url: URL) -> sa.Engine:
+    """A synchronous pysqlite engine on the same database file, with the store's pragmas
+    but no busy timeout (see the module docstring)."""
+    options: dict[str, Any] = {"hide_parameters": True,
+                               "connect_args": {"timeout": 0, "check_same_thread": False}}
+    if url.database in {None, "", ":memory:"}:
+        options["poolclass"] = StaticPool
+    engine = sa.create_engine(url.set(drivername="sqlite+pysqlite"), **options)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # BEGIN is ours, below
+        cursor = dbapi_connection.cursor()
+        for pragma in ("journal_mode=WAL", "busy_timeout=0", "foreign_keys=ON",
+                       "synchronous=NORMAL"):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+async def begin_immediate(engine: sa.Engine, *,
+                          wait: float = LOCK_WAIT_SECONDS) -> sa.Connection:
+    """A connection inside ``BEGIN IMMEDIATE``; while another process holds the write
+    lock it retries with a growing pause (the loop stays free) until ``wait`` runs out."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    pause = 0.001
+    while True:
+        connection = engine.connect()
+        try:
+            connection.begin()
+            return connection
+        except sa.exc.OperationalError as exc:
+            connection.close()
+            if "locked" not in str(exc.orig) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
