@@ -94,13 +94,24 @@ class ChatDeliveryWorker:
         async with self._store.transaction() as tx:
             jobs = await tx.claim_deliveries([Channel.XMTP], now=now,
                                              lease_until=now + self._lease, limit=self._batch)
+        # One lane per conversation: its messages go out in order, while conversations
+        # go out side by side (libxmtp serialises sends within a group, not across).
+        lanes: dict[str, list[DeliveryJob]] = {}
         sent: set[str] = set()
         for job in jobs:
-            if job.message.id in sent:
-                continue
-            sent.add(job.message.id)
-            await self._deliver(job)
+            if job.message.id not in sent:
+                sent.add(job.message.id)
+                lanes.setdefault(job.conversation.id, []).append(job)
+        results = await asyncio.gather(*(self._deliver_lane(lane) for lane in lanes.values()),
+                                       return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
         return len(jobs)
+
+    async def _deliver_lane(self, jobs: list[DeliveryJob]) -> None:
+        for job in jobs:
+            await self._deliver(job)
 
     async def _deliver(self, job: DeliveryJob) -> None:
         try:

@@ -264,7 +264,7 @@ def gateway_config(*, port: int, sim_port: int, node_url: str, wallet_key: str,
                    "api_base_url": f"http://127.0.0.1:{sim_port}",
                    "rate_limits": {"default_per_second": 500.0},
                    # short, so sends claimed by a SIGKILLed gateway are reconciled soon
-                   "send_timeout_seconds": 2.0, "lease_seconds": 8.0,
+                   "send_timeout_seconds": 5.0, "lease_seconds": 14.0,
                    "retry": {"base_delay_seconds": 0.2, "max_delay_seconds": 2.0}},
         "xmtp": {"env": "local", "node_url": node_url, "wallet_key": wallet_key,
                  "db_path": "xmtp/gateway.db3", "db_encryption_key": secrets.token_hex(32)},

@@ -1,0 +1,388 @@
+"""What the gateway adds to XMTP: relay latency and throughput next to the native floor.
+
+Processes, as deployed: a devnode, the Twilio simulator and ``gateway serve`` (SQLite),
+each its own ``python -m gateway …``. In this process: the wallet (a libxmtp client, on
+its own thread and loop) and, for the floor, two more libxmtp clients (each on its own
+thread) talking directly through the same devnode. Webhooks are posted from the main
+loop, which runs no libxmtp code.
+
+Measured in one run (``--messages`` each):
+
+- phone → wallet latency: signed webhook posted → the wallet's stream yields the text;
+- wallet → phone latency: the wallet's ``send_text`` starts → the simulator accepts the
+  gateway's Messages API call (the simulator's own timestamp);
+- native floor: ``send_text`` start → the peer's stream yields it;
+- throughput over ``--conversations`` conversations: relayed (webhooks → wallet has them
+  all) against native (one client sends into as many groups → the peer has them all),
+  and wallet → phones;
+- webhook ingest latency (the HTTP round trip of each webhook) idle, and while the
+  relay runs flat out.
+
+    python bench/relay.py [--messages 200] [--conversations 8] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import yaml
+from twilio.request_validator import RequestValidator
+
+os.environ.setdefault("RUST_LOG", "error")
+# The process helpers are the end-to-end tests' (tests/e2e/bridge): the repository root.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gateway.twilio.webhooks import MESSAGES_PATH
+from gateway.xmtp.client import Conversation, XmtpClient
+from gateway.xmtp.loop_thread import LoopThread
+from tests.e2e.bridge.harness import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    Process,
+    free_port,
+    gateway_config,
+    wait_for_port,
+)
+
+T = TypeVar("T")
+SUPPORT = "+15550100001"
+WAIT = 60.0  # any single wait in the benchmark
+
+
+def phone(i: int) -> str:
+    return f"+1555200{i:04d}"
+
+
+def group_name(i: int) -> str:
+    return f"SMS · +1 555-200-{i:04d}"
+
+
+@dataclass
+class Receiver:
+    """A libxmtp client's stream, timestamped on its own thread the moment it yields."""
+
+    client: XmtpClient
+    thread: LoopThread
+    main: asyncio.AbstractEventLoop
+    arrived: dict[str, float] = field(default_factory=dict)
+    waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
+
+    async def start(self) -> None:
+        ready: asyncio.Future[None] = self.main.create_future()
+        self.thread.submit(self._pump(ready))
+        await ready
+
+    async def _pump(self, ready: asyncio.Future[None]) -> None:
+        stream = await self.client.stream_all_messages()
+        self.main.call_soon_threadsafe(ready.set_result, None)
+        async with stream:
+            async for message in stream:
+                now = time.monotonic()
+                if message.text is not None and message.sender_inbox_id != self.client.inbox_id:
+                    self.main.call_soon_threadsafe(self._arrived, message.text, now)
+
+    def _arrived(self, text: str, at: float) -> None:
+        self.arrived[text] = at
+        waiter = self.waiters.pop(text, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(at)
+
+    async def wait_for(self, text: str) -> float:
+        if text in self.arrived:
+            return self.arrived[text]
+        waiter = self.waiters.setdefault(text, self.main.create_future())
+        return await asyncio.wait_for(waiter, WAIT)
+
+    async def wait_for_all(self, texts: list[str]) -> float:
+        """The time the last of ``texts`` arrived."""
+        return max([await self.wait_for(t) for t in texts])
+
+
+class Bench:
+    def __init__(self, tmp: Path, messages: int, conversations: int) -> None:
+        self.tmp = tmp
+        self.n = messages
+        self.k = conversations
+        self.main = asyncio.get_running_loop()
+        self.results: dict[str, Any] = {}
+        self.validator = RequestValidator(AUTH_TOKEN)
+
+    async def on(self, thread: LoopThread, coro: Coroutine[Any, Any, T]) -> T:
+        return await thread.run(coro)
+
+    # ---- processes ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def processes(self) -> AsyncIterator[None]:
+        self.devnode_port, self.sim_port, self.port = free_port(), free_port(), free_port()
+        self.node_url = f"http://127.0.0.1:{self.devnode_port}"
+        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
+        self.webhook = f"http://127.0.0.1:{self.port}{MESSAGES_PATH}"
+        devnode = Process("devnode", ["devnode", "--port", str(self.devnode_port), "--db",
+                                      ":memory:", "--log-level", "WARNING"],
+                          self.tmp / "devnode.log")
+        sim = Process("twilio-sim", ["twilio-sim", "--port", str(self.sim_port),
+                                     "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID,
+                                     "--webhook-url", self.webhook], self.tmp / "sim.log")
+        self.gateway = Process("gateway", ["serve", "--config", str(self.tmp / "gw.yaml")],
+                               self.tmp / "gateway.log")
+        try:
+            devnode.start()
+            sim.start()
+            await wait_for_port(devnode, self.devnode_port)
+            await wait_for_port(sim, self.sim_port)
+            yield
+        finally:
+            for process in (self.gateway, sim, devnode):
+                process.stop()
+
+    async def start_gateway(self, wallet: str) -> None:
+        config = gateway_config(
+            port=self.port, sim_port=self.sim_port, node_url=self.node_url,
+            wallet_key="0x" + secrets.token_hex(32), directory={"agent": wallet},
+            rules=[{"name": "support", "proxy": SUPPORT, "channels": ["sms"],
+                    "mode": "fixed", "wallets": ["agent"]}])
+        config["server"]["log_level"] = "WARNING"
+        config["twilio"]["rate_limits"] = {"default_per_second": 100000.0}
+        (self.tmp / "gw.yaml").write_text(yaml.safe_dump(config))
+        self.gateway.start()
+        await wait_for_port(self.gateway, self.port, within=60)
+
+    # ---- phone side ---------------------------------------------------------------------
+
+    async def webhook_post(self, session: aiohttp.ClientSession, from_: str, body: str) -> float:
+        """Posts a signed inbound text to the gateway; returns the HTTP round trip."""
+        sid = "SM" + secrets.token_hex(16)
+        form = {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid,
+                "AccountSid": ACCOUNT_SID, "From": from_, "To": SUPPORT, "Body": body,
+                "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
+                "ApiVersion": "2010-04-01"}
+        headers = {"X-Twilio-Signature": self.validator.compute_signature(self.webhook, form)}
+        started = time.monotonic()
+        async with session.post(self.webhook, data=form, headers=headers) as response:
+            await response.read()
+            if response.status != 200:
+                raise RuntimeError(f"webhook answered {response.status}")
+        return time.monotonic() - started
+
+    async def sim_accepted_at(self, session: aiohttp.ClientSession, to: str,
+                              body: str) -> float:
+        """Wall-clock time the simulator accepted the send of ``body`` to ``to``."""
+        deadline = time.monotonic() + WAIT
+        count = 1
+        while time.monotonic() < deadline:
+            params = {"phone": to, "count": str(count), "timeout": "10"}
+            async with session.get(self.sim_url + "/_sim/inbox", params=params) as response:
+                data = await response.json()
+            for text in data["messages"]:
+                if text["body"].endswith(body):
+                    return datetime.fromisoformat(text["at"]).timestamp()
+            count = len(data["messages"]) + 1
+        raise TimeoutError(f"the simulator never got {body!r}")
+
+    # ---- the run ------------------------------------------------------------------------
+
+    async def run(self) -> dict[str, Any]:
+        threads = [LoopThread(f"bench-xmtp-{i}") for i in range(3)]
+        wallet_thread, native_sender_thread, native_receiver_thread = threads
+        try:
+            async with self.processes(), aiohttp.ClientSession() as session:
+                wallet = await self.on(wallet_thread, XmtpClient.create(
+                    node_url=self.node_url, private_key=secrets.token_bytes(32)))
+                await self.start_gateway(wallet.address)
+                receiver = Receiver(wallet, wallet_thread, self.main)
+                await receiver.start()
+                groups = await self.open_conversations(session, wallet, wallet_thread,
+                                                       receiver)
+                await self.relay_latency(session, receiver, wallet_thread, groups[0])
+
+                sender = await self.on(native_sender_thread, XmtpClient.create(
+                    node_url=self.node_url, private_key=secrets.token_bytes(32)))
+                peer = await self.on(native_receiver_thread, XmtpClient.create(
+                    node_url=self.node_url, private_key=secrets.token_bytes(32)))
+                peer_receiver = Receiver(peer, native_receiver_thread, self.main)
+                await peer_receiver.start()
+                await self.native(sender, native_sender_thread, peer, peer_receiver)
+
+                await self.relay_throughput(session, receiver)
+                await self.wallet_throughput(session, wallet_thread, groups)
+        finally:
+            for thread in threads:
+                thread.stop()
+        return self.results
+
+    async def open_conversations(self, session: aiohttp.ClientSession, wallet: XmtpClient,
+                                 thread: LoopThread, receiver: Receiver) -> list[Conversation]:
+        """One conversation per phone, opened by a first text (its group gets created)."""
+        for i in range(self.k):
+            await self.webhook_post(session, phone(i), f"open {i}")
+        await receiver.wait_for_all([f"open {i}" for i in range(self.k)])
+
+        async def find() -> list[Conversation]:
+            await wallet.sync_welcomes()
+            by_name = {c.name: c for c in wallet.conversations()}
+            return [by_name[group_name(i)] for i in range(self.k)]
+
+        return await self.on(thread, find())
+
+    async def relay_latency(self, session: aiohttp.ClientSession, receiver: Receiver,
+                            thread: LoopThread, group: Conversation) -> None:
+        inbound, ingest = [], []
+        for i in range(self.n):
+            text = f"in-lat {i}"
+            started = time.monotonic()
+            ingest.append(await self.webhook_post(session, phone(0), text))
+            inbound.append(await receiver.wait_for(text) - started)
+        self.results["phone_to_wallet_latency_ms"] = summary(inbound)
+        self.results["webhook_ingest_idle_ms"] = summary(ingest)
+
+        outbound = []
+        for i in range(self.n):
+            text = f"out-lat {i}"
+
+            async def send(text: str = text) -> float:
+                started = time.time()
+                await group.send_text(text)
+                return started
+
+            started = await self.on(thread, send())
+            outbound.append(await self.sim_accepted_at(session, phone(0), text) - started)
+        self.results["wallet_to_phone_latency_ms"] = summary(outbound)
+
+    async def native(self, sender: XmtpClient, sender_thread: LoopThread, peer: XmtpClient,
+                     peer_receiver: Receiver) -> None:
+        async def make_groups() -> list[Conversation]:
+            return [await sender.new_group([peer.address], name=f"native {i}")
+                    for i in range(self.k)]
+
+        groups = await self.on(sender_thread, make_groups())
+        latencies = []
+        for i in range(self.n):
+            text = f"native-lat {i}"
+
+            async def send(text: str = text) -> float:
+                started = time.monotonic()
+                await groups[0].send_text(text)
+                return started
+
+            started = await self.on(sender_thread, send())
+            latencies.append(await peer_receiver.wait_for(text) - started)
+        self.results["native_latency_ms"] = summary(latencies)
+
+        texts = [f"native-tp {i}" for i in range(self.n)]
+
+        async def blast() -> float:
+            started = time.monotonic()
+            await asyncio.gather(*(
+                _sequential(groups[g], texts[g::self.k]) for g in range(self.k)))
+            return started
+
+        started = await self.on(sender_thread, blast())
+        done = await peer_receiver.wait_for_all(texts)
+        self.results["native_throughput_msg_s"] = round(self.n / (done - started), 1)
+
+    async def relay_throughput(self, session: aiohttp.ClientSession,
+                               receiver: Receiver) -> None:
+        """Webhooks spread over the conversations as fast as the gateway takes them; the
+        relay is flat out while each webhook's round trip is timed."""
+        texts = [f"in-tp {i}" for i in range(self.n)]
+        ingest: list[float] = []
+
+        async def phone_lane(g: int) -> None:
+            for text in texts[g::self.k]:
+                ingest.append(await self.webhook_post(session, phone(g), text))
+
+        started = time.monotonic()
+        await asyncio.gather(*(phone_lane(g) for g in range(self.k)))
+        done = await receiver.wait_for_all(texts)
+        self.results["relay_throughput_msg_s"] = round(self.n / (done - started), 1)
+        self.results["webhook_ingest_under_load_ms"] = summary(ingest)
+
+    async def wallet_throughput(self, session: aiohttp.ClientSession, thread: LoopThread,
+                                groups: list[Conversation]) -> None:
+        texts = [f"out-tp {i}" for i in range(self.n)]
+
+        async def blast() -> float:
+            started = time.time()
+            await asyncio.gather(*(
+                _sequential(groups[g], texts[g::self.k]) for g in range(self.k)))
+            return started
+
+        started = await self.on(thread, blast())
+        last = max([await self.sim_accepted_at(session, phone(i % self.k), text)
+                    for i, text in enumerate(texts)])
+        self.results["wallet_to_phone_throughput_msg_s"] = round(self.n / (last - started), 1)
+
+
+async def _sequential(group: Conversation, texts: list[str]) -> None:
+    for text in texts:
+        await group.send_text(text)
+
+
+def summary(seconds: list[float]) -> dict[str, float]:
+    ms = sorted(s * 1000 for s in seconds)
+    return {"p50": round(statistics.median(ms), 2),
+            "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
+            "mean": round(statistics.fmean(ms), 2), "n": len(ms)}
+
+
+def report(results: dict[str, Any]) -> str:
+    native, inbound = results["native_latency_ms"], results["phone_to_wallet_latency_ms"]
+    outbound = results["wallet_to_phone_latency_ms"]
+    lines = [
+        f"{'':34}{'p50 ms':>9}{'p99 ms':>9}",
+        *(f"{name:34}{r['p50']:>9}{r['p99']:>9}" for name, r in (
+            ("native (client → client)", native),
+            ("phone → wallet (webhook → stream)", inbound),
+            ("wallet → phone (send → Twilio API)", outbound),
+            ("webhook ingest, idle", results["webhook_ingest_idle_ms"]),
+            ("webhook ingest, relay flat out", results["webhook_ingest_under_load_ms"]))),
+        "",
+        f"added at p50: phone → wallet {inbound['p50'] / native['p50'] - 1:+.0%}, "
+        f"wallet → phone {outbound['p50'] / native['p50'] - 1:+.0%} (target ≤ +20%)",
+        f"throughput: relayed {results['relay_throughput_msg_s']} msg/s, native "
+        f"{results['native_throughput_msg_s']} msg/s "
+        f"({results['relay_throughput_msg_s'] / results['native_throughput_msg_s']:.0%}; "
+        f"target ≥ 80%); wallet → phones {results['wallet_to_phone_throughput_msg_s']} msg/s",
+    ]
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
+        try:
+            results = await Bench(Path(tmp), args.messages, args.conversations).run()
+        except BaseException:
+            log = Path(tmp) / "gateway.log"
+            if log.exists():
+                print(log.read_text()[-4000:], file=sys.stderr)
+            raise
+    results["cpus"] = os.cpu_count()
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
