@@ -1,0 +1,140 @@
+"""``XmtpChatNetwork`` against a devnode with real libxmtp wallets, without the rest of
+the gateway: groups, keyed sends, catch-up from high-water marks, then the stream."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import xmtp_bindings as xb
+
+from gateway.domain.ids import WalletAddress
+from gateway.domain.ports import ChatMessage
+from gateway.errors import WalletNotReachable
+from gateway.xmtp.devnode import DevNode
+from gateway.xmtp.network import XmtpChatNetwork
+from tests.e2e.conftest import MakeClient
+
+pytestmark = pytest.mark.e2e
+
+GATEWAY_KEY = "0x" + "42" * 32
+DB_KEY = bytes(range(32))
+
+
+@pytest.fixture
+async def network(devnode: DevNode, tmp_path: Path) -> AsyncIterator[XmtpChatNetwork]:
+    network = await XmtpChatNetwork.open(
+        node_url=devnode.url, private_key=GATEWAY_KEY, db_path=tmp_path / "gw.db3",
+        encryption_key=DB_KEY)
+    yield network
+    await network.close()
+
+
+class Marks:
+    """High-water marks as the store keeps them, recorded per group."""
+
+    def __init__(self) -> None:
+        self.marks: dict[str, int] = {}
+
+    async def __call__(self, group_id: str) -> int | None:
+        return self.marks.get(group_id)
+
+
+async def take(stream: AsyncIterator[ChatMessage], count: int) -> list[ChatMessage]:
+    async with asyncio.timeout(15):
+        return [await anext(stream) for _ in range(count)]
+
+
+class TestGroups:
+    async def test_a_group_is_named_and_holds_the_wallets(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="SMS · +1 555-123-0001",
+                                              members=[WalletAddress(wallet.address)])
+        await wallet.sync_all()
+        group = wallet.conversation(group_id)
+        assert group.name == "SMS · +1 555-123-0001"
+        assert await network.is_reachable(WalletAddress(wallet.address))
+
+    async def test_a_wallet_not_on_xmtp_is_refused(self, network: XmtpChatNetwork) -> None:
+        stranger = WalletAddress("0x" + "ab" * 20)
+        assert not await network.is_reachable(stranger)
+        with pytest.raises(WalletNotReachable):
+            await network.create_group(name="x", members=[stranger])
+
+
+class TestKeyedSends:
+    async def test_a_send_retried_with_its_key_posts_the_message_once(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        first = await network.send(group_id, "only once", key="MSG1")
+        again = await network.send(group_id, "only once", key="MSG1")
+        other = await network.send(group_id, "only once", key="MSG2")
+        assert first == again != other
+
+        await wallet.sync_all()
+        texts = [m.text for m in await wallet.conversation(group_id).messages()]
+        assert texts == ["only once", "only once"]  # MSG1 once, MSG2 once
+
+    async def test_a_key_survives_a_restart(self, devnode: DevNode, tmp_path: Path,
+                                            make_client: MakeClient) -> None:
+        wallet = await make_client()
+        options = {"node_url": devnode.url, "private_key": GATEWAY_KEY,
+                   "db_path": tmp_path / "gw.db3", "encryption_key": DB_KEY}
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        first = await network.send(group_id, "before the restart", key="MSG1")
+        await network.close()
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        try:
+            assert await network.send(group_id, "before the restart", key="MSG1") == first
+        finally:
+            await network.close()
+        await wallet.sync_all()
+        assert len(await wallet.conversation(group_id).messages()) == 1
+
+
+class TestMessages:
+    async def test_catch_up_from_the_marks_then_the_stream_without_own_messages(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        await network.send(group_id, "from the gateway")
+        await wallet.sync_all()
+        group = wallet.conversation(group_id)
+        await group.send_text("seen before")
+        await group.send_text("sent while away")
+        marks = Marks()
+        seen = (await group.messages())[-2]
+        marks.marks[group_id] = seen.sent_at_ns
+
+        stream = network.messages(marks)
+        caught_up = await take(stream, 2)
+        assert [m.text for m in caught_up] == ["seen before", "sent while away"]  # from the mark
+        await group.send_text("live")
+        [live] = await take(stream, 1)
+        assert live.text == "live"
+        assert live.sender == wallet.address and live.group_id == group_id
+        assert live.content_type == "text"
+        await stream.aclose()
+
+    async def test_content_the_phone_cannot_carry_comes_through_with_its_type(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        await wallet.sync_all()
+        group = wallet.conversation(group_id)
+        stream = network.messages(Marks())
+        await group.send_text("hello")
+        [hello] = await take(stream, 1)
+        reaction = xb.encode_reaction(xb.FfiReactionPayload(
+            reference=hello.message_id, reference_inbox_id=wallet.inbox_id,
+            action=xb.FfiReactionAction.ADDED, content="👍",
+            schema=xb.FfiReactionSchema.UNICODE))
+        await group._ffi.send(reaction, xb.FfiSendMessageOpts(should_push=True))
+        [liked] = await take(stream, 1)
+        assert (liked.text, liked.content_type) == (None, "reaction")
+        await stream.aclose()
