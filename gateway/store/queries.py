@@ -43,9 +43,8 @@ def queries_for(store: Store) -> SqlApiQueries:
         own_engine = create_async_engine(
             engine.url, hide_parameters=True,
             connect_args={"timeout": engines.SQLITE_BUSY_TIMEOUT_MS / 1000})
-    # The store keeps its cipher private; the API reads the same sealed rows it writes.
-    cipher: ContentCipher = store._cipher
-    return SqlApiQueries(own_engine or engine, cipher, owns_engine=own_engine is not None)
+    # the API opens the same sealed rows the store writes
+    return SqlApiQueries(own_engine or engine, store.cipher, owns_engine=own_engine is not None)
 
 
 class _Connection(Protocol):
@@ -59,7 +58,7 @@ class _Connection(Protocol):
 def _connection(tx: StoreTx) -> _Connection:
     if not isinstance(tx, SqlStoreTx):
         raise StoreError(f"API writes need a SQL transaction, not a {type(tx).__name__}")
-    connection: _Connection = tx._conn  # the caller's transaction, so both commit together
+    connection: _Connection = tx.connection  # the caller's transaction: both commit together
     return connection
 
 

@@ -64,6 +64,7 @@ conversations = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Column("last_message_at", UTCDateTime, nullable=True),
+    sa.Index(None, "created_at", "id"),  # the API's conversation list pages by this key
     _one_of("state", CONVERSATION_STATES),
 )
 
@@ -103,6 +104,7 @@ messages = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.UniqueConstraint("conversation_id", "index"),
     sa.UniqueConstraint("source", "external_id"),
+    sa.Index(None, "created_at", "id"),  # the API's listing across conversations pages by it
     _one_of("source", MESSAGE_SOURCES),
 )
 

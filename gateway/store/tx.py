@@ -78,6 +78,12 @@ class SqlStoreTx:
         self._cipher = cipher
         self._postgres = connection.dialect.name == "postgresql"
 
+    @property
+    def connection(self) -> AsyncConnection | InlineConnection:
+        """The transaction's connection, for queries that belong in the same transaction
+        but not in the ``StoreTx`` port (the API's rename and delete)."""
+        return self._conn
+
     # --- helpers ---------------------------------------------------------------------
 
     def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:

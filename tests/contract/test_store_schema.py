@@ -15,7 +15,7 @@ from gateway import cli
 from gateway.domain.ids import MessageId
 from gateway.errors import NotFound, StoreError
 from gateway.store import SqlStore, open_store
-from gateway.store.engine import current_revision
+from gateway.store.engine import create_engine, current_revision, upgrade
 from gateway.store.tables import metadata, participants
 from tests.contract.scenario import KEYS, NOW, PHONE, PROXY, OpenStore, thread
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 class TestMigrations:
     async def test_a_new_database_is_migrated_to_head(self, store: SqlStore) -> None:
-        assert await current_revision(store.engine) == "0001"
+        assert await current_revision(store.engine) == "0002"
 
     async def test_upgrading_again_changes_nothing(self, store: SqlStore,
                                                    open_another: OpenStore) -> None:
@@ -33,6 +33,27 @@ class TestMigrations:
         again = await open_another()
         async with again.transaction() as tx:
             assert await tx.get_conversation(on.conversation.id) == on.conversation
+
+    async def test_a_database_at_0001_upgrades_with_its_rows(self, store_url: str) -> None:
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine, "0001")
+            assert await current_revision(engine) == "0001"
+        finally:
+            await engine.dispose()
+        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        try:
+            async with old.transaction() as tx:
+                on = await thread(tx)
+        finally:
+            await old.close()
+        upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
+        try:
+            assert await current_revision(upgraded.engine) == "0002"
+            async with upgraded.transaction() as tx:
+                assert await tx.get_conversation(on.conversation.id) == on.conversation
+        finally:
+            await upgraded.close()
 
     async def test_the_migrated_schema_matches_the_tables(self, store: SqlStore) -> None:
         def differences(connection: sa.Connection) -> list[object]:
@@ -64,7 +85,7 @@ class TestMigrations:
         assert "at revision none" in capsys.readouterr().out
         assert cli.main(["db", "upgrade", "--config", str(path)]) == 0
         assert cli.main(["db", "current", "--config", str(path)]) == 0
-        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0001")
+        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0002")
 
     def test_the_command_line_fails_cleanly_on_a_bad_config(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,7 +104,7 @@ class TestSchemaInvariants:
             on = await thread(tx)
         with pytest.raises(StoreError):
             async with store.transaction() as tx:
-                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                await tx.connection.execute(participants.insert().values(
                     id="MB" + "1" * 32, conversation_id=on.conversation.id, channel="sms",
                     address=PHONE, proxy_address=PROXY, consent="unknown", attributes={},
                     joined_at=NOW, active_pair=f"{PHONE} {PROXY}"))
@@ -93,14 +114,14 @@ class TestSchemaInvariants:
             on = await thread(tx)
         with pytest.raises(StoreError):
             async with store.transaction() as tx:
-                await tx._conn.execute(  # type: ignore[attr-defined]
+                await tx.connection.execute(
                     participants.update().where(participants.c.id == on.phone.id)
                     .values(consent="maybe"))
 
     async def test_foreign_keys_are_enforced(self, store: SqlStore) -> None:
         with pytest.raises(StoreError):
             async with store.transaction() as tx:
-                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                await tx.connection.execute(participants.insert().values(
                     id="MB" + "2" * 32, conversation_id="CH" + "0" * 32, channel="xmtp",
                     identity="0x" + "0" * 40, consent="unknown", attributes={}, joined_at=NOW))
 
@@ -140,7 +161,7 @@ class TestTransactions:
             on = await thread(tx)
         with pytest.raises(StoreError) as caught:
             async with store.transaction() as tx:
-                await tx._conn.execute(participants.insert().values(  # type: ignore[attr-defined]
+                await tx.connection.execute(participants.insert().values(
                     id="MB" + "3" * 32, conversation_id=on.conversation.id, channel="sms",
                     address=PHONE, proxy_address=PROXY, consent="unknown", attributes={},
                     joined_at=NOW, active_pair=f"{PHONE} {PROXY}"))
