@@ -58,17 +58,15 @@ def create_inline_engine(url: URL) -> sa.Engine:
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # BEGIN is ours, below
+        dbapi_connection.isolation_level = None  # BEGIN is ours (begin_immediate)
         cursor = dbapi_connection.cursor()
         for pragma in ("journal_mode=WAL", "busy_timeout=0", "foreign_keys=ON",
                        "synchronous=NORMAL"):
             cursor.execute(f"PRAGMA {pragma}")
         cursor.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
+    # No connection events here (BEGIN is issued in ``begin_immediate``): any connection
+    # event listener makes SQLAlchemy dispatch four more events around every statement.
     return engine
 
 
@@ -82,7 +80,9 @@ async def begin_immediate(engine: sa.Engine, *,
     while True:
         connection = engine.connect()
         try:
-            connection.begin()
+            # pysqlite's own BEGIN is off (isolation_level None): this opens the
+            # transaction SQLAlchemy's autobegin tracks, and commit()/rollback() end it
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
             return connection
         except sa.exc.OperationalError as exc:
             connection.close()

@@ -49,13 +49,11 @@ from gateway.errors import (
     NotFound,
     StoreError,
 )
-from gateway.store import engine, rows
+from gateway.store import engine, rows, statements
 from gateway.store.crypto import ContentCipher
 from gateway.store.inline import InlineConnection
 from gateway.store.tables import (
-    contacts,
     conversations,
-    cursors,
     deliveries,
     events,
     messages,
@@ -77,6 +75,7 @@ class SqlStoreTx:
         self._conn = connection
         self._cipher = cipher
         self._postgres = connection.dialect.name == "postgresql"
+        self._upserts = statements.UPSERTS[connection.dialect.name]
 
     @property
     def connection(self) -> AsyncConnection | InlineConnection:
@@ -89,17 +88,19 @@ class SqlStoreTx:
     def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
-    async def _one(self, query: sa.Executable) -> sa.RowMapping | None:
-        return (await self._conn.execute(query)).mappings().first()
+    async def _one(self, query: sa.Executable,
+                   parameters: Mapping[str, Any] | None = None) -> sa.RowMapping | None:
+        return (await self._conn.execute(query, parameters)).mappings().first()
 
-    async def _all(self, query: sa.Executable) -> Sequence[sa.RowMapping]:
-        return (await self._conn.execute(query)).mappings().all()
+    async def _all(self, query: sa.Executable,
+                   parameters: Mapping[str, Any] | None = None) -> Sequence[sa.RowMapping]:
+        return (await self._conn.execute(query, parameters)).mappings().all()
 
     async def _lock(self, name: str) -> None:
         # SQLite needs none: BEGIN IMMEDIATE already made this the only writer
         if self._postgres:
-            assert isinstance(self._conn, AsyncConnection)  # inline connections are SQLite
-            await engine.lock(self._conn, name)
+            await self._conn.execute(statements.ADVISORY_LOCK,
+                                     {"key": engine.advisory_key(name)})
 
     # --- conversations ---------------------------------------------------------------
 
@@ -108,29 +109,28 @@ class SqlStoreTx:
         unique_name: str | None = None, attributes: Mapping[str, Any] | None = None,
         now: datetime,
     ) -> Conversation:
-        inserted = await self._one(
-            self._insert(conversations).values(
-                id=new_conversation_id(), unique_name=unique_name, friendly_name=friendly_name,
-                attributes=dict(attributes or {}), state=ConversationState.ACTIVE.value,
-                rule=rule, xmtp_group_id=None, next_message_index=0, created_at=now,
-                updated_at=now, last_message_at=None,
-            ).on_conflict_do_nothing().returning(*conversations.c))
+        inserted = await self._one(self._upserts.add_conversation, {
+            "id": new_conversation_id(), "unique_name": unique_name,
+            "friendly_name": friendly_name, "attributes": dict(attributes or {}),
+            "state": ConversationState.ACTIVE.value, "rule": rule, "xmtp_group_id": None,
+            "next_message_index": 0, "created_at": now, "updated_at": now,
+            "last_message_at": None})
         if inserted is None:
             raise Conflict(f"a conversation named {unique_name!r} already exists")
         return rows.conversation(inserted)
 
     async def get_conversation(self, conversation_id: ConversationId) -> Conversation | None:
-        row = await self._one(conversations.select().where(conversations.c.id == conversation_id))
+        row = await self._one(statements.GET_CONVERSATION, {"id": conversation_id})
         return rows.conversation(row) if row else None
 
     async def get_conversation_by_unique_name(self, unique_name: str) -> Conversation | None:
-        row = await self._one(
-            conversations.select().where(conversations.c.unique_name == unique_name))
+        row = await self._one(statements.GET_CONVERSATION_BY_UNIQUE_NAME,
+                              {"unique_name": unique_name})
         return rows.conversation(row) if row else None
 
     async def get_conversation_by_group(self, xmtp_group_id: str) -> Conversation | None:
-        row = await self._one(
-            conversations.select().where(conversations.c.xmtp_group_id == xmtp_group_id))
+        row = await self._one(statements.GET_CONVERSATION_BY_GROUP,
+                              {"xmtp_group_id": xmtp_group_id})
         return rows.conversation(row) if row else None
 
     async def set_conversation_group(
@@ -168,11 +168,7 @@ class SqlStoreTx:
         return rows.conversation(row)
 
     async def _locked_conversation(self, conversation_id: ConversationId) -> sa.RowMapping:
-        row = await self._one(
-            conversations.select().where(conversations.c.id == conversation_id)
-            # NO KEY UPDATE: other transactions' foreign-key checks against this row
-            # (a message or participant being added) need not wait for it
-            .with_for_update(key_share=True))
+        row = await self._one(statements.LOCK_CONVERSATION, {"id": conversation_id})
         if row is None:
             raise NotFound(f"no conversation {conversation_id}")
         return row
@@ -198,8 +194,7 @@ class SqlStoreTx:
                 raise ActivePairConflict(await self._pair_holder(pair) or "?") from None
 
     async def _pair_holder(self, pair: str) -> str | None:
-        row = await self._one(sa.select(participants.c.conversation_id)
-                              .where(participants.c.active_pair == pair))
+        row = await self._one(statements.PAIR_HOLDER, {"active_pair": pair})
         return row["conversation_id"] if row else None
 
     # --- participants ----------------------------------------------------------------
@@ -214,14 +209,12 @@ class SqlStoreTx:
         active = conversation["state"] == ConversationState.ACTIVE.value
         pair = (_pair(new.address, new.proxy_address)
                 if new.address is not None and new.proxy_address is not None else None)
-        inserted = await self._one(
-            self._insert(participants).values(
-                id=new_participant_id(), conversation_id=new.conversation_id,
-                channel=new.channel.value, identity=new.identity, address=new.address,
-                proxy_address=new.proxy_address, consent=new.consent.value,
-                attributes=dict(new.attributes), joined_at=now, left_at=None,
-                active_pair=pair if active else None, active_wallet=new.identity,
-            ).on_conflict_do_nothing().returning(*participants.c))
+        inserted = await self._one(self._upserts.add_participant, {
+            "id": new_participant_id(), "conversation_id": new.conversation_id,
+            "channel": new.channel.value, "identity": new.identity, "address": new.address,
+            "proxy_address": new.proxy_address, "consent": new.consent.value,
+            "attributes": dict(new.attributes), "joined_at": now, "left_at": None,
+            "active_pair": pair if active else None, "active_wallet": new.identity})
         if inserted is not None:
             return rows.participant(inserted)
         if pair is not None and (holder := await self._pair_holder(pair)) is not None:
@@ -229,23 +222,22 @@ class SqlStoreTx:
         raise Conflict(f"{new.identity} is already in conversation {new.conversation_id}")
 
     async def get_participant(self, participant_id: ParticipantId) -> Participant | None:
-        row = await self._one(participants.select().where(participants.c.id == participant_id))
+        row = await self._one(statements.GET_PARTICIPANT, {"id": participant_id})
         return rows.participant(row) if row else None
 
     async def list_participants(
         self, conversation_id: ConversationId, *, include_left: bool = False,
     ) -> list[Participant]:
-        query = participants.select().where(participants.c.conversation_id == conversation_id)
-        if not include_left:
-            query = query.where(participants.c.left_at.is_(None))
-        found = await self._all(query.order_by(participants.c.joined_at, participants.c.id))
+        query = (statements.ALL_PARTICIPANTS if include_left
+                 else statements.CURRENT_PARTICIPANTS)
+        found = await self._all(query, {"conversation_id": conversation_id})
         return [rows.participant(row) for row in found]
 
     async def find_phone_participant(
         self, address: PhoneNumber, proxy_address: PhoneNumber,
     ) -> Participant | None:
-        row = await self._one(participants.select().where(
-            participants.c.active_pair == _pair(address, proxy_address)))
+        row = await self._one(statements.PHONE_PARTICIPANT,
+                              {"active_pair": _pair(address, proxy_address)})
         return rows.participant(row) if row else None
 
     async def remove_participant(self, participant_id: ParticipantId, *, now: datetime) -> None:
@@ -269,23 +261,15 @@ class SqlStoreTx:
     # --- messages --------------------------------------------------------------------
 
     async def add_message(self, new: NewMessage, *, now: datetime) -> Message:
-        # Taking the next index is an UPDATE of the conversation's row: its row lock
-        # (SQLite: the write lock) is held to commit, so concurrent writers queue here and
-        # indexes come out with no gap and no repeat.
-        index = await self._conn.scalar(
-            conversations.update().where(conversations.c.id == new.conversation_id)
-            .values(next_message_index=conversations.c.next_message_index + 1,
-                    last_message_at=now)
-            .returning(conversations.c.next_message_index - 1))
+        index = await self._conn.scalar(statements.TAKE_MESSAGE_INDEX,
+                                        {"conversation": new.conversation_id, "now": now})
         if index is None:
             raise NotFound(f"no conversation {new.conversation_id}")
-        inserted = await self._one(
-            self._insert(messages).values(
-                id=new_message_id(), conversation_id=new.conversation_id, index=index,
-                author_id=new.author, attributes=dict(new.attributes), source=new.source.value,
-                external_id=new.external_id, created_at=now,
-                **rows.seal_content(self._cipher, new.body, new.media),
-            ).on_conflict_do_nothing().returning(*messages.c))
+        inserted = await self._one(self._upserts.add_message, {
+            "id": new_message_id(), "conversation_id": new.conversation_id, "index": index,
+            "author_id": new.author, "attributes": dict(new.attributes),
+            "source": new.source.value, "external_id": new.external_id, "created_at": now,
+            **rows.seal_content(self._cipher, new.body, new.media)})
         if inserted is not None:
             return rows.message(inserted, self._cipher)
         await self._give_back_index(new.conversation_id)
@@ -308,7 +292,7 @@ class SqlStoreTx:
                     last_message_at=latest))
 
     async def get_message(self, message_id: MessageId) -> Message | None:
-        row = await self._one(messages.select().where(messages.c.id == message_id))
+        row = await self._one(statements.GET_MESSAGE, {"id": message_id})
         return rows.message(row, self._cipher) if row else None
 
     async def reseal_messages(self, *, limit: int) -> int:
@@ -325,8 +309,8 @@ class SqlStoreTx:
         return len(stale)
 
     async def find_message(self, source: MessageSource, external_id: str) -> Message | None:
-        row = await self._one(messages.select().where(
-            messages.c.source == source.value, messages.c.external_id == external_id))
+        row = await self._one(statements.FIND_MESSAGE,
+                              {"source": source.value, "external_id": external_id})
         return rows.message(row, self._cipher) if row else None
 
     # --- deliveries ------------------------------------------------------------------
@@ -335,17 +319,16 @@ class SqlStoreTx:
         self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
         now: datetime, not_before: datetime | None = None,
     ) -> Delivery:
-        row = await self._one(deliveries.insert().values(
-            id=new_delivery_id(), message_id=message_id, participant_id=participant_id,
-            channel=channel.value, state=DeliveryState.PENDING.value, attempts=0,
-            next_attempt_at=not_before or now, lease_until=None, provider_id=None,
-            error_code=None, error_message=None, created_at=now, updated_at=now,
-        ).returning(*deliveries.c))
+        row = await self._one(statements.ADD_DELIVERY, {
+            "id": new_delivery_id(), "message_id": message_id, "participant_id": participant_id,
+            "channel": channel.value, "state": DeliveryState.PENDING.value, "attempts": 0,
+            "next_attempt_at": not_before or now, "lease_until": None, "provider_id": None,
+            "error_code": None, "error_message": None, "created_at": now, "updated_at": now})
         assert row is not None
         return rows.delivery(row)
 
     async def get_delivery(self, delivery_id: DeliveryId) -> Delivery | None:
-        row = await self._one(deliveries.select().where(deliveries.c.id == delivery_id))
+        row = await self._one(statements.GET_DELIVERY, {"id": delivery_id})
         return rows.delivery(row) if row else None
 
     async def list_deliveries(self, message_id: MessageId) -> list[Delivery]:
@@ -521,37 +504,28 @@ class SqlStoreTx:
     async def get_contact(
         self, address: PhoneNumber, proxy_address: PhoneNumber,
     ) -> Contact | None:
-        row = await self._one(contacts.select().where(
-            contacts.c.address == address, contacts.c.proxy_address == proxy_address))
+        row = await self._one(statements.GET_CONTACT,
+                              {"address": address, "proxy_address": proxy_address})
         return rows.contact(row) if row else None
 
     async def record_inbound(
         self, address: PhoneNumber, proxy_address: PhoneNumber, *, now: datetime,
     ) -> Contact:
-        insert = self._insert(contacts).values(
-            address=address, proxy_address=proxy_address, consent=Consent.UNKNOWN.value,
-            first_inbound_at=now, last_inbound_at=now, updated_at=now)
-        return await self._upsert_contact(insert.on_conflict_do_update(
-            index_elements=[contacts.c.address, contacts.c.proxy_address],
-            set_={"first_inbound_at": sa.func.coalesce(contacts.c.first_inbound_at,
-                                                       insert.excluded.first_inbound_at),
-                  "last_inbound_at": insert.excluded.last_inbound_at,
-                  "updated_at": insert.excluded.updated_at}))
+        return await self._upsert_contact(self._upserts.record_inbound, {
+            "address": address, "proxy_address": proxy_address,
+            "consent": Consent.UNKNOWN.value, "first_inbound_at": now, "last_inbound_at": now,
+            "updated_at": now})
 
     async def set_contact_consent(
         self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent, *,
         now: datetime,
     ) -> Contact:
-        insert = self._insert(contacts).values(
-            address=address, proxy_address=proxy_address, consent=consent.value,
-            first_inbound_at=None, last_inbound_at=None, updated_at=now)
-        return await self._upsert_contact(insert.on_conflict_do_update(
-            index_elements=[contacts.c.address, contacts.c.proxy_address],
-            set_={"consent": insert.excluded.consent,
-                  "updated_at": insert.excluded.updated_at}))
+        return await self._upsert_contact(self._upserts.set_contact_consent, {
+            "address": address, "proxy_address": proxy_address, "consent": consent.value,
+            "first_inbound_at": None, "last_inbound_at": None, "updated_at": now})
 
-    async def _upsert_contact(self, upsert: sa.Insert) -> Contact:
-        row = await self._one(upsert.returning(*contacts.c))
+    async def _upsert_contact(self, upsert: sa.Insert, values: Mapping[str, Any]) -> Contact:
+        row = await self._one(upsert, values)
         assert row is not None  # an upsert always yields its row
         return rows.contact(row)
 
@@ -576,14 +550,11 @@ class SqlStoreTx:
     # --- chat cursors ----------------------------------------------------------------
 
     async def get_cursor(self, key: str) -> int | None:
-        row = await self._one(sa.select(cursors.c.value).where(cursors.c.key == key))
+        row = await self._one(statements.GET_CURSOR, {"key": key})
         return int(row["value"]) if row else None
 
     async def set_cursor(self, key: str, value: int) -> None:
-        insert = self._insert(cursors).values(key=key, value=value)
-        await self._conn.execute(insert.on_conflict_do_update(
-            index_elements=[cursors.c.key], set_={"value": insert.excluded.value},
-            where=cursors.c.value < insert.excluded.value))
+        await self._conn.execute(self._upserts.set_cursor, {"key": key, "value": value})
 
     # --- the event log ---------------------------------------------------------------
 
@@ -598,9 +569,9 @@ class SqlStoreTx:
         # events last in a transaction: one that holds this lock and then waits for a row
         # another event writer holds would deadlock (PostgreSQL then aborts one of them).
         await self._lock(EVENT_LOG_LOCK)
-        row = await self._one(events.insert().values(
-            type=type, conversation_id=conversation_id, data=dict(data), created_at=now,
-        ).returning(*events.c))
+        row = await self._one(statements.ADD_EVENT, {
+            "type": type, "conversation_id": conversation_id, "data": dict(data),
+            "created_at": now})
         assert row is not None
         return rows.event(row)
 
