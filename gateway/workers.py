@@ -245,7 +245,8 @@ class ChatStreamConsumer:
             try:
                 async for message in self._chat.messages(self.high_water):
                     if message.content_type == LEAVE_REQUEST and self._departures:
-                        await self._departures.wallet_left(message)
+                        told = await self._departures.wallet_left(message)
+                        self._metrics.inbound.labels("xmtp", "left" if told else "duplicate").inc()
                         continue
                     outcome = await self._relay.receive_chat_message(message)
                     self._metrics.inbound.labels("xmtp", outcome.value).inc()

@@ -164,6 +164,8 @@ class TestConsent:
                                    state="sent") == posted
         bridge.gateway.stop()
         await bridge.start_gateway()  # the catch-up sees the leave request again
+        await bridge.wait_for_metric("gateway_inbound_messages_total", 1, channel="xmtp",
+                                     outcome="duplicate")
         await bridge.phones.text(PHONE, SUPPORT, "hello again")
         await bridge.wait_for_metric("gateway_inbound_messages_total", 1, channel="sms")
         bodies = [m["body"] for m in await bridge.phones.inbox(PHONE)]
