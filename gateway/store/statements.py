@@ -27,6 +27,7 @@ from gateway.store.tables import (
     events,
     messages,
     participants,
+    pending_statuses,
 )
 
 
@@ -65,6 +66,43 @@ TAKE_MESSAGE_INDEX = (
 
 GET_DELIVERY = _where_equal(deliveries, "id")
 ADD_DELIVERY = deliveries.insert().returning(*deliveries.c)
+# the columns to set come as execute parameters named after them
+UPDATE_DELIVERY = (deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
+                   .returning(*deliveries.c))
+MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
+                      .order_by(deliveries.c.created_at, deliveries.c.id))
+PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)
+TAKE_EARLY_STATUS = (
+    pending_statuses.delete()
+    .where(pending_statuses.c.provider_id == sa.bindparam("provider_id"))
+    .returning(*pending_statuses.c))
+
+# Claiming: the due rows' ids (skipping rows another worker has locked, on PostgreSQL),
+# then the lease on exactly those.
+DUE_DELIVERIES = (
+    sa.select(deliveries.c.id)
+    .where(deliveries.c.state == sa.bindparam("state"),
+           deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
+           deliveries.c.next_attempt_at <= sa.bindparam("now"))
+    .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    .limit(sa.bindparam("limit"))
+    .with_for_update(skip_locked=True))
+_LEASE = (deliveries.update()
+          .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
+          .values(state=sa.bindparam("new_state"), lease_until=sa.bindparam("lease"),
+                  updated_at=sa.bindparam("now")))
+LEASE_FOR_SENDING = _LEASE.values(attempts=deliveries.c.attempts + 1)
+LEASE = _LEASE
+
+
+def _by_ids(table: sa.Table) -> sa.Select[tuple[object, ...]]:
+    return table.select().where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+DELIVERIES_BY_ID = _by_ids(deliveries)
+MESSAGES_BY_ID = _by_ids(messages)
+PARTICIPANTS_BY_ID = _by_ids(participants)
+CONVERSATIONS_BY_ID = _by_ids(conversations)
 
 GET_CONTACT = _where_equal(contacts, "address", "proxy_address")
 GET_CURSOR = sa.select(cursors.c.value).where(cursors.c.key == sa.bindparam("key"))

@@ -332,8 +332,7 @@ class SqlStoreTx:
         return rows.delivery(row) if row else None
 
     async def list_deliveries(self, message_id: MessageId) -> list[Delivery]:
-        found = await self._all(deliveries.select().where(deliveries.c.message_id == message_id)
-                                .order_by(deliveries.c.created_at, deliveries.c.id))
+        found = await self._all(statements.MESSAGE_DELIVERIES, {"message_id": message_id})
         return [rows.delivery(row) for row in found]
 
     async def claim_deliveries(
@@ -341,16 +340,11 @@ class SqlStoreTx:
     ) -> list[DeliveryJob]:
         if limit <= 0 or not channels:
             return []
-        due = (sa.select(deliveries.c.id)
-               .where(deliveries.c.state == DeliveryState.PENDING.value,
-                      deliveries.c.channel.in_([c.value for c in channels]),
-                      deliveries.c.next_attempt_at <= now)
-               .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-               .limit(limit)
-               .with_for_update(skip_locked=True))  # rendered on PostgreSQL only
-        return await self._lease(due, now=now, lease_until=lease_until,
-                                 changes={"state": DeliveryState.SENDING.value,
-                                          "attempts": deliveries.c.attempts + 1})
+        due = await self._all(statements.DUE_DELIVERIES, {
+            "state": DeliveryState.PENDING.value, "channels": [c.value for c in channels],
+            "now": now, "limit": limit})
+        return await self._lease(statements.LEASE_FOR_SENDING, [row["id"] for row in due],
+                                 state=DeliveryState.SENDING, now=now, lease_until=lease_until)
 
     async def claim_reconcilable(
         self, *, now: datetime, lease_until: datetime, limit: int,
@@ -367,32 +361,30 @@ class SqlStoreTx:
                .limit(limit)
                .with_for_update(skip_locked=True))
         # an abandoned send's outcome is unknown from now on, whoever holds it next
-        return await self._lease(due, now=now, lease_until=lease_until,
-                                 changes={"state": DeliveryState.UNKNOWN.value})
+        return await self._lease(statements.LEASE, [row["id"] for row in await self._all(due)],
+                                 state=DeliveryState.UNKNOWN, now=now, lease_until=lease_until)
 
-    async def _lease(self, due: sa.Select[tuple[str]], *, now: datetime, lease_until: datetime,
-                     changes: dict[str, Any]) -> list[DeliveryJob]:
-        ids = [row["id"] for row in await self._all(due)]
+    async def _lease(self, lease: sa.Update, ids: list[str], *, state: DeliveryState,
+                     now: datetime, lease_until: datetime) -> list[DeliveryJob]:
         if not ids:
             return []
-        await self._conn.execute(
-            deliveries.update().where(deliveries.c.id.in_(ids))
-            .values(lease_until=lease_until, updated_at=now, **changes))
+        await self._conn.execute(lease, {"ids": ids, "new_state": state.value,
+                                         "lease": lease_until, "now": now})
         return await self._jobs(ids)
 
     async def _jobs(self, ids: list[str]) -> list[DeliveryJob]:
         found = {row["id"]: rows.delivery(row) for row in
-                 await self._all(deliveries.select().where(deliveries.c.id.in_(ids)))}
-        message_rows = await self._all(messages.select().where(
-            messages.c.id.in_({d.message_id for d in found.values()})))
+                 await self._all(statements.DELIVERIES_BY_ID, {"ids": ids})}
+        message_rows = await self._all(statements.MESSAGES_BY_ID, {
+            "ids": list({d.message_id for d in found.values()})})
         by_message = {row["id"]: rows.message(row, self._cipher) for row in message_rows}
         wanted = {d.participant_id for d in found.values()}
         wanted |= {m.author for m in by_message.values() if m.author is not None}
         by_participant = {row["id"]: rows.participant(row) for row in await self._all(
-            participants.select().where(participants.c.id.in_(wanted)))}
+            statements.PARTICIPANTS_BY_ID, {"ids": list(wanted)})}
         by_conversation = {row["id"]: rows.conversation(row) for row in await self._all(
-            conversations.select().where(conversations.c.id.in_(
-                {m.conversation_id for m in by_message.values()})))}
+            statements.CONVERSATIONS_BY_ID,
+            {"ids": list({m.conversation_id for m in by_message.values()})})}
         jobs = []
         for delivery_id in ids:
             delivery = found[delivery_id]
@@ -406,8 +398,7 @@ class SqlStoreTx:
         return jobs
 
     async def _update_delivery(self, delivery_id: DeliveryId, **values: Any) -> Delivery:
-        row = await self._one(deliveries.update().where(deliveries.c.id == delivery_id)
-                              .values(**values).returning(*deliveries.c))
+        row = await self._one(statements.UPDATE_DELIVERY, {"delivery": delivery_id, **values})
         if row is None:
             raise NotFound(f"no delivery {delivery_id}")
         return rows.delivery(row)
@@ -425,9 +416,7 @@ class SqlStoreTx:
         delivery = await self._update_delivery(
             delivery_id, provider_id=provider_id, state=state.value, lease_until=None,
             next_attempt_at=None, updated_at=now)
-        early = await self._one(pending_statuses.delete()
-                                .where(pending_statuses.c.provider_id == provider_id)
-                                .returning(*pending_statuses.c))
+        early = await self._one(statements.TAKE_EARLY_STATUS, {"provider_id": provider_id})
         if early is not None:
             delivery = await self._advance(delivery, DeliveryState(early["state"]),
                                            error_code=early["error_code"],
@@ -463,9 +452,7 @@ class SqlStoreTx:
         error_message: str | None, now: datetime,
     ) -> Delivery | None:
         await self._lock(f"provider:{provider_id}")
-        found = await self._all(deliveries.select()
-                                .where(deliveries.c.provider_id == provider_id)
-                                .order_by(deliveries.c.id))
+        found = await self._all(statements.PROVIDER_DELIVERIES, {"provider_id": provider_id})
         if not found:
             await self._keep_early_status(provider_id, state, error_code=error_code,
                                           error_message=error_message, now=now)
