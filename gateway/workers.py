@@ -104,39 +104,54 @@ class ChatDeliveryWorker:
                 lanes.setdefault(job.conversation.id, []).append(job)
         results = await asyncio.gather(*(self._deliver_lane(lane) for lane in lanes.values()),
                                        return_exceptions=True)
+        posted = [item for result in results if not isinstance(result, BaseException)
+                  for item in result]
+        # One transaction for the whole batch: a crash before it commits leaves the rows
+        # leased, and their retry publishes the same prepared messages (keyed sends).
+        if posted:
+            now = self._clock.now()
+            async with self._store.transaction() as tx:
+                for job, message_id in posted:
+                    for delivery in await self._open_deliveries(tx, job):
+                        await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
+                        self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
+            for job, _ in posted:
+                self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
+                    (now - job.message.created_at).total_seconds())
         for result in results:
             if isinstance(result, BaseException):
                 raise result
         return len(jobs)
 
-    async def _deliver_lane(self, jobs: list[DeliveryJob]) -> None:
+    async def _deliver_lane(self, jobs: list[DeliveryJob]) -> list[tuple[DeliveryJob, str]]:
+        """One conversation's messages in order; returns those posted, with their ids."""
+        posted = []
+        group_id: str | None = None
         for job in jobs:
-            await self._deliver(job)
-
-    async def _deliver(self, job: DeliveryJob) -> None:
-        try:
-            group_id = await self._group_of(job)
-            message_id = await self._chat.send(group_id, self._relay.text_for_wallets(job),
-                                               key=job.message.id)
-        except WalletNotReachable as exc:
-            await self._fail_message(job, str(exc))
-            await self._relay.wallet_unreachable(job.conversation.id, WalletAddress(exc.wallet))
-            return
-        except GatewayError as exc:
-            await self._retry_or_fail(job, str(exc))
-            return
-        now = self._clock.now()
-        async with self._store.transaction() as tx:
-            for delivery in await self._open_deliveries(tx, job):
-                await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
-                self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
-        self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
-            (now - job.message.created_at).total_seconds())
+            try:
+                # The claim's snapshot of the conversation predates the group the lane's
+                # first message may have just created: resolve it once per lane.
+                group_id = group_id or await self._group_of(job)
+                message_id = await self._chat.send(
+                    group_id, self._relay.text_for_wallets(job), key=job.message.id)
+            except WalletNotReachable as exc:
+                await self._fail_message(job, str(exc))
+                await self._relay.wallet_unreachable(job.conversation.id,
+                                                     WalletAddress(exc.wallet))
+                continue
+            except GatewayError as exc:
+                await self._retry_or_fail(job, str(exc))
+                continue
+            posted.append((job, message_id))
+        return posted
 
     async def _group_of(self, job: DeliveryJob) -> str:
-        if job.conversation.xmtp_group_id:
+        if job.conversation.xmtp_group_id:  # set once, never changed
             return job.conversation.xmtp_group_id
         async with self._store.transaction() as tx:
+            conversation = await tx.get_conversation(job.conversation.id)
+            if conversation is not None and conversation.xmtp_group_id:
+                return conversation.xmtp_group_id
             members = [p.identity for p in await tx.list_participants(job.conversation.id)
                        if p.identity is not None]
         group_id = await self._chat.create_group(name=job.conversation.friendly_name or "",

@@ -55,3 +55,15 @@ class TestSupportLine:
         assert not any("hi bob" in body
                        for body in [m["body"] for m in await bridge.phones.inbox(ALICE_PHONE)])
         assert len([b for b in bodies if "hi bob" in b]) == 1
+
+    async def test_texts_racing_in_before_the_group_exists_make_one_group(
+            self, bridge: Bridge) -> None:
+        agent = bridge.wallets["agent"]
+        texts = [f"burst {i}" for i in range(5)]
+        for text in texts:  # back to back: the first is not posted before the rest arrive
+            await bridge.phones.text(ALICE_PHONE, SUPPORT, text)
+
+        group = await agent.group_named("SMS · +1 555-123-0001")
+        assert await agent.wait_for_texts(group, lambda t: len(t) >= 5) == texts
+        named = [g for g in await agent.groups() if g.name == group.name]
+        assert len(named) == 1
