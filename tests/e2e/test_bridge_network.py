@@ -4,7 +4,7 @@ the gateway: groups, keyed sends, catch-up from high-water marks, then the strea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,15 @@ import xmtp_bindings as xb
 from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage
 from gateway.errors import WalletNotReachable
+from gateway.xmtp.client import XmtpClient
 from gateway.xmtp.devnode import DevNode
 from gateway.xmtp.network import XmtpChatNetwork
-from tests.e2e.conftest import MakeClient
 
 pytestmark = pytest.mark.e2e
 
 GATEWAY_KEY = "0x" + "42" * 32
 DB_KEY = bytes(range(32))
+MakeClient = Callable[..., Awaitable[XmtpClient]]  # the e2e conftest's make_client
 
 
 @pytest.fixture
@@ -119,7 +120,7 @@ class TestMessages:
         assert live.text == "live"
         assert live.sender == wallet.address and live.group_id == group_id
         assert live.content_type == "text"
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]
 
     async def test_content_the_phone_cannot_carry_comes_through_with_its_type(
             self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
@@ -137,4 +138,4 @@ class TestMessages:
         await group._ffi.send(reaction, xb.FfiSendMessageOpts(should_push=True))
         [liked] = await take(stream, 1)
         assert (liked.text, liked.content_type) == (None, "reaction")
-        await stream.aclose()
+        await stream.aclose()  # type: ignore[attr-defined]
