@@ -70,22 +70,21 @@ def create_inline_engine(url: URL) -> sa.Engine:
     return engine
 
 
-async def begin_immediate(engine: sa.Engine, *,
-                          wait: float = LOCK_WAIT_SECONDS) -> sa.Connection:
-    """A connection inside ``BEGIN IMMEDIATE``; while another process holds the write
+async def begin_immediate(connection: sa.Connection, *,
+                          wait: float = LOCK_WAIT_SECONDS) -> None:
+    """Opens ``BEGIN IMMEDIATE`` on ``connection``; while another process holds the write
     lock it retries with a growing pause (the loop stays free) until ``wait`` runs out."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     pause = 0.001
     while True:
-        connection = engine.connect()
         try:
             # pysqlite's own BEGIN is off (isolation_level None): this opens the
             # transaction SQLAlchemy's autobegin tracks, and commit()/rollback() end it
             connection.exec_driver_sql("BEGIN IMMEDIATE")
-            return connection
+            return
         except sa.exc.OperationalError as exc:
-            connection.close()
+            connection.rollback()  # SQLAlchemy's side of the transaction that never began
             if "locked" not in str(exc.orig) or loop.time() >= deadline:
                 raise
         await asyncio.sleep(pause)

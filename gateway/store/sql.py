@@ -49,6 +49,9 @@ class SqlStore:
         self._inline = (create_inline_engine(engine.url)
                         if engine.dialect.name == "sqlite" and engine.url.database
                         not in (None, "", ":memory:") else None)
+        # The one connection those transactions take turns on: checking one out of the
+        # pool and back for every transaction cost more than a short transaction's work.
+        self._inline_connection: sa.Connection | None = None
 
     @property
     def dialect(self) -> str:
@@ -75,15 +78,21 @@ class SqlStore:
     @contextlib.asynccontextmanager
     async def _inline_transaction(self) -> AsyncIterator[SqlStoreTx]:
         assert self._inline is not None
-        connection = await begin_immediate(self._inline)
+        if self._inline_connection is None:
+            self._inline_connection = self._inline.connect()
+        connection = self._inline_connection
+        await begin_immediate(connection)
         try:
             yield SqlStoreTx(InlineConnection(connection), self._cipher)
             connection.commit()
         except BaseException:
-            connection.rollback()
+            # a connection a transaction failed on is not trusted with the next one
+            self._inline_connection = None
+            try:
+                connection.rollback()
+            finally:
+                connection.close()
             raise
-        finally:
-            connection.close()
 
     async def ping(self) -> None:
         async with self._turn():
@@ -94,6 +103,9 @@ class SqlStore:
                 raise engines.describe_failure("database unreachable", exc) from exc
 
     async def close(self) -> None:
+        if self._inline_connection is not None:
+            self._inline_connection.close()
+            self._inline_connection = None
         if self._inline is not None:
             self._inline.dispose()
         await self.engine.dispose()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from gateway.domain.models import DeliveryState
 from gateway.store.tables import (
     contacts,
     conversations,
@@ -69,6 +70,16 @@ ADD_DELIVERY = deliveries.insert().returning(*deliveries.c)
 # the columns to set come as execute parameters named after them
 UPDATE_DELIVERY = (deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
                    .returning(*deliveries.c))
+# Sent, unless the delivery already got further (a status callback can beat the send's
+# own response): states only move up in rank.
+MARK_SENT = (
+    deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
+    .values(provider_id=sa.bindparam("provider"), lease_until=None, next_attempt_at=None,
+            updated_at=sa.bindparam("now"),
+            state=sa.case((deliveries.c.state.in_(
+                [s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
+                DeliveryState.SENT.value), else_=deliveries.c.state))
+    .returning(*deliveries.c))
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)

@@ -409,13 +409,11 @@ class SqlStoreTx:
         # the same lock as apply_status, so a callback racing this call either sees the
         # provider id or leaves its status for us to find below
         await self._lock(f"provider:{provider_id}")
-        current = await self.get_delivery(delivery_id)
-        if current is None:
+        row = await self._one(statements.MARK_SENT,
+                              {"delivery": delivery_id, "provider": provider_id, "now": now})
+        if row is None:
             raise NotFound(f"no delivery {delivery_id}")
-        state = max(current.state, DeliveryState.SENT, key=lambda s: s.rank)
-        delivery = await self._update_delivery(
-            delivery_id, provider_id=provider_id, state=state.value, lease_until=None,
-            next_attempt_at=None, updated_at=now)
+        delivery = rows.delivery(row)
         early = await self._one(statements.TAKE_EARLY_STATUS, {"provider_id": provider_id})
         if early is not None:
             delivery = await self._advance(delivery, DeliveryState(early["state"]),

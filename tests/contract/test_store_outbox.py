@@ -188,6 +188,31 @@ class TestStatusCallbacks:
         assert sideways.error_code is None
         assert await state_of(store, delivery_id) is DeliveryState.DELIVERED
 
+    async def test_sending_again_never_moves_a_delivery_back(
+            self, store: SqlStore, on: Thread) -> None:
+        delivery_id = await self.sent(store, on)
+        async with store.transaction() as tx:
+            await tx.apply_status("SM1", DeliveryState.DELIVERED, error_code=None,
+                                  error_message=None, now=NOW)
+            again = await tx.mark_sent(delivery_id, provider_id="SM1", now=LATER)
+        assert again.state is DeliveryState.DELIVERED and again.updated_at == LATER
+        assert await state_of(store, delivery_id) is DeliveryState.DELIVERED
+
+    async def test_a_send_whose_outcome_was_unknown_is_sent_once_known(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_unknown(delivery.id, now=NOW)
+            sent = await tx.mark_sent(delivery.id, provider_id="SMlate", now=LATER)
+        assert sent.state is DeliveryState.SENT and sent.provider_id == "SMlate"
+
+    async def test_marking_a_missing_delivery_sent_is_not_found(self, store: SqlStore) -> None:
+        with pytest.raises(NotFound):
+            async with store.transaction() as tx:
+                await tx.mark_sent(MISSING, provider_id="SMnone", now=NOW)
+
     async def test_a_failure_status_keeps_its_code(self, store: SqlStore, on: Thread) -> None:
         await self.sent(store, on)
         async with store.transaction() as tx:
