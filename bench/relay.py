@@ -15,6 +15,8 @@ Measured in one run (``--messages`` each):
 - throughput over ``--conversations`` conversations: relayed (webhooks → wallet has them
   all) against native (one client sends into as many groups → the peer has them all),
   and wallet → phones;
+- the loop's lag while libxmtp sends: the client on the caller's loop against the
+  gateway's ``XmtpChatNetwork`` (its client on a thread of its own);
 - webhook ingest latency (the HTTP round trip of each webhook): one at a time; with 8
   phones texting as fast as the gateway answers (saturation); and a phone texting 20
   times a second while the wallet's messages are relayed flat out.
@@ -34,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -220,6 +222,7 @@ class Bench:
                 await peer_receiver.start()
                 await self.native(sender, native_sender_thread, peer, peer_receiver)
 
+                await self.loop_lag(peer.address)
                 await self.relay_throughput(session, receiver)
                 await self.wallet_throughput(session, wallet_thread, groups)
         finally:
@@ -297,6 +300,37 @@ class Bench:
         done = await peer_receiver.wait_for_all(texts)
         self.results["native_throughput_msg_s"] = round(self.n / (done - started), 1)
 
+    async def loop_lag(self, peer: str) -> None:
+        """How long the calling loop stalls while libxmtp sends: with the client on that
+        loop, and with the gateway's ``XmtpChatNetwork`` (the client on its own thread).
+        Both with encrypted file databases, as the gateway runs."""
+        from gateway.domain.ids import WalletAddress
+        from gateway.xmtp.network import XmtpChatNetwork
+
+        inline = await XmtpClient.create(
+            node_url=self.node_url, private_key=secrets.token_bytes(32),
+            db_path=str(self.tmp / "inline.db3"), encryption_key=bytes(32))
+        network = await XmtpChatNetwork.open(
+            node_url=self.node_url, private_key="0x" + secrets.token_hex(32),
+            db_path=self.tmp / "threaded.db3", encryption_key=bytes(32))
+        try:
+            group = await inline.new_group([peer])
+            group_id = await network.create_group(name="lag", members=[WalletAddress(peer)])
+
+            async def on_the_loop() -> None:
+                for i in range(100):
+                    await group.send_text(f"lag-a {i}")
+
+            async def on_its_thread() -> None:
+                for i in range(100):
+                    await network.send(group_id, f"lag-b {i}", key=f"lag-b {i}")
+
+            self.results["loop_lag_libxmtp_on_loop_ms"] = await _lag_during(on_the_loop)
+            self.results["loop_lag_libxmtp_on_thread_ms"] = await _lag_during(on_its_thread)
+        finally:
+            await network.close()
+            inline.close()
+
     async def relay_throughput(self, session: aiohttp.ClientSession,
                                receiver: Receiver) -> None:
         """Webhooks spread over the conversations as fast as the gateway takes them; the
@@ -352,6 +386,29 @@ async def _sequential(group: Conversation, texts: list[str]) -> None:
         await group.send_text(text)
 
 
+async def _lag_during(work: Callable[[], Awaitable[None]]) -> dict[str, float]:
+    """The loop's lag (how late a 1 ms sleep wakes) while ``work`` runs on it."""
+    loop = asyncio.get_running_loop()
+    lags: list[float] = []
+    running = True
+
+    async def watch() -> None:
+        while running:
+            before = loop.time()
+            await asyncio.sleep(0.001)
+            lags.append(max(0.0, loop.time() - before - 0.001))
+
+    watcher = asyncio.create_task(watch())
+    try:
+        await work()
+    finally:
+        running = False
+        await watcher
+    result = summary(lags)
+    result["max"] = round(max(lags) * 1000, 2)
+    return result
+
+
 def summary(seconds: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in seconds)
     return {"p50": round(statistics.median(ms), 2),
@@ -375,6 +432,11 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"added at p50: phone → wallet {inbound['p50'] / native['p50'] - 1:+.0%}, "
         f"wallet → phone {outbound['p50'] / native['p50'] - 1:+.0%} (target ≤ +20%)",
+        f"loop lag during 100 sends, p99 / max ms: libxmtp on the loop "
+        f"{results['loop_lag_libxmtp_on_loop_ms']['p99']} / "
+        f"{results['loop_lag_libxmtp_on_loop_ms']['max']}, on its own thread (the gateway) "
+        f"{results['loop_lag_libxmtp_on_thread_ms']['p99']} / "
+        f"{results['loop_lag_libxmtp_on_thread_ms']['max']}",
         f"throughput: relayed {results['relay_throughput_msg_s']} msg/s, native "
         f"{results['native_throughput_msg_s']} msg/s "
         f"({results['relay_throughput_msg_s'] / results['native_throughput_msg_s']:.0%}; "
