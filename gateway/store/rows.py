@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
-
-import sqlalchemy as sa
 
 from gateway.domain.ids import (
     ConversationId,
@@ -32,7 +31,7 @@ from gateway.domain.models import (
 from gateway.store.crypto import ContentCipher
 
 
-def conversation(row: sa.RowMapping) -> Conversation:
+def conversation(row: Mapping[Any, Any]) -> Conversation:
     return Conversation(
         id=ConversationId(row["id"]),
         unique_name=row["unique_name"],
@@ -47,7 +46,7 @@ def conversation(row: sa.RowMapping) -> Conversation:
     )
 
 
-def participant(row: sa.RowMapping) -> Participant:
+def participant(row: Mapping[Any, Any]) -> Participant:
     return Participant(
         id=ParticipantId(row["id"]),
         conversation_id=ConversationId(row["conversation_id"]),
@@ -63,7 +62,7 @@ def participant(row: sa.RowMapping) -> Participant:
     )
 
 
-def delivery(row: sa.RowMapping) -> Delivery:
+def delivery(row: Mapping[Any, Any]) -> Delivery:
     return Delivery(
         id=DeliveryId(row["id"]),
         message_id=MessageId(row["message_id"]),
@@ -80,7 +79,7 @@ def delivery(row: sa.RowMapping) -> Delivery:
     )
 
 
-def contact(row: sa.RowMapping) -> Contact:
+def contact(row: Mapping[Any, Any]) -> Contact:
     return Contact(
         address=PhoneNumber(row["address"]),
         proxy_address=PhoneNumber(row["proxy_address"]),
@@ -90,7 +89,7 @@ def contact(row: sa.RowMapping) -> Contact:
     )
 
 
-def event(row: sa.RowMapping) -> Event:
+def event(row: Mapping[Any, Any]) -> Event:
     conversation_id = row["conversation_id"]
     return Event(
         id=row["id"],
@@ -116,7 +115,7 @@ def seal_content(cipher: ContentCipher, body: str | None,
     return sealed
 
 
-def message(row: sa.RowMapping, cipher: ContentCipher) -> Message:
+def message(row: Mapping[Any, Any], cipher: ContentCipher) -> Message:
     key_id = row["key_id"]
     body: str | None = None
     media: tuple[Media, ...] = ()

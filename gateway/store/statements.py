@@ -106,14 +106,22 @@ LEASE_FOR_SENDING = _LEASE.values(attempts=deliveries.c.attempts + 1)
 LEASE = _LEASE
 
 
-def _by_ids(table: sa.Table) -> sa.Select[tuple[object, ...]]:
-    return table.select().where(table.c.id.in_(sa.bindparam("ids", expanding=True)))
+# A claimed delivery with everything its sender needs, in one statement: each row is the
+# columns of these tables side by side, in this order (the author may be all NULL).
+_target = participants.alias("target")
+_author = participants.alias("author")
+JOB_PARTS = (deliveries, messages, _target, conversations, _author)
+JOBS = (
+    sa.select(*JOB_PARTS)
+    .join_from(deliveries, messages, deliveries.c.message_id == messages.c.id)
+    .join(_target, deliveries.c.participant_id == _target.c.id)
+    .join(conversations, messages.c.conversation_id == conversations.c.id)
+    .outerjoin(_author, messages.c.author_id == _author.c.id)
+    .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True))))
 
-
-DELIVERIES_BY_ID = _by_ids(deliveries)
-MESSAGES_BY_ID = _by_ids(messages)
-PARTICIPANTS_BY_ID = _by_ids(participants)
-CONVERSATIONS_BY_ID = _by_ids(conversations)
+SET_CONVERSATION_GROUP = (
+    conversations.update().where(conversations.c.id == sa.bindparam("conversation"))
+    .values(xmtp_group_id=sa.bindparam("group")))
 
 GET_CONTACT = _where_equal(contacts, "address", "proxy_address")
 GET_CURSOR = sa.select(cursors.c.value).where(cursors.c.key == sa.bindparam("key"))

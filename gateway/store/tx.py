@@ -69,6 +69,17 @@ def _pair(address: str, proxy_address: str) -> str:
     return f"{address} {proxy_address}"
 
 
+def _split(row: sa.Row[Any], parts: Sequence[sa.FromClause]) -> list[dict[str, Any]]:
+    """A joined row's columns back into one mapping per table, by position."""
+    split = []
+    start = 0
+    for part in parts:
+        names = part.c.keys()
+        split.append(dict(zip(names, row[start:start + len(names)], strict=True)))
+        start += len(names)
+    return split
+
+
 class SqlStoreTx:
     def __init__(self, connection: AsyncConnection | InlineConnection,
                  cipher: ContentCipher) -> None:
@@ -143,8 +154,8 @@ class SqlStoreTx:
             # a savepoint: a concurrent claim of the group must not abort the transaction
             async with self._conn.begin_nested():
                 result = await self._conn.execute(
-                    conversations.update().where(conversations.c.id == conversation_id)
-                    .values(xmtp_group_id=xmtp_group_id))
+                    statements.SET_CONVERSATION_GROUP,
+                    {"conversation": conversation_id, "group": xmtp_group_id})
         except sa.exc.IntegrityError:
             raise Conflict(f"group {xmtp_group_id} already belongs to a conversation") from None
         if result.rowcount == 0:
@@ -373,29 +384,19 @@ class SqlStoreTx:
         return await self._jobs(ids)
 
     async def _jobs(self, ids: list[str]) -> list[DeliveryJob]:
-        found = {row["id"]: rows.delivery(row) for row in
-                 await self._all(statements.DELIVERIES_BY_ID, {"ids": ids})}
-        message_rows = await self._all(statements.MESSAGES_BY_ID, {
-            "ids": list({d.message_id for d in found.values()})})
-        by_message = {row["id"]: rows.message(row, self._cipher) for row in message_rows}
-        wanted = {d.participant_id for d in found.values()}
-        wanted |= {m.author for m in by_message.values() if m.author is not None}
-        by_participant = {row["id"]: rows.participant(row) for row in await self._all(
-            statements.PARTICIPANTS_BY_ID, {"ids": list(wanted)})}
-        by_conversation = {row["id"]: rows.conversation(row) for row in await self._all(
-            statements.CONVERSATIONS_BY_ID,
-            {"ids": list({m.conversation_id for m in by_message.values()})})}
-        jobs = []
-        for delivery_id in ids:
-            delivery = found[delivery_id]
-            message = by_message[delivery.message_id]
-            jobs.append(DeliveryJob(
-                delivery=delivery, message=message,
-                target=by_participant[delivery.participant_id],
-                conversation=by_conversation[message.conversation_id],
-                author=by_participant[message.author] if message.author is not None else None,
-            ))
-        return jobs
+        found = (await self._conn.execute(statements.JOBS, {"ids": ids})).all()
+        messages_seen: dict[str, Message] = {}  # a message to several wallets opens once
+        by_delivery = {}
+        for row in found:
+            delivery, message, target, conversation, author = _split(row, statements.JOB_PARTS)
+            opened = messages_seen.get(message["id"])
+            if opened is None:
+                opened = messages_seen[message["id"]] = rows.message(message, self._cipher)
+            by_delivery[delivery["id"]] = DeliveryJob(
+                delivery=rows.delivery(delivery), message=opened,
+                target=rows.participant(target), conversation=rows.conversation(conversation),
+                author=rows.participant(author) if author["id"] is not None else None)
+        return [by_delivery[delivery_id] for delivery_id in ids]
 
     async def _update_delivery(self, delivery_id: DeliveryId, **values: Any) -> Delivery:
         row = await self._one(statements.UPDATE_DELIVERY, {"delivery": delivery_id, **values})

@@ -9,11 +9,20 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.domain.ids import DeliveryId
-from gateway.domain.models import Channel, DeliveryState
+from gateway.domain.models import Channel, DeliveryState, MessageSource
+from gateway.domain.ports import NewMessage, NewParticipant
 from gateway.errors import NotFound
 from gateway.store import SqlStore
 from gateway.store.tables import pending_statuses
-from tests.contract.scenario import LATER, NOW, OpenStore, Thread, thread, wallet_text
+from tests.contract.scenario import (
+    LATER,
+    NOW,
+    OTHER_WALLET,
+    OpenStore,
+    Thread,
+    thread,
+    wallet_text,
+)
 
 LEASE = NOW + timedelta(seconds=30)
 MISSING = DeliveryId("DY" + "0" * 32)
@@ -61,6 +70,26 @@ class TestOutbox:
         assert job.message == message and job.message.body == "to the phone"
         assert job.target == on.phone and job.author == on.wallet
         assert job.conversation.id == on.conversation.id
+
+    async def test_a_batch_comes_in_due_order_and_carries_notices_without_author(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            other = await tx.add_participant(NewParticipant(
+                on.conversation.id, Channel.XMTP, identity=OTHER_WALLET), now=NOW)
+            notice = await tx.add_message(NewMessage(
+                on.conversation.id, None, "a notice", MessageSource.SYSTEM), now=NOW)
+            to_wallet = await tx.add_delivery(notice.id, on.wallet.id, Channel.XMTP, now=NOW,
+                                              not_before=NOW - timedelta(seconds=1))
+            to_other = await tx.add_delivery(notice.id, other.id, Channel.XMTP, now=NOW,
+                                             not_before=NOW - timedelta(seconds=2))
+            text, to_phone = await wallet_text(tx, on)
+            jobs = await tx.claim_deliveries([Channel.SMS, Channel.XMTP], now=NOW,
+                                             lease_until=LEASE, limit=10)
+        assert [job.delivery.id for job in jobs] == [to_other.id, to_wallet.id, to_phone.id]
+        assert [job.target for job in jobs] == [other, on.wallet, on.phone]
+        assert [job.message for job in jobs] == [notice, notice, text]
+        assert [job.author for job in jobs] == [None, None, on.wallet]
+        assert all(job.conversation.id == on.conversation.id for job in jobs)
 
     async def test_a_claimed_delivery_is_not_claimed_again(
             self, store: SqlStore, on: Thread) -> None:
