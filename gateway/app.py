@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.api import add_api_routes
-from gateway.api.keys import WAKE_DELIVERIES
+from gateway.api.keys import EVENT_HUB, WAKE_DELIVERIES
 from gateway.appkeys import CHAT, CLOCK, CONFIG, METRICS, PHONE, RELAY, STORE, TASKS, WAKER
 from gateway.config import GatewayConfig
 from gateway.domain.clock import Clock, SystemClock
@@ -152,6 +152,9 @@ def _waking(app: web.Application) -> Callable[[set[Channel]], None]:
         outbox = app.get(OUTBOX)
         if outbox is not None and channels & {Channel.SMS, Channel.WHATSAPP}:
             outbox.wake()
+        hub = app.get(EVENT_HUB)
+        if hub is not None:  # the relay wrote events: event streams read them now
+            hub.notify()
 
     return wake
 
@@ -167,6 +170,17 @@ def outbox_settings(config: GatewayConfig) -> OutboxSettings:
         send_timeout=twilio.send_timeout_seconds,
         lease=twilio.lease_seconds,
     )
+
+
+def _stream_leadership(
+        store: Store) -> Callable[[], contextlib.AbstractAsyncContextManager[None]] | None:
+    """Exactly one process consumes the XMTP stream: the one holding this lock."""
+    from gateway.store.leader import leadership
+    from gateway.store.sql import SqlStore
+
+    if not isinstance(store, SqlStore):
+        return None
+    return lambda: leadership(store.engine, "gateway.xmtp-stream")
 
 
 async def _workers_context(app: web.Application) -> AsyncIterator[None]:
@@ -191,7 +205,8 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
     chat_delivery = ChatDeliveryWorker(store, app[CHAT], relay, app[CLOCK], metrics, app[WAKER])
     app[CHAT_DELIVERY] = chat_delivery
     stream = ChatStreamConsumer(store, app[CHAT], relay, metrics,
-                                departures=Departures(store, app[CLOCK], _waking(app)))
+                                departures=Departures(store, app[CLOCK], _waking(app)),
+                                leadership=_stream_leadership(store))
     tasks = app[TASKS]
     tasks["phone_outbox"] = asyncio.create_task(outbox.run(), name="phone-outbox")
     tasks["chat_delivery"] = asyncio.create_task(chat_delivery.run(), name="chat-delivery")

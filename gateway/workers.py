@@ -11,6 +11,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
 from datetime import timedelta
 
 from gateway.domain.clock import Clock
@@ -242,8 +243,11 @@ class ChatStreamConsumer:
     fails it is opened again after a backoff (counted, logged, never swallowed)."""
 
     def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, metrics: Metrics, *,
-                 departures: Departures | None = None, max_backoff: float = 30.0) -> None:
+                 departures: Departures | None = None, max_backoff: float = 30.0,
+                 leadership: Callable[[], AbstractAsyncContextManager[None]] | None = None,
+                 ) -> None:
         self._store = store
+        self._leadership = leadership
         self._chat = chat
         self._relay = relay
         self._metrics = metrics
@@ -255,6 +259,12 @@ class ChatStreamConsumer:
             return await tx.get_cursor(group_id)
 
     async def run(self) -> None:
+        """Streams while this process leads (several processes may share one database;
+        the others wait to take over)."""
+        async with self._leadership() if self._leadership else contextlib.nullcontext():
+            await self._consume()
+
+    async def _consume(self) -> None:
         failures = 0
         while True:
             try:
