@@ -8,6 +8,7 @@ otherwise made up for this check only (they are created for real on first start)
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,6 +25,17 @@ _HEADERS = ("RULE", "PROXY", "CHANNELS", "MODE", "WALLETS", "ALLOW", "DENY", "OU
 
 def run(args: argparse.Namespace) -> int:
     return check(Path(args.path), sys.stdout)
+
+
+def load_for_command(path: str | os.PathLike[str]) -> GatewayConfig | None:
+    """The config a command runs with, or None after printing every problem to stderr."""
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid configuration", file=sys.stderr)
+        for key, message in exc.problems:
+            print(f"  {key}: {message}" if key else f"  {message}", file=sys.stderr)
+        return None
 
 
 def check(path: Path, out: TextIO) -> int:

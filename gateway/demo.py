@@ -32,9 +32,10 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from gateway.app import SIMULATOR, create_app
-from gateway.config import GatewayConfig, load_config
+from gateway.config import GatewayConfig
+from gateway.config_report import load_for_command
 from gateway.domain.rules import RuleMode
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
@@ -48,12 +49,8 @@ STEP_SECONDS = 30.0  # each scripted step must arrive within this
 def run(args: argparse.Namespace) -> int:
     # libxmtp logs to the terminal; its (harmless) shutdown errors would drown the demo.
     os.environ.setdefault("RUST_LOG", "off")
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: invalid configuration", file=sys.stderr)
-        for path, message in exc.problems:
-            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 1
     problem = _unsuitable(config)
     if problem:

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import load_config
-from gateway.errors import ConfigError
+from gateway.config_report import load_for_command
 from gateway.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"{args.config}: invalid configuration", file=sys.stderr)
-        for path, message in exc.problems:
-            print(f"  {path}: {message}" if path else f"  {message}", file=sys.stderr)
+    config = load_for_command(args.config)
+    if config is None:
         return 1
     setup_logging(config.server.log_format, config.server.log_level,
                   secrets=config.secret_values())

@@ -74,6 +74,16 @@ class Outcome(enum.StrEnum):
     IGNORED = "ignored"  # a chat message in a group that is not one of ours
 
 
+# What STOP-family and START keywords do: the consent they set, and what the wallets see.
+_CONSENT_KEYWORDS = {
+    Keyword.STOP: (Consent.DENIED, Outcome.OPTED_OUT,
+                   "{phone} replied {word}: no more texts will reach them until they reply "
+                   "START."),
+    Keyword.START: (Consent.ALLOWED, Outcome.OPTED_IN,
+                    "{phone} replied {word}: texts reach them again."),
+}
+
+
 @dataclass(slots=True)
 class _Wake:
     channels: set[Channel] = field(default_factory=set)
@@ -137,27 +147,16 @@ class Relay:
         keyword = classify(text.body)
         existing = await tx.find_phone_participant(text.from_, text.to)
 
-        if keyword is Keyword.STOP:
-            await tx.set_contact_consent(text.from_, text.to, Consent.DENIED, now=now)
+        if keyword in _CONSENT_KEYWORDS:
+            consent, outcome, notice = _CONSENT_KEYWORDS[keyword]
+            await tx.set_contact_consent(text.from_, text.to, consent, now=now)
             if existing is not None:
-                await tx.set_participant_consent(existing.id, Consent.DENIED)
+                await tx.set_participant_consent(existing.id, consent)
                 conversation = await _conversation(tx, existing.conversation_id)
                 await self._record(tx, conversation, existing, text, source, woken, now)
-                await self._notice_to_wallets(
-                    tx, conversation,
-                    f"{_pretty(text.from_)} replied {text.body.strip().upper()}: "
-                    "no more texts will reach them until they reply START.", woken, now)
-            return Outcome.OPTED_OUT
-        if keyword is Keyword.START:
-            await tx.set_contact_consent(text.from_, text.to, Consent.ALLOWED, now=now)
-            if existing is not None:
-                await tx.set_participant_consent(existing.id, Consent.ALLOWED)
-                conversation = await _conversation(tx, existing.conversation_id)
-                await self._record(tx, conversation, existing, text, source, woken, now)
-                await self._notice_to_wallets(
-                    tx, conversation, f"{_pretty(text.from_)} replied START: texts reach "
-                    "them again.", woken, now)
-            return Outcome.OPTED_IN
+                await self._notice_to_wallets(tx, conversation, notice.format(
+                    phone=_pretty(text.from_), word=text.body.strip().upper()), woken, now)
+            return outcome
         if keyword is Keyword.HELP:
             if existing is None:
                 conversation, existing = await self._open_conversation(

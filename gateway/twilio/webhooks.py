@@ -8,6 +8,8 @@ and fail closed when no auth token is configured.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 from multidict import MultiDictProxy
@@ -25,6 +27,7 @@ MESSAGES_PATH = "/twilio/messages"
 STATUS_PATH = "/twilio/status"
 
 Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
+T = TypeVar("T")
 
 
 async def _verified_form(request: web.Request, endpoint: str) -> Form:
@@ -45,15 +48,20 @@ async def _verified_form(request: web.Request, endpoint: str) -> Form:
     return form
 
 
+async def _parsed(request: web.Request, endpoint: str, parse: Callable[[Form], T]) -> T:
+    """The verified form, parsed; malformed input is a 400 naming what is wrong."""
+    form = await _verified_form(request, endpoint)
+    try:
+        return parse(form)
+    except BadRequest as exc:
+        request.app[METRICS].webhook_rejected.labels(endpoint, "malformed").inc()
+        raise web.HTTPBadRequest(text=str(exc)) from None
+
+
 async def inbound_message(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     with metrics.handler_latency.labels("messages").time():
-        form = await _verified_form(request, "messages")
-        try:
-            inbound = parse_inbound(form)
-        except BadRequest as exc:
-            metrics.webhook_rejected.labels("messages", "malformed").inc()
-            raise web.HTTPBadRequest(text=str(exc)) from None
+        inbound = await _parsed(request, "messages", parse_inbound)
         outcome = await request.app[RELAY].receive_phone_text(PhoneText(
             external_id=inbound.message_sid, from_=inbound.from_, to=inbound.to,
             channel=inbound.channel, body=inbound.body, media=inbound.media))
@@ -64,12 +72,7 @@ async def inbound_message(request: web.Request) -> web.Response:
 async def delivery_status(request: web.Request) -> web.Response:
     metrics = request.app[METRICS]
     with metrics.handler_latency.labels("status").time():
-        form = await _verified_form(request, "status")
-        try:
-            update = parse_status(form)
-        except BadRequest as exc:
-            metrics.webhook_rejected.labels("status", "malformed").inc()
-            raise web.HTTPBadRequest(text=str(exc)) from None
+        update = await _parsed(request, "status", parse_status)
         await request.app[RELAY].phone_status(
             update.message_sid, update.state, error_code=update.error_code,
             error_message=update.error_message)
