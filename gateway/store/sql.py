@@ -12,8 +12,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.domain.ports import Store
 from gateway.store import engine as engines
+from gateway.store import statements
 from gateway.store.crypto import ContentCipher
 from gateway.store.inline import InlineConnection, begin_immediate, create_inline_engine
+from gateway.store.prepared import PreparedStatements
 from gateway.store.tx import SqlStoreTx
 
 
@@ -52,6 +54,8 @@ class SqlStore:
         # The one connection those transactions take turns on: checking one out of the
         # pool and back for every transaction cost more than a short transaction's work.
         self._inline_connection: sa.Connection | None = None
+        self._prepared = (PreparedStatements(self._inline.dialect, statements.prebuilt())
+                          if self._inline is not None else None)
 
     @property
     def dialect(self) -> str:
@@ -83,7 +87,8 @@ class SqlStore:
         connection = self._inline_connection
         await begin_immediate(connection)
         try:
-            yield SqlStoreTx(InlineConnection(connection), self._cipher)
+            assert self._prepared is not None
+            yield SqlStoreTx(InlineConnection(connection, self._prepared), self._cipher)
             connection.commit()
         except BaseException:
             # a connection a transaction failed on is not trusted with the next one

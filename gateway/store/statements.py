@@ -172,3 +172,13 @@ def _upserts(insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]) ->
 
 
 UPSERTS = {"postgresql": _upserts(postgresql.insert), "sqlite": _upserts(sqlite.insert)}
+
+
+def prebuilt() -> frozenset[sa.Executable]:
+    """Every statement of this module. Only these are prepared for the inline SQLite
+    connection (``gateway.store.prepared``): a statement built per call would be compiled
+    once and never met again."""
+    found = {value for value in globals().values() if isinstance(value, sa.Executable)}
+    for upserts in UPSERTS.values():
+        found |= {getattr(upserts, name) for name in upserts.__dataclass_fields__}
+    return frozenset(found)

@@ -100,11 +100,14 @@ class SqlStoreTx:
         return postgresql.insert(table) if self._postgres else sqlite.insert(table)
 
     async def _one(self, query: sa.Executable,
-                   parameters: Mapping[str, Any] | None = None) -> sa.RowMapping | None:
-        return (await self._conn.execute(query, parameters)).mappings().first()
+                   parameters: Mapping[str, Any] | None = None) -> Mapping[Any, Any] | None:
+        found = await self._all(query, parameters)
+        return found[0] if found else None
 
     async def _all(self, query: sa.Executable,
-                   parameters: Mapping[str, Any] | None = None) -> Sequence[sa.RowMapping]:
+                   parameters: Mapping[str, Any] | None = None) -> Sequence[Mapping[Any, Any]]:
+        if isinstance(self._conn, InlineConnection):
+            return await self._conn.rows(query, parameters)
         return (await self._conn.execute(query, parameters)).mappings().all()
 
     async def _lock(self, name: str) -> None:
@@ -178,7 +181,7 @@ class SqlStoreTx:
         assert row is not None  # locked above
         return rows.conversation(row)
 
-    async def _locked_conversation(self, conversation_id: ConversationId) -> sa.RowMapping:
+    async def _locked_conversation(self, conversation_id: ConversationId) -> Mapping[Any, Any]:
         row = await self._one(statements.LOCK_CONVERSATION, {"id": conversation_id})
         if row is None:
             raise NotFound(f"no conversation {conversation_id}")

@@ -13,6 +13,7 @@ from alembic.runtime.migration import MigrationContext
 
 from gateway import cli
 from gateway.domain.ids import MessageId
+from gateway.domain.models import Channel
 from gateway.errors import NotFound, StoreError
 from gateway.store import SqlStore, open_store
 from gateway.store.engine import create_engine, current_revision, upgrade
@@ -138,6 +139,19 @@ class TestTransactions:
             assert await tx.get_conversation(on.conversation.id) is None
             assert await tx.get_contact(PHONE, PROXY) is None
             assert await tx.find_phone_participant(PHONE, PROXY) is None
+
+    async def test_a_refused_statement_in_a_store_call_is_a_store_error_without_values(
+            self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            on = await thread(tx)
+        missing = MessageId("IM" + "7" * 32)
+        with pytest.raises(StoreError) as caught:
+            async with store.transaction() as tx:
+                await tx.add_delivery(missing, on.phone.id, Channel.SMS, now=NOW)
+        assert missing not in str(caught.value)
+        assert missing not in repr(caught.value.__cause__)
+        async with store.transaction() as tx:  # the store carries on after the failure
+            assert await tx.get_conversation(on.conversation.id) == on.conversation
 
     async def test_ping_answers_when_the_database_is_up(self, store: SqlStore) -> None:
         await store.ping()
