@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.domain.models import DeliveryState
+from gateway.domain.models import Channel, DeliveryState
 from gateway.store.tables import (
     contacts,
     conversations,
@@ -30,6 +30,12 @@ from gateway.store.tables import (
     participants,
     pending_statuses,
 )
+
+
+def _one_of(column: sa.ColumnElement[str], values: list[str]) -> sa.ColumnElement[bool]:
+    """``IN`` for a fixed list, spelled with ``OR``: Core renders a literal ``IN`` list
+    late (per execution), which would keep the statement from being prepared."""
+    return sa.or_(*(column == value for value in values))
 
 
 def _where_equal(table: sa.Table, *columns: str) -> sa.Select[tuple[object, ...]]:
@@ -76,8 +82,8 @@ MARK_SENT = (
     deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
     .values(provider_id=sa.bindparam("provider"), lease_until=None, next_attempt_at=None,
             updated_at=sa.bindparam("now"),
-            state=sa.case((deliveries.c.state.in_(
-                [s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
+            state=sa.case((_one_of(deliveries.c.state, [
+                s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
                 DeliveryState.SENT.value), else_=deliveries.c.state))
     .returning(*deliveries.c))
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
@@ -118,6 +124,20 @@ JOBS = (
     .join(conversations, messages.c.conversation_id == conversations.c.id)
     .outerjoin(_author, messages.c.author_id == _author.c.id)
     .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True))))
+
+# Phone deliveries since a time, in all or by phone or by rule (the send quotas).
+_PHONE_DELIVERIES = (
+    sa.select(sa.func.count().label("sent"))
+    .select_from(deliveries.join(participants, deliveries.c.participant_id == participants.c.id))
+    .where(_one_of(deliveries.c.channel, [Channel.SMS.value, Channel.WHATSAPP.value]),
+           deliveries.c.created_at >= sa.bindparam("since")))
+COUNT_OUTBOUND = _PHONE_DELIVERIES
+COUNT_OUTBOUND_TO = _PHONE_DELIVERIES.where(participants.c.address == sa.bindparam("address"))
+_BY_RULE = (participants.c.conversation_id == conversations.c.id,
+            conversations.c.rule == sa.bindparam("rule"))
+COUNT_OUTBOUND_BY_RULE = _PHONE_DELIVERIES.join(conversations, _BY_RULE[0]).where(_BY_RULE[1])
+COUNT_OUTBOUND_TO_BY_RULE = (COUNT_OUTBOUND_TO.join(conversations, _BY_RULE[0])
+                             .where(_BY_RULE[1]))
 
 SET_CONVERSATION_GROUP = (
     conversations.update().where(conversations.c.id == sa.bindparam("conversation"))

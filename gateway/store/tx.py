@@ -523,18 +523,15 @@ class SqlStoreTx:
     async def count_outbound(
         self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
     ) -> int:
-        query = (sa.select(sa.func.count())
-                 .select_from(deliveries.join(participants,
-                                              deliveries.c.participant_id == participants.c.id))
-                 .where(deliveries.c.channel.in_(PHONE_CHANNELS),
-                        deliveries.c.created_at >= since))
-        if address is not None:
-            query = query.where(participants.c.address == address)
-        if rule is not None:
-            query = (query.join(conversations,
-                                participants.c.conversation_id == conversations.c.id)
-                     .where(conversations.c.rule == rule))
-        return int((await self._conn.execute(query)).scalar_one())
+        if address is None:
+            query = statements.COUNT_OUTBOUND if rule is None else statements.COUNT_OUTBOUND_BY_RULE
+        elif rule is None:
+            query = statements.COUNT_OUTBOUND_TO
+        else:
+            query = statements.COUNT_OUTBOUND_TO_BY_RULE
+        row = await self._one(query, {"since": since, "address": address, "rule": rule})
+        assert row is not None  # a count always answers
+        return int(row["sent"])
 
     # --- chat cursors ----------------------------------------------------------------
 
