@@ -90,13 +90,19 @@ class SqlStore:
             assert self._prepared is not None
             yield SqlStoreTx(InlineConnection(connection, self._prepared), self._cipher)
             connection.commit()
-        except BaseException:
-            # a connection a transaction failed on is not trusted with the next one
-            self._inline_connection = None
+        except BaseException as exc:
+            # A caller's own error (not found, a duplicate, cancellation) only rolls back;
+            # a connection the database itself failed on is not trusted with the next one.
+            healthy = not isinstance(exc, engines.DATABASE_ERRORS)
             try:
                 connection.rollback()
+            except BaseException:
+                healthy = False
+                raise
             finally:
-                connection.close()
+                if not healthy:
+                    self._inline_connection = None
+                    connection.close()
             raise
 
     async def ping(self) -> None:
