@@ -61,6 +61,9 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))  # noqa: S311 - jitter, not crypto
 
 
+_OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.UNKNOWN)
+
+
 class ChatDeliveryWorker:
     """Posts messages into their conversation's XMTP group: once per message, however
     many wallets it has, creating the group on first use."""
@@ -93,8 +96,13 @@ class ChatDeliveryWorker:
     async def run_once(self) -> int:
         now = self._clock.now()
         async with self._store.transaction() as tx:
-            jobs = await tx.claim_deliveries([Channel.XMTP], now=now,
-                                             lease_until=now + self._lease, limit=self._batch)
+            # Sends a dead worker left unfinished first: posting them again with the same
+            # key publishes the message libxmtp already prepared, not a second copy.
+            jobs = await tx.claim_reconcilable([Channel.XMTP], now=now,
+                                               lease_until=now + self._lease, limit=self._batch)
+            jobs += await tx.claim_deliveries([Channel.XMTP], now=now,
+                                              lease_until=now + self._lease,
+                                              limit=self._batch - len(jobs))
         # One lane per conversation: its messages go out in order, while conversations
         # go out side by side (libxmtp serialises sends within a group, not across).
         lanes: dict[str, list[DeliveryJob]] = {}
@@ -166,7 +174,7 @@ class ChatDeliveryWorker:
         every wallet in it."""
         return [d for d in await tx.list_deliveries(job.message.id)
                 if d.channel is Channel.XMTP
-                and d.state in (DeliveryState.PENDING, DeliveryState.SENDING)]
+                and d.state in _OPEN_STATES]
 
     async def _fail_message(self, job: DeliveryJob, reason: str) -> None:
         now = self._clock.now()

@@ -145,10 +145,12 @@ class StoreTx(Protocol):
         this provider id yet, the status is kept and applied by ``mark_sent``; returns
         None then."""
     async def claim_reconcilable(
-        self, *, now: datetime, lease_until: datetime, limit: int,
+        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
-        """Deliveries whose outcome is unknown: state ``unknown``, or ``sending`` with an
-        expired lease (a worker died between claim and result). Re-leased to the caller."""
+        """Deliveries on these channels whose outcome is unknown: state ``unknown``, or
+        ``sending`` with an expired lease (a worker died between claim and result).
+        Re-leased to the caller, in state ``unknown``. Each channel's worker reconciles
+        its own: a phone's by looking the message up, XMTP's by a keyed re-send."""
 
     # contacts (per phone and proxy number)
     async def get_contact(

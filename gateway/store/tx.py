@@ -361,16 +361,18 @@ class SqlStoreTx:
                                  state=DeliveryState.SENDING, now=now, lease_until=lease_until)
 
     async def claim_reconcilable(
-        self, *, now: datetime, lease_until: datetime, limit: int,
+        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
-        if limit <= 0:
+        if limit <= 0 or not channels:
             return []
         unknown = sa.and_(deliveries.c.state == DeliveryState.UNKNOWN.value,
                           sa.or_(deliveries.c.lease_until.is_(None),
                                  deliveries.c.lease_until <= now))
         abandoned = sa.and_(deliveries.c.state == DeliveryState.SENDING.value,
                             deliveries.c.lease_until <= now)
-        due = (sa.select(deliveries.c.id).where(sa.or_(unknown, abandoned))
+        due = (sa.select(deliveries.c.id)
+               .where(sa.or_(unknown, abandoned),
+                      deliveries.c.channel.in_([channel.value for channel in channels]))
                .order_by(deliveries.c.updated_at, deliveries.c.id)
                .limit(limit)
                .with_for_update(skip_locked=True))

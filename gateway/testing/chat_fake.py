@@ -26,6 +26,7 @@ class SentChat:
     group_id: str
     text: str
     message_id: str
+    key: str | None = None  # the send's idempotency key, as the worker passed it
 
 
 class RecordingChatNetwork:
@@ -80,7 +81,7 @@ class RecordingChatNetwork:
         self._check()
         self._group(group_id)
         message_id = f"msg-{next(self._ids)}"
-        self.sent.append(SentChat(group_id, text, message_id))
+        self.sent.append(SentChat(group_id, text, message_id, key))
         return message_id
 
     async def messages(

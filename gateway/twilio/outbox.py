@@ -163,7 +163,8 @@ class PhoneOutbox:
     async def reconcile_once(self) -> int:
         now = self._clock.now()
         async with self._store.transaction() as tx:
-            jobs = await tx.claim_reconcilable(now=now, lease_until=now + self._lease,
+            jobs = await tx.claim_reconcilable(PHONE_CHANNELS, now=now,
+                                               lease_until=now + self._lease,
                                                limit=self._settings.batch_size)
         if not jobs:
             return 0

@@ -298,6 +298,9 @@ class TestStatusCallbacks:
             assert await state_of(store, delivery.id) is DeliveryState.DELIVERED
 
 
+PHONES = (Channel.SMS, Channel.WHATSAPP)
+
+
 class TestReconciliation:
     async def test_unknown_and_abandoned_sends_are_reconcilable(
             self, store: SqlStore, on: Thread) -> None:
@@ -311,17 +314,28 @@ class TestReconciliation:
                 [Channel.SMS], now=NOW, lease_until=LATER, limit=5)]
         after_lease = LEASE + timedelta(seconds=1)  # abandoned's lease ran out, not in_flight's
         async with store.transaction() as tx:
-            jobs = await tx.claim_reconcilable(now=after_lease, lease_until=LATER, limit=10)
+            jobs = await tx.claim_reconcilable(PHONES, now=after_lease, lease_until=LATER, limit=10)
         assert {job.delivery.id for job in jobs} == {unknown, abandoned}
         assert all(job.delivery.state is DeliveryState.UNKNOWN for job in jobs)
         assert all(job.message.body == "hello phone" for job in jobs)
         assert await state_of(store, in_flight) is DeliveryState.SENDING
         async with store.transaction() as tx:  # leased: not handed out twice
-            assert await tx.claim_reconcilable(now=after_lease, lease_until=LATER,
+            assert await tx.claim_reconcilable(PHONES, now=after_lease, lease_until=LATER,
                                                limit=10) == []
-            again = await tx.claim_reconcilable(now=LATER, lease_until=LATER + timedelta(minutes=1),
-                                                limit=10)
+            again = await tx.claim_reconcilable(
+                PHONES, now=LATER, lease_until=LATER + timedelta(minutes=1), limit=10)
         assert {job.delivery.id for job in again} == {unknown, abandoned, in_flight}
+
+    async def test_each_channel_reconciles_only_its_own(self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_unknown(delivery.id, now=NOW)
+            assert await tx.claim_reconcilable([Channel.XMTP], now=NOW, lease_until=LEASE,
+                                               limit=5) == []
+            [job] = await tx.claim_reconcilable(PHONES, now=NOW, lease_until=LEASE, limit=5)
+        assert job.delivery.id == delivery.id
 
     async def test_a_reconciled_send_is_recorded_as_sent(self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
@@ -329,7 +343,7 @@ class TestReconciliation:
         await claim(store)
         async with store.transaction() as tx:
             await tx.mark_unknown(delivery.id, now=NOW)
-            [job] = await tx.claim_reconcilable(now=NOW, lease_until=LEASE, limit=5)
+            [job] = await tx.claim_reconcilable(PHONES, now=NOW, lease_until=LEASE, limit=5)
             found = await tx.mark_sent(job.delivery.id, provider_id="SMfound", now=NOW)
-            assert await tx.claim_reconcilable(now=LATER, lease_until=LATER, limit=5) == []
+            assert await tx.claim_reconcilable(PHONES, now=LATER, lease_until=LATER, limit=5) == []
         assert found.state is DeliveryState.SENT and found.attempts == 1

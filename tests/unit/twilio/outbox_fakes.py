@@ -138,13 +138,13 @@ class FakeTx:
             row.lease_until = lease_until
         return [row.job for row in due]
 
-    async def claim_reconcilable(self, *, now: datetime, lease_until: datetime,
-                                 limit: int) -> list[DeliveryJob]:
+    async def claim_reconcilable(self, channels: Sequence[Channel], *, now: datetime,
+                                 lease_until: datetime, limit: int) -> list[DeliveryJob]:
         due = [r for r in self.s.rows.values()
-               if (r.delivery.state is DeliveryState.UNKNOWN
+               if r.delivery.channel in channels and ((r.delivery.state is DeliveryState.UNKNOWN
                    and (r.lease_until is None or r.lease_until <= now))
                or (r.delivery.state is DeliveryState.SENDING
-                   and r.lease_until is not None and r.lease_until <= now)][:limit]
+                   and r.lease_until is not None and r.lease_until <= now))][:limit]
         for row in due:
             row.update(state=DeliveryState.UNKNOWN, updated_at=now)
             row.lease_until = lease_until

@@ -1,0 +1,62 @@
+"""The XMTP delivery worker over a real SQLite store: a send a dead worker left
+unfinished is posted again with the same key (libxmtp then publishes the message it
+already prepared), and only by the chat worker, never by the phone outbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.domain.clock import ManualClock
+from gateway.domain.models import Channel, DeliveryState, MessageSource
+from gateway.domain.ports import Store
+from gateway.domain.relay import PhoneText, Relay
+from gateway.metrics import Metrics
+from gateway.store.sql import open_store
+from gateway.testing.chat_fake import RecordingChatNetwork
+from gateway.workers import ChatDeliveryWorker, Waker
+from tests.integration.bridge_harness import ALICE, PHONE, SUPPORT, bridge_config
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await open_store(f"sqlite+aiosqlite:///{tmp_path}/gateway.db",
+                             keys={"k1": bytes(range(32))}, active_key="k1")
+    yield store
+    await store.close()
+
+
+class TestChatDeliveryRecovery:
+    async def test_an_abandoned_send_is_posted_again_with_its_key_once(
+            self, store: Store, tmp_path: Path) -> None:
+        clock = ManualClock()
+        rules = bridge_config(tmp_path, port=1, sim_url="http://127.0.0.1:9").rulebook()
+        relay = Relay(store, rules, clock)
+        chat = RecordingChatNetwork(reachable=[ALICE])
+        await relay.receive_phone_text(PhoneText(
+            external_id="SM" + "a" * 32, from_=PHONE, to=SUPPORT,  # type: ignore[arg-type]
+            channel=Channel.SMS, body="are you there?"))
+        async with store.transaction() as tx:  # a worker claims, then dies
+            [abandoned] = await tx.claim_deliveries(
+                [Channel.XMTP], now=clock.now(), lease_until=clock.now() + timedelta(seconds=30),
+                limit=10)
+
+        worker = ChatDeliveryWorker(store, chat, relay, clock, Metrics(), Waker(),
+                                    lease_seconds=60)
+        assert await worker.run_once() == 0, "still leased to the dead worker"
+        assert chat.sent == []
+
+        clock.advance(timedelta(seconds=31))
+        assert await worker.run_once() == 1
+        assert [(s.text, s.key) for s in chat.sent] == [
+            ("are you there?", abandoned.message.id)]
+        assert await worker.run_once() == 0
+        async with store.transaction() as tx:
+            message = await tx.find_message(MessageSource.SMS, "SM" + "a" * 32)
+            assert message is not None
+            [delivery] = await tx.list_deliveries(message.id)
+        assert delivery.state is DeliveryState.SENT
+        assert delivery.provider_id == chat.sent[0].message_id
