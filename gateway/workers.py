@@ -12,7 +12,7 @@ import logging
 import random
 from collections.abc import Callable, Iterable
 from contextlib import AbstractAsyncContextManager
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
 from gateway.domain.ids import WalletAddress
@@ -70,7 +70,8 @@ class ChatDeliveryWorker:
 
     def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, clock: Clock,
                  metrics: Metrics, waker: Waker, *, poll_seconds: float = 1.0,
-                 lease_seconds: float = 120.0, batch: int = 50, max_attempts: int = 10) -> None:
+                 lease_seconds: float = 120.0, batch: int = 50, max_attempts: int = 10,
+                 reconcile_seconds: float = 10.0) -> None:
         self._store = store
         self._chat = chat
         self._relay = relay
@@ -81,6 +82,8 @@ class ChatDeliveryWorker:
         self._lease = timedelta(seconds=lease_seconds)
         self._batch = batch
         self._max_attempts = max_attempts
+        self._reconcile_every = timedelta(seconds=reconcile_seconds)
+        self._next_reconcile: datetime | None = None  # None: at the first run
 
     async def run(self) -> None:
         while True:
@@ -95,11 +98,17 @@ class ChatDeliveryWorker:
 
     async def run_once(self) -> int:
         now = self._clock.now()
+        reconcile = self._next_reconcile is None or now >= self._next_reconcile
         async with self._store.transaction() as tx:
-            # Sends a dead worker left unfinished first: posting them again with the same
-            # key publishes the message libxmtp already prepared, not a second copy.
-            jobs = await tx.claim_reconcilable([Channel.XMTP], now=now,
-                                               lease_until=now + self._lease, limit=self._batch)
+            jobs: list[DeliveryJob] = []
+            if reconcile:
+                # Sends a dead worker left unfinished: posting them again with the same key
+                # publishes the message libxmtp already prepared, not a second copy. Looked
+                # for now and then (a lease runs out in minutes), not on every wake.
+                self._next_reconcile = now + self._reconcile_every
+                jobs += await tx.claim_reconcilable([Channel.XMTP], now=now,
+                                                    lease_until=now + self._lease,
+                                                    limit=self._batch)
             jobs += await tx.claim_deliveries([Channel.XMTP], now=now,
                                               lease_until=now + self._lease,
                                               limit=self._batch - len(jobs))
