@@ -46,14 +46,17 @@ def _serve_bare(port: int) -> None:
         await request.post()
         return web.Response(text="<Response></Response>", content_type="text/xml")
 
+    from gateway.serve import run_server
+
     app = web.Application()
     app.router.add_post("/twilio/messages", handler)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    run_server(app, host="127.0.0.1", port=port)  # the same server set-up as the gateway
 
 
 def _serve_gateway(port: int, data_dir: str) -> None:
     from gateway.app import Parts, create_app
     from gateway.config import parse_config
+    from gateway.serve import run_server
     from gateway.testing.chat_fake import RecordingChatNetwork
 
     wallet = "0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B"
@@ -71,8 +74,7 @@ def _serve_gateway(port: int, data_dir: str) -> None:
         "rules": [{"name": "support", "proxy": PROXY, "wallets": [wallet]}],
     }, base_dir=data_dir)
     chat = RecordingChatNetwork(reachable=[wallet])
-    web.run_app(create_app(config, Parts(chat=chat)), host="127.0.0.1", port=port,
-                print=None, access_log=None)
+    run_server(create_app(config, Parts(chat=chat)), host="127.0.0.1", port=port)
 
 
 def _forms(n: int, url: str, tag: str) -> list[tuple[dict[str, str], str]]:
