@@ -214,8 +214,13 @@ class Bench:
                                                        receiver)
                 await self.relay_latency(session, receiver, wallet_thread, groups[0])
 
+                # The floor pairs the same two kinds of client as the relay: a sender like
+                # the gateway's (an encrypted database on disk, which a gateway must keep)
+                # and a receiver like the wallet (in memory).
                 sender = await self.on(native_sender_thread, XmtpClient.create(
-                    node_url=self.node_url, private_key=secrets.token_bytes(32)))
+                    node_url=self.node_url, private_key=secrets.token_bytes(32),
+                    db_path=str(self.tmp / "native-sender.db3"),
+                    encryption_key=secrets.token_bytes(32)))
                 peer = await self.on(native_receiver_thread, XmtpClient.create(
                     node_url=self.node_url, private_key=secrets.token_bytes(32)))
                 peer_receiver = Receiver(peer, native_receiver_thread, self.main)
