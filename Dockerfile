@@ -2,7 +2,8 @@
 #   docker build -t gateway . && docker run -p 8080:8080 -v gateway-data:/srv/gateway/data gateway
 FROM python:3.11-slim
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    GATEWAY_HOST=0.0.0.0
 WORKDIR /srv/gateway
 
 COPY pyproject.toml README.md ./
