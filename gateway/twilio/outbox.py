@@ -221,21 +221,27 @@ class PhoneOutbox:
     async def _claim(self) -> int:
         now = self._clock.now()
         lease_until = now + self._lease
+        # Jobs reach the lanes only once the claim has committed: a claim that rolls back
+        # leaves its rows pending, and queued copies of them would be sent twice.
+        accepted: list[tuple[_Lane, _Claimed]] = []
         async with self._store.transaction() as tx:
             jobs = await tx.claim_deliveries(PHONE_CHANNELS, now=now, lease_until=lease_until,
                                              limit=self._settings.batch_size)
             handed_back = 0
             for job in jobs:
                 lane = self._lane(self._sender(job))
-                held = len(lane.queue) + lane.busy
+                held = (len(lane.queue) + lane.busy
+                        + sum(1 for taken, _ in accepted if taken is lane))
                 if held < self._capacity(lane):
-                    lane.queue.append(_Claimed(job, lease_until))
+                    accepted.append((lane, _Claimed(job, lease_until)))
                     continue
                 due = max(lane.horizon or now,
                           now + timedelta(seconds=lane.bucket.backlog_seconds(held)))
                 lane.horizon = due + timedelta(seconds=1 / lane.bucket.rate)
                 await _hand_back(tx, job, due=lane.horizon, now=now)
                 handed_back += 1
+        for lane, claimed in accepted:
+            lane.queue.append(claimed)
         if handed_back:
             log.info("handed back %d deliveries to pace busy senders", handed_back)
         for sender, lane in self._lanes.items():
