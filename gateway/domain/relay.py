@@ -130,7 +130,22 @@ class Relay:
         if await tx.find_message(source, text.external_id) is not None:
             return Outcome.DUPLICATE
         now = self._clock.now()
+        keyword = classify(text.body)
         rule = self._rules.match(text.to, text.channel)
+        # STOP and START are honoured before anything else: whatever the rules say of
+        # this phone, a carrier keyword changes what may be sent to it.
+        if keyword in _CONSENT_KEYWORDS:
+            await tx.record_inbound(text.from_, text.to, now=now)
+            consent, outcome, notice = _CONSENT_KEYWORDS[keyword]
+            await tx.set_contact_consent(text.from_, text.to, consent, now=now)
+            existing = await tx.find_phone_participant(text.from_, text.to)
+            if existing is not None:
+                await tx.set_participant_consent(existing.id, consent)
+                conversation = await _conversation(tx, existing.conversation_id)
+                await self._record(tx, conversation, existing, text, source, woken, now)
+                await self._notice_to_wallets(tx, conversation, notice.format(
+                    phone=_pretty(text.from_), word=text.body.strip().upper()), woken, now)
+            return outcome
         if rule is None:
             log.warning("inbound text from %s to %s matches no rule; kept unrouted",
                         mask(text.from_), text.to)
@@ -144,25 +159,19 @@ class Relay:
             return Outcome.REFUSED
 
         await tx.record_inbound(text.from_, text.to, now=now)
-        keyword = classify(text.body)
         existing = await tx.find_phone_participant(text.from_, text.to)
 
-        if keyword in _CONSENT_KEYWORDS:
-            consent, outcome, notice = _CONSENT_KEYWORDS[keyword]
-            await tx.set_contact_consent(text.from_, text.to, consent, now=now)
-            if existing is not None:
-                await tx.set_participant_consent(existing.id, consent)
-                conversation = await _conversation(tx, existing.conversation_id)
-                await self._record(tx, conversation, existing, text, source, woken, now)
-                await self._notice_to_wallets(tx, conversation, notice.format(
-                    phone=_pretty(text.from_), word=text.body.strip().upper()), woken, now)
-            return outcome
         if keyword is Keyword.HELP:
             if existing is None:
                 conversation, existing = await self._open_conversation(
                     tx, rule, text, [], now, state=ConversationState.INACTIVE)
             else:
                 conversation = await _conversation(tx, existing.conversation_id)
+            # Kept (not relayed), so a webhook Twilio retries is a duplicate, not a
+            # second help text.
+            await tx.add_message(NewMessage(
+                conversation_id=conversation.id, author=existing.id, body=text.body,
+                source=source, external_id=text.external_id, media=text.media), now=now)
             await self._notice_to_phone(
                 tx, conversation, existing, rule.help_text or DEFAULT_HELP, woken, now)
             return Outcome.HELP

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from gateway.domain.models import DeliveryState, MessageSource
+from gateway.domain.models import Consent, DeliveryState, MessageSource
 from gateway.testing.twilio_sim import Fault
 from tests.integration.bridge_harness import (
     ALICE,
@@ -226,6 +226,21 @@ class TestCompliance:
         bridge.wallet_says(group, ALICE, "welcome back")
         received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
         assert [r.body for r in received] == ["alice: welcome back"]
+
+    async def test_stop_is_honoured_on_a_number_no_rule_claims(self, bridge: Bridge) -> None:
+        unclaimed = "+15550109999"
+        result = await bridge.text(PHONE, unclaimed, "STOP")
+        assert result.status == 200
+        async with bridge.store.transaction() as tx:
+            contact = await tx.get_contact(PHONE, unclaimed)  # type: ignore[arg-type]
+        assert contact is not None and contact.consent is Consent.DENIED
+
+    async def test_a_retried_help_webhook_answers_once(self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "HELP", sid="SM" + "2" * 32)
+        await bridge.text(PHONE, SUPPORT, "HELP", sid="SM" + "2" * 32)
+        await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        await asyncio.sleep(0.3)  # a second answer would have been sent by now
+        assert len(bridge.sim.inbox(PHONE)) == 1
 
     async def test_help_answers_with_the_rules_help_text(self, bridge: Bridge) -> None:
         await bridge.text(PHONE, SUPPORT, "HELP")
