@@ -277,9 +277,23 @@ class ChatStreamConsumer:
 
     async def run(self) -> None:
         """Streams while this process leads (several processes may share one database;
-        the others wait to take over)."""
-        async with self._leadership() if self._leadership else contextlib.nullcontext():
-            await self._consume()
+        the others wait to take over). Losing or failing to take the lead (a database
+        blip) is retried like a stream failure: the consumer never just ends."""
+        failures = 0
+        while True:
+            try:
+                async with (self._leadership() if self._leadership
+                            else contextlib.nullcontext()):
+                    failures = 0
+                    await self._consume()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # counted and logged; the lead is sought again
+                failures += 1
+                self._metrics.stream_failures.inc()
+                delay = backoff(failures, base=0.5, cap=self._max_backoff)
+                log.exception("chat stream leadership failed; trying again in %.1fs", delay)
+                await asyncio.sleep(delay)
 
     async def _consume(self) -> None:
         failures = 0

@@ -91,8 +91,10 @@ def _key_fits(start: Any, key: str) -> bool:
             and all(isinstance(part, str) for part in start)):
         return False
     try:
-        datetime.fromisoformat(start[0])
+        moment = datetime.fromisoformat(start[0])
     except ValueError:
+        return False
+    if moment.tzinfo is None:  # ours always carry UTC; a naive one is forged
         return False
     return True
 

@@ -20,7 +20,7 @@ from twilio.rest import Client
 
 from gateway.domain.ids import PhoneNumber
 from gateway.domain.models import Channel
-from gateway.domain.phones import mask
+from gateway.domain.phones import mask, mask_text
 from gateway.domain.ports import OutboundText, SentText
 from gateway.errors import PermanentSendError, RetryableSendError, UnknownOutcomeError
 from gateway.twilio.data import to_address
@@ -157,9 +157,13 @@ def _rest_error(
 
 
 def _message(exc: TwilioRestException | TwilioServiceException) -> str:
+    """Twilio's words, with any phone number in them masked: they end up in logs and in
+    the delivery's error message."""
     if isinstance(exc, TwilioServiceException):
-        return f"HTTP {exc.status}: {exc.title}" + (f" ({exc.detail})" if exc.detail else "")
-    return f"HTTP {exc.status}: {exc.msg}"
+        text = f"HTTP {exc.status}: {exc.title}" + (f" ({exc.detail})" if exc.detail else "")
+    else:
+        text = f"HTTP {exc.status}: {exc.msg}"
+    return mask_text(text)
 
 
 def _retry_after(headers: Mapping[str, str] | None) -> float | None:

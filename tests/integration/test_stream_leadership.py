@@ -4,12 +4,15 @@ the other takes over when the leader stops."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from gateway.domain.clock import SystemClock
 from gateway.domain.ports import ChatMessage
 from gateway.domain.relay import Relay
 from gateway.domain.rules import RuleBook
+from gateway.errors import StoreError
 from gateway.metrics import Metrics
 from gateway.store.leader import leadership
 from gateway.store.sql import open_store
@@ -59,3 +62,32 @@ class TestStreamLeadership:
             await asyncio.gather(*tasks, return_exceptions=True)
             for store in stores:
                 await store.close()
+
+    async def test_a_failure_to_take_the_lead_is_retried(self, tmp_path: Path) -> None:
+        store = await open_store(f"sqlite+aiosqlite:///{tmp_path}/gateway.db", keys=KEY,
+                                 active_key="k1")
+        chat = RecordingChatNetwork()
+        attempts: list[int] = []
+
+        @contextlib.asynccontextmanager
+        async def flaky_lead() -> AsyncIterator[None]:
+            attempts.append(1)
+            if len(attempts) == 1:
+                raise StoreError("database unreachable")
+            yield
+
+        consumer = ChatStreamConsumer(store, chat, Relay(store, RuleBook([], {}), SystemClock()),
+                                      Metrics(), leadership=flaky_lead)
+        task = asyncio.create_task(consumer.run())
+        try:
+            chat.inbox.put_nowait(_message(1))
+            for _ in range(100):
+                if chat.inbox.empty():
+                    break
+                await asyncio.sleep(0.05)
+            assert chat.inbox.empty(), "the consumer took the lead on its second try"
+            assert len(attempts) == 2
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await store.close()

@@ -37,7 +37,7 @@ class TestPageTokens:
 
     @pytest.mark.parametrize("key,shape", [
         (["x", "CH1"], "time_id"), ([1, 2], "time_id"), ("5", "index"), (-1, "index"),
-        (True, "index"), (5, "time_id")])
+        (True, "index"), (5, "time_id"), (["2026-01-01T00:00:00", "CH1"], "time_id")])
     def test_a_key_of_the_wrong_shape_is_refused(self, key, shape):
         with pytest.raises(InvalidPageToken):
             window_from_token({"k": key, "f": True}, 10, key=shape)

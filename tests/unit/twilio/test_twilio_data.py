@@ -159,3 +159,17 @@ class TestStatusCallback:
     def test_a_bad_callback_is_a_bad_request(self, fields: dict[str, str], reason: str) -> None:
         with pytest.raises(BadRequest, match=reason):
             parse_status(status_form(**fields))
+
+
+class TestTwilioErrorsInLogs:
+    def test_numbers_in_twilios_error_text_are_masked(self) -> None:
+        from twilio.base.exceptions import TwilioRestException
+
+        from gateway.twilio.sender import _message
+
+        exc = TwilioRestException(400, "https://api.twilio.com/x", code=21211,
+                                  msg="The 'To' number +15551230001 is not a valid phone number.")
+        text = _message(exc)
+        assert "+15551230001" not in text
+        assert "+1******0001" in text
+        assert "is not a valid phone number" in text
