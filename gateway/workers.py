@@ -27,7 +27,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ChatMessage, ChatNetwork, NewMessage, Store, StoreTx
 from gateway.domain.relay import Relay
 from gateway.domain.rules import short_address
-from gateway.errors import GatewayError, WalletNotReachable
+from gateway.errors import Conflict, GatewayError, WalletNotReachable
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,18 @@ class ChatDeliveryWorker:
                        if p.identity is not None]
         group_id = await self._chat.create_group(name=job.conversation.friendly_name or "",
                                                  members=members)
-        async with self._store.transaction() as tx:
-            await tx.set_conversation_group(job.conversation.id, group_id)
+        try:
+            async with self._store.transaction() as tx:
+                await tx.set_conversation_group(job.conversation.id, group_id)
+        except Conflict:
+            # Another process (or the API) stored a group for it meanwhile: that one is the
+            # conversation's; the one made here stays empty.
+            async with self._store.transaction() as tx:
+                conversation = await tx.get_conversation(job.conversation.id)
+            if conversation is None or conversation.xmtp_group_id is None:
+                raise
+            log.info("conversation %s got its group elsewhere; using it", job.conversation.id)
+            return conversation.xmtp_group_id
         return group_id
 
     async def _open_deliveries(self, tx: StoreTx, job: DeliveryJob) -> list[Delivery]:

@@ -94,9 +94,7 @@ def _key_fits(start: Any, key: str) -> bool:
         moment = datetime.fromisoformat(start[0])
     except ValueError:
         return False
-    if moment.tzinfo is None:  # ours always carry UTC; a naive one is forged
-        return False
-    return True
+    return moment.tzinfo is not None  # ours always carry UTC; a naive one is forged
 
 
 def token_time(payload: Mapping[str, Any], name: str) -> datetime | None:

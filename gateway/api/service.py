@@ -182,6 +182,7 @@ class ConversationService:
                 conversation = await _open_conversation(tx, conversation.id)
                 if conversation.xmtp_group_id is None:
                     await tx.set_conversation_group(conversation.id, group_id)
+                stored_group = conversation.xmtp_group_id
                 participant = await tx.add_participant(NewParticipant(
                     conversation_id=conversation.id, channel=Channel.XMTP, identity=wallet,
                     consent=Consent.ALLOWED, attributes=attributes), now=now)
@@ -191,6 +192,10 @@ class ConversationService:
         except Conflict:
             raise api_errors.AlreadyParticipant(
                 f"{wallet} is already a participant of this conversation") from None
+        if stored_group is not None and stored_group != group_id:
+            # A worker gave the conversation its group while this one was being made:
+            # the wallet joins the group that counts.
+            await self._chat.add_members(stored_group, [wallet])
         self._hub.notify()
         return participant
 

@@ -76,7 +76,9 @@ class StoreTx(Protocol):
     async def get_conversation_by_unique_name(self, unique_name: str) -> Conversation | None: ...
     async def get_conversation_by_group(self, xmtp_group_id: str) -> Conversation | None: ...
     async def set_conversation_group(
-        self, conversation_id: ConversationId, xmtp_group_id: str) -> None: ...
+        self, conversation_id: ConversationId, xmtp_group_id: str) -> None:
+        """Raises ``Conflict`` when the group belongs to another conversation, or this
+        conversation already has another group (a group is never replaced)."""
     async def set_conversation_state(
         self, conversation_id: ConversationId, state: ConversationState, *, now: datetime,
     ) -> Conversation:

@@ -139,8 +139,13 @@ COUNT_OUTBOUND_BY_RULE = _PHONE_DELIVERIES.join(conversations, _BY_RULE[0]).wher
 COUNT_OUTBOUND_TO_BY_RULE = (COUNT_OUTBOUND_TO.join(conversations, _BY_RULE[0])
                              .where(_BY_RULE[1]))
 
+# A group, once set, is never replaced: the first writer wins (two processes, or the API
+# and a worker, may each create a group for the same new conversation).
 SET_CONVERSATION_GROUP = (
-    conversations.update().where(conversations.c.id == sa.bindparam("conversation"))
+    conversations.update().where(
+        conversations.c.id == sa.bindparam("conversation"),
+        sa.or_(conversations.c.xmtp_group_id.is_(None),
+               conversations.c.xmtp_group_id == sa.bindparam("group")))
     .values(xmtp_group_id=sa.bindparam("group")))
 
 GET_CONTACT = _where_equal(contacts, "address", "proxy_address")

@@ -162,7 +162,11 @@ class SqlStoreTx:
         except sa.exc.IntegrityError:
             raise Conflict(f"group {xmtp_group_id} already belongs to a conversation") from None
         if result.rowcount == 0:
-            raise NotFound(f"no conversation {conversation_id}")
+            current = await self.get_conversation(conversation_id)
+            if current is None:
+                raise NotFound(f"no conversation {conversation_id}")
+            raise Conflict(f"conversation {conversation_id} already has group "
+                           f"{current.xmtp_group_id}")
 
     async def set_conversation_state(
         self, conversation_id: ConversationId, state: ConversationState, *, now: datetime,

@@ -76,6 +76,17 @@ class TestConversations:
             with pytest.raises(NotFound):
                 await tx.set_conversation_group(ConversationId("CH" + "0" * 32), "group-2")
 
+    async def test_a_group_once_set_is_never_replaced(self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            conversation = await tx.create_conversation(rule=None, now=NOW)
+            await tx.set_conversation_group(conversation.id, "group-first")
+            await tx.set_conversation_group(conversation.id, "group-first")  # idempotent
+            with pytest.raises(Conflict):
+                await tx.set_conversation_group(conversation.id, "group-second")
+            kept = await tx.get_conversation(conversation.id)
+            assert kept is not None and kept.xmtp_group_id == "group-first"
+            assert await tx.get_conversation_by_group("group-second") is None
+
     async def test_state_changes_are_recorded(self, store: SqlStore) -> None:
         async with store.transaction() as tx:
             conversation = await tx.create_conversation(rule=None, now=NOW)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +61,35 @@ class TestChatDeliveryRecovery:
             [delivery] = await tx.list_deliveries(message.id)
         assert delivery.state is DeliveryState.SENT
         assert delivery.provider_id == chat.sent[0].message_id
+
+    async def test_a_group_stored_meanwhile_wins_over_the_one_just_made(
+            self, store: Store, tmp_path: Path) -> None:
+        clock = ManualClock()
+        rules = bridge_config(tmp_path, port=1, sim_url="http://127.0.0.1:9").rulebook()
+        relay = Relay(store, rules, clock)
+        chat = RecordingChatNetwork(reachable=[ALICE])
+        await relay.receive_phone_text(PhoneText(
+            external_id="SM" + "b" * 32, from_=PHONE, to=SUPPORT,  # type: ignore[arg-type]
+            channel=Channel.SMS, body="first text"))
+        async with store.transaction() as tx:
+            conversation = (await tx.find_phone_participant(PHONE, SUPPORT))  # type: ignore[arg-type]
+            assert conversation is not None
+            conversation_id = conversation.conversation_id
+
+        real_create = chat.create_group
+        theirs: list[str] = []
+
+        async def racing_create(*, name: str, members: Any) -> str:
+            # another process gives the conversation its group while this one makes one
+            theirs.append(await real_create(name=name, members=members))
+            async with store.transaction() as tx:
+                await tx.set_conversation_group(conversation_id, theirs[0])
+            return await real_create(name=name, members=members)
+
+        chat.create_group = racing_create  # type: ignore[method-assign]
+        worker = ChatDeliveryWorker(store, chat, relay, clock, Metrics(), Waker())
+        assert await worker.run_once() == 1
+        async with store.transaction() as tx:
+            stored = await tx.get_conversation(conversation_id)
+        assert stored is not None and stored.xmtp_group_id == theirs[0]
+        assert [s.group_id for s in chat.sent] == theirs
