@@ -163,10 +163,13 @@ class SqlApiQueries:
         query = events.select().where(events.c.id > after)
         if conversation_id is not None:
             # a deleted conversation's removal event is detached from its row (see below)
+            # Matched in SQL, so LIMIT counts only this conversation's events: other
+            # conversations' removals must not fill a page and stall the stream.
             query = query.where(sa.or_(
                 events.c.conversation_id == conversation_id,
                 sa.and_(events.c.conversation_id.is_(None),
-                        events.c.type == "conversation.removed")))
+                        events.c.type == "conversation.removed",
+                        events.c.data["conversation_id"].as_string() == conversation_id)))
         found = [rows.event(r) for r in
                  await self._rows(query.order_by(events.c.id).limit(limit))]
         if conversation_id is None:
