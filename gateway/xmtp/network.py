@@ -231,16 +231,24 @@ class XmtpChatNetwork:
         if kind in _SILENT_TYPES:
             return None
         sender = await self._address_of(message.sender_inbox_id)
+        if sender is None:
+            # A member with no Ethereum address (a passkey inbox, say) cannot be named to
+            # a phone. Skipped, not raised: raising would stop the catch-up at this same
+            # message on every reopen, and hold up every conversation behind it.
+            log.warning("skipped XMTP message %s: its sender's inbox has no Ethereum "
+                        "address", message.id)
+            return None
         return ChatMessage(
             group_id=message.conversation_id, message_id=message.id, sender=sender,
             sent_at_ns=message.sent_at_ns, text=message.text, content_type=kind)
 
-    async def _address_of(self, inbox_id: str) -> WalletAddress:
+    async def _address_of(self, inbox_id: str) -> WalletAddress | None:
+        """The inbox's wallet address; None when it has none. A failed lookup raises."""
         found = self._addresses.get(inbox_id)
         if found is None:
             addresses = (await self._client.addresses_of([inbox_id])).get(inbox_id) or []
             if not addresses:
-                raise ChatNetworkError(f"inbox {inbox_id} has no Ethereum address")
+                return None
             found = WalletAddress(to_checksum_address(addresses[0]))
             self._addresses[inbox_id] = found
         return found
