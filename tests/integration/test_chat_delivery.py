@@ -30,16 +30,23 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
+async def _phone_texted(store: Store, tmp_path: Path, sid: str,
+                        body: str) -> tuple[ManualClock, Relay, RecordingChatNetwork]:
+    """A support-line relay over ``store`` after a phone's text put a post in the outbox."""
+    clock = ManualClock()
+    rules = bridge_config(tmp_path, port=1, sim_url="http://127.0.0.1:9").rulebook()
+    relay = Relay(store, rules, clock)
+    await relay.receive_phone_text(PhoneText(
+        external_id=sid, from_=PHONE, to=SUPPORT,  # type: ignore[arg-type]
+        channel=Channel.SMS, body=body))
+    return clock, relay, RecordingChatNetwork(reachable=[ALICE])
+
+
 class TestChatDeliveryRecovery:
     async def test_an_abandoned_send_is_posted_again_with_its_key_once(
             self, store: Store, tmp_path: Path) -> None:
-        clock = ManualClock()
-        rules = bridge_config(tmp_path, port=1, sim_url="http://127.0.0.1:9").rulebook()
-        relay = Relay(store, rules, clock)
-        chat = RecordingChatNetwork(reachable=[ALICE])
-        await relay.receive_phone_text(PhoneText(
-            external_id="SM" + "a" * 32, from_=PHONE, to=SUPPORT,  # type: ignore[arg-type]
-            channel=Channel.SMS, body="are you there?"))
+        clock, relay, chat = await _phone_texted(store, tmp_path, "SM" + "a" * 32,
+                                                 "are you there?")
         async with store.transaction() as tx:  # a worker claims, then dies
             [abandoned] = await tx.claim_deliveries(
                 [Channel.XMTP], now=clock.now(), lease_until=clock.now() + timedelta(seconds=30),
@@ -64,13 +71,8 @@ class TestChatDeliveryRecovery:
 
     async def test_a_group_stored_meanwhile_wins_over_the_one_just_made(
             self, store: Store, tmp_path: Path) -> None:
-        clock = ManualClock()
-        rules = bridge_config(tmp_path, port=1, sim_url="http://127.0.0.1:9").rulebook()
-        relay = Relay(store, rules, clock)
-        chat = RecordingChatNetwork(reachable=[ALICE])
-        await relay.receive_phone_text(PhoneText(
-            external_id="SM" + "b" * 32, from_=PHONE, to=SUPPORT,  # type: ignore[arg-type]
-            channel=Channel.SMS, body="first text"))
+        clock, relay, chat = await _phone_texted(store, tmp_path, "SM" + "b" * 32,
+                                                 "first text")
         async with store.transaction() as tx:
             conversation = (await tx.find_phone_participant(PHONE, SUPPORT))  # type: ignore[arg-type]
             assert conversation is not None
