@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.models import Channel
 from gateway.domain.policy import OutboundPolicy
-from gateway.domain.ports import ChatNetwork, PhoneNetwork, Store
+from gateway.domain.ports import ChatNetwork, DeliveryTaker, PhoneNetwork, Store
 from gateway.domain.relay import Relay
 from gateway.health import add_health_routes
 from gateway.metrics import Metrics
@@ -141,9 +141,17 @@ def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], Asyn
 
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
     wake = _waking(app)
-    app[RELAY] = Relay(app[STORE], app[CONFIG].rulebook(), app[CLOCK], wake=wake)
+    app[RELAY] = Relay(app[STORE], app[CONFIG].rulebook(), app[CLOCK], wake=wake,
+                       takers=lambda channel: _taker(app, channel))
     app[WAKE_DELIVERIES] = wake
     yield
+
+
+def _taker(app: web.Application, channel: Channel) -> DeliveryTaker | None:
+    """This process's worker for the channel, which takes what the relay claims at birth."""
+    if channel is Channel.XMTP:
+        return app.get(CHAT_DELIVERY)
+    return app.get(OUTBOX)
 
 
 def _waking(app: web.Application) -> Callable[[set[Channel]], None]:

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
-from gateway.domain.ids import WalletAddress
+from gateway.domain.ids import ConversationId, MessageId, WalletAddress
 from gateway.domain.models import (
     Channel,
     Consent,
@@ -23,6 +25,7 @@ from gateway.domain.models import (
     DeliveryJob,
     DeliveryState,
     MessageSource,
+    Participant,
 )
 from gateway.domain.ports import ChatMessage, ChatNetwork, NewMessage, Store, StoreTx
 from gateway.domain.relay import Relay
@@ -64,14 +67,34 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 _OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.UNKNOWN)
 
 
+@dataclass(slots=True)
+class _ChatLane:
+    """One conversation's messages, posted in order by their own task."""
+
+    queue: deque[DeliveryJob] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    group_id: str | None = None  # resolved by the lane's first post
+
+
 class ChatDeliveryWorker:
     """Posts messages into their conversation's XMTP group: once per message, however
-    many wallets it has, creating the group on first use."""
+    many wallets it has, creating the group on first use.
+
+    Each conversation has a lane: its messages go out in order, while conversations go
+    out side by side (libxmtp serialises sends within a group, not across). Jobs reach
+    the lanes two ways: claimed at birth by the relay (``take``: no claim transaction and
+    no wake-up on the way) or claimed here from the outbox (retries, other processes'
+    work, abandoned sends). Lanes never wait for each other, and the claim loop never
+    waits for the lanes. What the lanes posted is marked sent in one transaction per
+    flush (group commit); a crash before it leaves the rows leased, and their retry
+    publishes the same prepared messages (keyed sends), never a second copy.
+    """
 
     def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, clock: Clock,
                  metrics: Metrics, waker: Waker, *, poll_seconds: float = 1.0,
                  lease_seconds: float = 120.0, batch: int = 50, max_attempts: int = 10,
-                 reconcile_seconds: float = 10.0) -> None:
+                 reconcile_seconds: float = 10.0, max_held: int = 1000,
+                 send_timeout: float = 30.0) -> None:
         self._store = store
         self._chat = chat
         self._relay = relay
@@ -84,20 +107,67 @@ class ChatDeliveryWorker:
         self._max_attempts = max_attempts
         self._reconcile_every = timedelta(seconds=reconcile_seconds)
         self._next_reconcile: datetime | None = None  # None: at the first run
+        # Held in lanes at most (a backlog stays in the outbox, claimed as lanes drain),
+        # well inside the lease: a lane posts about a hundred messages a second.
+        self._max_held = max_held
+        self._send_timeout = send_timeout
+        self._lanes: dict[ConversationId, _ChatLane] = {}
+        self._held: set[MessageId] = set()  # messages in lanes: each is posted once
+        self._posted: list[tuple[DeliveryJob, str]] = []  # awaiting their mark
+        self._flush_wanted = asyncio.Event()
+        self._running = False
+
+    # ---- DeliveryTaker ------------------------------------------------------------------
+
+    def lease_for(self, target: Participant, now: datetime) -> datetime | None:
+        if not self._running or len(self._held) >= self._max_held:
+            return None
+        return now + self._lease
+
+    def take(self, job: DeliveryJob, lease_until: datetime) -> None:
+        self._accept([job])
+
+    # ---- running ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        while True:
-            try:
-                done = await self.run_once()
-            except Exception:  # a worker must outlive one bad batch; it is counted and logged
-                self._metrics.worker_errors.labels("chat_delivery").inc()
-                log.exception("chat delivery batch failed")
-                done = 0
-            if done < self._batch:
-                await self._waker.wait(Channel.XMTP, self._poll)
+        self._running = True
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._claim_loop())
+                group.create_task(self._flush_loop())
+        finally:
+            self._running = False
+            await self._stop_lanes()
 
     async def run_once(self) -> int:
+        """Claims one batch, waits until the lanes have posted it and marks it; returns
+        how many deliveries were claimed."""
+        claimed = await self._claim()
+        await self.drain()
+        return claimed
+
+    async def drain(self) -> None:
+        """Waits until every lane is idle and what they posted is marked."""
+        while tasks := [lane.task for lane in self._lanes.values() if lane.task]:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await self._flush()
+
+    async def _claim_loop(self) -> None:
+        while True:
+            try:
+                claimed = await self._claim()
+            except Exception:  # a worker must outlive one bad batch; it is counted and logged
+                self._metrics.worker_errors.labels("chat_delivery").inc()
+                log.exception("claiming XMTP deliveries failed")
+                claimed = 0
+            if claimed < self._batch or len(self._held) >= self._max_held:
+                await self._waker.wait(Channel.XMTP, self._poll)
+
+    async def _claim(self) -> int:
         now = self._clock.now()
+        room = min(self._batch, self._max_held - len(self._held))
+        if room <= 0:
+            return 0
         reconcile = self._next_reconcile is None or now >= self._next_reconcile
         async with self._store.transaction() as tx:
             jobs: list[DeliveryJob] = []
@@ -107,61 +177,130 @@ class ChatDeliveryWorker:
                 # for now and then (a lease runs out in minutes), not on every wake.
                 self._next_reconcile = now + self._reconcile_every
                 jobs += await tx.claim_reconcilable([Channel.XMTP], now=now,
-                                                    lease_until=now + self._lease,
-                                                    limit=self._batch)
+                                                    lease_until=now + self._lease, limit=room)
             jobs += await tx.claim_deliveries([Channel.XMTP], now=now,
                                               lease_until=now + self._lease,
-                                              limit=self._batch - len(jobs))
-        # One lane per conversation: its messages go out in order, while conversations
-        # go out side by side (libxmtp serialises sends within a group, not across).
-        lanes: dict[str, list[DeliveryJob]] = {}
-        sent: set[str] = set()
+                                              limit=room - len(jobs))
+        self._accept(jobs)  # only once the claim has committed
+        return len(jobs)
+
+    def _accept(self, jobs: Iterable[DeliveryJob]) -> None:
         for job in jobs:
-            if job.message.id not in sent:
-                sent.add(job.message.id)
-                lanes.setdefault(job.conversation.id, []).append(job)
-        results = await asyncio.gather(*(self._deliver_lane(lane) for lane in lanes.values()),
-                                       return_exceptions=True)
-        posted = [item for result in results if not isinstance(result, BaseException)
-                  for item in result]
-        # One transaction for the whole batch: a crash before it commits leaves the rows
-        # leased, and their retry publishes the same prepared messages (keyed sends).
-        if posted:
-            now = self._clock.now()
+            if job.message.id in self._held:
+                continue  # another wallet's delivery of a message already in its lane
+            self._held.add(job.message.id)
+            lane = self._lanes.get(job.conversation.id)
+            if lane is None:
+                lane = self._lanes[job.conversation.id] = _ChatLane()
+            lane.queue.append(job)
+            if lane.task is None:
+                lane.task = asyncio.get_running_loop().create_task(
+                    self._work_lane(job.conversation.id, lane))
+
+    async def _work_lane(self, conversation_id: ConversationId, lane: _ChatLane) -> None:
+        try:
+            while lane.queue:
+                job = lane.queue.popleft()
+                try:
+                    await self._deliver(lane, job)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the row stays leased; the reconciler posts it again
+                    self._metrics.worker_errors.labels("chat_delivery").inc()
+                    log.exception("XMTP delivery %s failed unexpectedly", job.delivery.id)
+                finally:
+                    self._held.discard(job.message.id)
+        finally:
+            lane.task = None
+            if not lane.queue and self._lanes.get(conversation_id) is lane:
+                del self._lanes[conversation_id]
+
+    async def _deliver(self, lane: _ChatLane, job: DeliveryJob) -> None:
+        try:
+            # The job's snapshot of the conversation may predate the group the lane's
+            # first message just created: resolved once per lane.
+            lane.group_id = lane.group_id or await self._group_of(job)
+            async with asyncio.timeout(self._send_timeout):
+                message_id = await self._chat.send(
+                    lane.group_id, self._relay.text_for_wallets(job), key=job.message.id)
+        except WalletNotReachable as exc:
+            # The group cannot be made: every message waiting in this lane fails the same
+            # way, and the phone is told once, not once per message.
+            failed = [job, *lane.queue]
+            lane.queue.clear()
+            for other in failed[1:]:
+                self._held.discard(other.message.id)
+            await self._fail_messages(failed, str(exc))
+            await self._relay.wallet_unreachable(job.conversation.id,
+                                                 WalletAddress(exc.wallet))
+            return
+        except (GatewayError, TimeoutError) as exc:
+            # Unknown or failed: the retry posts the same prepared message (keyed send).
+            await self._retry_or_fail(job, str(exc) or "the XMTP send timed out")
+            return
+        self._posted.append((job, message_id))
+        self._flush_wanted.set()
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while True:
+            await self._flush_wanted.wait()
+            self._flush_wanted.clear()
+            try:
+                await self._flush()
+                failures = 0
+            except Exception:  # kept for the next flush; the rows stay leased meanwhile
+                failures += 1
+                self._metrics.worker_errors.labels("chat_delivery").inc()
+                log.exception("marking posted XMTP deliveries failed")
+                await asyncio.sleep(backoff(failures, base=0.2, cap=5.0))
+                self._flush_wanted.set()
+
+    async def _flush(self) -> None:
+        """One transaction marks everything posted since the last flush."""
+        posted, self._posted = self._posted, []
+        if not posted:
+            return
+        now = self._clock.now()
+        try:
             async with self._store.transaction() as tx:
                 for job, message_id in posted:
                     for delivery in await self._open_deliveries(tx, job):
                         await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
-                        self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
-            for job, _ in posted:
-                self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
-                    (now - job.message.created_at).total_seconds())
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return len(jobs)
+        except BaseException:
+            self._posted[:0] = posted
+            raise
+        for job, _ in posted:
+            self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
+            self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
+                (now - job.message.created_at).total_seconds())
 
-    async def _deliver_lane(self, jobs: list[DeliveryJob]) -> list[tuple[DeliveryJob, str]]:
-        """One conversation's messages in order; returns those posted, with their ids."""
-        posted = []
-        group_id: str | None = None
-        for job in jobs:
-            try:
-                # The claim's snapshot of the conversation predates the group the lane's
-                # first message may have just created: resolve it once per lane.
-                group_id = group_id or await self._group_of(job)
-                message_id = await self._chat.send(
-                    group_id, self._relay.text_for_wallets(job), key=job.message.id)
-            except WalletNotReachable as exc:
-                await self._fail_message(job, str(exc))
-                await self._relay.wallet_unreachable(job.conversation.id,
-                                                     WalletAddress(exc.wallet))
-                continue
-            except GatewayError as exc:
-                await self._retry_or_fail(job, str(exc))
-                continue
-            posted.append((job, message_id))
-        return posted
+    async def _stop_lanes(self) -> None:
+        """Cancels the lanes; marks what they posted and hands back what they had not
+        started, so another worker can take it at once rather than after the lease."""
+        waiting = [job for lane in self._lanes.values() for job in lane.queue]
+        for lane in self._lanes.values():
+            lane.queue.clear()
+            if lane.task:
+                lane.task.cancel()
+        await asyncio.gather(*(lane.task for lane in self._lanes.values() if lane.task),
+                             return_exceptions=True)
+        self._lanes.clear()
+        self._held.clear()
+        try:
+            async with asyncio.timeout(5):
+                await self._flush()
+                if waiting:
+                    now = self._clock.now()
+                    async with self._store.transaction() as tx:
+                        for job in waiting:
+                            for delivery in await self._open_deliveries(tx, job):
+                                await tx.mark_retry(delivery.id, next_attempt_at=now,
+                                                    error_code=None, error_message=None,
+                                                    now=now)
+        except Exception:  # shutting down: the leases run out and the reconciler acts
+            log.warning("could not settle %d posted and %d waiting XMTP deliveries on stop",
+                        len(self._posted), len(waiting), exc_info=True)
 
     async def _group_of(self, job: DeliveryJob) -> str:
         if job.conversation.xmtp_group_id:  # set once, never changed
@@ -195,17 +334,19 @@ class ChatDeliveryWorker:
                 if d.channel is Channel.XMTP
                 and d.state in _OPEN_STATES]
 
-    async def _fail_message(self, job: DeliveryJob, reason: str) -> None:
+    async def _fail_messages(self, jobs: Sequence[DeliveryJob], reason: str) -> None:
         now = self._clock.now()
         async with self._store.transaction() as tx:
-            for delivery in await self._open_deliveries(tx, job):
-                await tx.mark_failed(delivery.id, error_code=None, error_message=reason, now=now)
-                self._metrics.deliveries.labels(Channel.XMTP.value, "failed").inc()
+            for job in jobs:
+                for delivery in await self._open_deliveries(tx, job):
+                    await tx.mark_failed(delivery.id, error_code=None, error_message=reason,
+                                         now=now)
+                    self._metrics.deliveries.labels(Channel.XMTP.value, "failed").inc()
 
     async def _retry_or_fail(self, job: DeliveryJob, reason: str) -> None:
         if job.delivery.attempts >= self._max_attempts:
             log.error("giving up on XMTP delivery %s: %s", job.delivery.id, reason)
-            await self._fail_message(job, reason)
+            await self._fail_messages([job], reason)
             return
         now = self._clock.now()
         delay = timedelta(seconds=backoff(job.delivery.attempts))

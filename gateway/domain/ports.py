@@ -36,6 +36,25 @@ from gateway.domain.models import (
     Participant,
 )
 
+# --- workers ---------------------------------------------------------------------------
+
+
+class DeliveryTaker(Protocol):
+    """A channel's delivery worker in this process, taking deliveries claimed at birth:
+    the relay creates them already leased to it (``StoreTx.add_delivery(lease_until=…)``)
+    and hands them over once the transaction commits, which saves a claim transaction
+    and a wake-up on every relayed message. A taker that goes away without sending leaves
+    leased rows, which its channel's reconciler takes when the lease runs out, exactly as
+    after a claim."""
+
+    def lease_for(self, target: Participant, now: datetime) -> datetime | None:
+        """The lease for a delivery to ``target`` this worker will take, or None when it
+        has no room for more now (the delivery is then left pending, for a claim)."""
+
+    def take(self, job: DeliveryJob, lease_until: datetime) -> None:
+        """A committed delivery claimed at birth under ``lease_until``."""
+
+
 # --- store -----------------------------------------------------------------------------
 
 
@@ -113,8 +132,11 @@ class StoreTx(Protocol):
     # deliveries (the outbox)
     async def add_delivery(
         self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
-        now: datetime, not_before: datetime | None = None,
-    ) -> Delivery: ...
+        now: datetime, not_before: datetime | None = None, lease_until: datetime | None = None,
+    ) -> Delivery:
+        """A pending delivery; or, with ``lease_until``, one claimed at birth (``sending``,
+        attempt 1, leased) for a worker of this process to take once the transaction
+        commits, as if ``claim_deliveries`` had returned it."""
     async def get_delivery(self, delivery_id: DeliveryId) -> Delivery | None: ...
     async def list_deliveries(self, message_id: MessageId) -> list[Delivery]: ...
     async def claim_deliveries(

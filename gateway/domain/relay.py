@@ -18,7 +18,7 @@ from typing import Any
 import phonenumbers
 
 from gateway.domain.clock import Clock
-from gateway.domain.fanout import fan_out
+from gateway.domain.fanout import delivery_targets
 from gateway.domain.ids import ConversationId, PhoneNumber, WalletAddress
 from gateway.domain.keywords import Keyword, classify
 from gateway.domain.models import (
@@ -35,7 +35,14 @@ from gateway.domain.models import (
     Participant,
 )
 from gateway.domain.phones import mask
-from gateway.domain.ports import ChatMessage, NewMessage, NewParticipant, Store, StoreTx
+from gateway.domain.ports import (
+    ChatMessage,
+    DeliveryTaker,
+    NewMessage,
+    NewParticipant,
+    Store,
+    StoreTx,
+)
 from gateway.domain.rules import Rule, RuleBook, RuleMode, short_address
 from gateway.errors import ActivePairConflict, DuplicateMessage
 
@@ -86,7 +93,11 @@ _CONSENT_KEYWORDS = {
 
 @dataclass(slots=True)
 class _Wake:
+    """What a transaction left for the workers: channels with pending deliveries to wake,
+    and deliveries claimed at birth to hand over (both only once it has committed)."""
+
     channels: set[Channel] = field(default_factory=set)
+    taken: list[tuple[DeliveryTaker, DeliveryJob, datetime]] = field(default_factory=list)
 
 
 class Relay:
@@ -97,11 +108,13 @@ class Relay:
         clock: Clock,
         *,
         wake: Callable[[set[Channel]], None] = lambda _channels: None,
+        takers: Callable[[Channel], DeliveryTaker | None] = lambda _channel: None,
     ) -> None:
         self._store = store
         self._rules = rules
         self._clock = clock
         self._wake = wake
+        self._takers = takers
 
     # ---- phone → gateway ----------------------------------------------------------------
 
@@ -121,7 +134,7 @@ class Relay:
                 if attempt == 2:
                     raise
                 continue
-            self._wake(woken.channels)
+            self._settle(woken)
             return outcome
         raise AssertionError("unreachable")
 
@@ -247,7 +260,7 @@ class Relay:
             conversation_id=conversation.id, author=author.id,
             body=text.body if body is None else body, source=source,
             external_id=text.external_id, media=text.media), now=now)
-        await self._deliver(tx, message, woken, now)
+        await self._deliver(tx, conversation, message, woken, now)
         return message
 
     # ---- wallet → gateway ---------------------------------------------------------------
@@ -260,7 +273,7 @@ class Relay:
                 outcome = await self._chat_message(tx, chat, woken)
         except DuplicateMessage:
             return Outcome.DUPLICATE
-        self._wake(woken.channels)
+        self._settle(woken)
         return outcome
 
     async def _chat_message(self, tx: StoreTx, chat: ChatMessage, woken: _Wake) -> Outcome:
@@ -288,7 +301,7 @@ class Relay:
                 phone=", ".join(_pretty(p.address) for p in phones if p.address) or "the phone",
                 kind=chat.content_type), woken, now)
         else:
-            await self._deliver(tx, message, woken, now)
+            await self._deliver(tx, conversation, message, woken, now)
         return Outcome.RECORDED
 
     # ---- notices ------------------------------------------------------------------------
@@ -306,7 +319,7 @@ class Relay:
             await self._notice_to_wallets(
                 tx, conversation, f"Not delivered to {phone}: {reason}{detail}.", woken,
                 self._clock.now())
-        self._wake(woken.channels)
+        self._settle(woken)
 
     async def phone_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
@@ -341,7 +354,7 @@ class Relay:
                         tx, conversation, phone,
                         f"Sorry, {short_address(wallet)} cannot receive messages: that wallet "
                         "is not on XMTP.", woken, now)
-        self._wake(woken.channels)
+        self._settle(woken)
 
     async def _notice_to_phone(self, tx: StoreTx, conversation: Conversation,
                                phone: Participant, text: str, woken: _Wake,
@@ -349,8 +362,7 @@ class Relay:
         message = await tx.add_message(NewMessage(
             conversation_id=conversation.id, author=None, body=text,
             source=MessageSource.SYSTEM), now=now)
-        await tx.add_delivery(message.id, phone.id, phone.channel, now=now)
-        woken.channels.add(phone.channel)
+        await self._add_delivery(tx, conversation, message, phone, None, woken, now)
 
     async def _notice_to_wallets(self, tx: StoreTx, conversation: Conversation, text: str,
                                  woken: _Wake, now: datetime) -> None:
@@ -359,15 +371,43 @@ class Relay:
             source=MessageSource.SYSTEM), now=now)
         for p in await tx.list_participants(conversation.id):
             if p.is_chat and p.consent is not Consent.DENIED:
-                await tx.add_delivery(message.id, p.id, p.channel, now=now)
-                woken.channels.add(p.channel)
+                await self._add_delivery(tx, conversation, message, p, None, woken, now)
 
-    async def _deliver(self, tx: StoreTx, message: Message, woken: _Wake,
-                       now: datetime) -> None:
-        for delivery in await fan_out(tx, message, now=now):
-            woken.channels.add(delivery.channel)
+    async def _deliver(self, tx: StoreTx, conversation: Conversation, message: Message,
+                       woken: _Wake, now: datetime) -> None:
+        """The transactional outbox: a delivery to every participant the message must
+        reach, in the transaction that records it."""
+        participants = await tx.list_participants(conversation.id)
+        author = next((p for p in participants if p.id == message.author), None)
+        if author is None and message.author is not None:  # a wallet that has left since
+            author = await tx.get_participant(message.author)
+        for target in delivery_targets(message, participants):
+            await self._add_delivery(tx, conversation, message, target, author, woken, now)
         await tx.add_event("message.added", conversation_id=message.conversation_id,
                            data={"message_id": message.id, "index": message.index}, now=now)
+
+    async def _add_delivery(self, tx: StoreTx, conversation: Conversation, message: Message,
+                            target: Participant, author: Participant | None, woken: _Wake,
+                            now: datetime) -> None:
+        """Claimed at birth when this process's worker for the channel has room (it
+        takes the job once the transaction commits); left pending for a claim otherwise."""
+        taker = self._takers(target.channel)
+        lease = taker.lease_for(target, now) if taker is not None else None
+        delivery = await tx.add_delivery(message.id, target.id, target.channel, now=now,
+                                         lease_until=lease)
+        if taker is None or lease is None:
+            woken.channels.add(target.channel)
+            return
+        woken.taken.append((taker, DeliveryJob(
+            delivery=delivery, message=message, target=target, conversation=conversation,
+            author=author), lease))
+
+    def _settle(self, woken: _Wake) -> None:
+        """After the commit: hands the claimed deliveries to their workers, wakes the
+        others (the wake also tells event streams that events were written)."""
+        for taker, job, lease in woken.taken:
+            taker.take(job, lease)
+        self._wake(woken.channels)
 
     # ---- rendering ----------------------------------------------------------------------
 

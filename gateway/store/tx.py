@@ -335,12 +335,15 @@ class SqlStoreTx:
 
     async def add_delivery(
         self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
-        now: datetime, not_before: datetime | None = None,
+        now: datetime, not_before: datetime | None = None, lease_until: datetime | None = None,
     ) -> Delivery:
+        claimed = lease_until is not None
         row = await self._one(statements.ADD_DELIVERY, {
             "id": new_delivery_id(), "message_id": message_id, "participant_id": participant_id,
-            "channel": channel.value, "state": DeliveryState.PENDING.value, "attempts": 0,
-            "next_attempt_at": not_before or now, "lease_until": None, "provider_id": None,
+            "channel": channel.value,
+            "state": (DeliveryState.SENDING if claimed else DeliveryState.PENDING).value,
+            "attempts": 1 if claimed else 0, "next_attempt_at": not_before or now,
+            "lease_until": lease_until, "provider_id": None,
             "error_code": None, "error_message": None, "created_at": now, "updated_at": now})
         assert row is not None
         return rows.delivery(row)

@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
 from gateway.domain.ids import PhoneNumber
-from gateway.domain.models import Channel, DeliveryJob
+from gateway.domain.models import Channel, DeliveryJob, Participant
 from gateway.domain.phones import mask
 from gateway.domain.policy import (
     OutboundDecision,
@@ -132,6 +132,23 @@ class PhoneOutbox:
         self._lanes: dict[str, _Lane] = {}
         self._wake = asyncio.Event()
         self._lease = timedelta(seconds=settings.lease)
+        self._running = False
+
+    # --- DeliveryTaker: deliveries the relay claimed at birth for this worker ------------
+
+    def lease_for(self, target: Participant, now: datetime) -> datetime | None:
+        if not self._running:
+            return None
+        lane = self._lane(target.proxy_address or "")
+        if len(lane.queue) + lane.busy >= self._capacity(lane):
+            return None  # a busy sender: left pending, claimed (and paced) later
+        return now + self._lease
+
+    def take(self, job: DeliveryJob, lease_until: datetime) -> None:
+        sender = self._sender(job)
+        lane = self._lane(sender)
+        lane.queue.append(_Claimed(job, lease_until))
+        self._start_lane(sender, lane)
 
     # --- running ------------------------------------------------------------------------
 
@@ -141,11 +158,13 @@ class PhoneOutbox:
 
     async def run(self) -> None:
         """Claims and reconciles until cancelled."""
+        self._running = True
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._claim_loop())
                 group.create_task(self._reconcile_loop())
         finally:
+            self._running = False
             await self._stop_lanes()
 
     async def run_once(self) -> int:
@@ -245,9 +264,12 @@ class PhoneOutbox:
         if handed_back:
             log.info("handed back %d deliveries to pace busy senders", handed_back)
         for sender, lane in self._lanes.items():
-            if lane.queue and lane.task is None:
-                lane.task = asyncio.get_running_loop().create_task(self._work_lane(sender))
+            self._start_lane(sender, lane)
         return len(jobs)
+
+    def _start_lane(self, sender: str, lane: _Lane) -> None:
+        if lane.queue and lane.task is None:
+            lane.task = asyncio.get_running_loop().create_task(self._work_lane(sender))
 
     def _sender(self, job: DeliveryJob) -> str:
         return job.target.proxy_address or ""
