@@ -6,7 +6,12 @@ its own thread and loop) and, for the floor, two more libxmtp clients (each on i
 thread) talking directly through the same devnode. Webhooks are posted from the main
 loop, which runs no libxmtp code.
 
-Measured in one run (``--messages`` each):
+Measured in one run (``--messages`` each). The three latency series send one message at
+a time, each after the previous one arrived and a pause of ``--pause-ms`` (default 30):
+the same traffic for the floor and the gateway, and each message finds both idle (a
+libxmtp send keeps working for some milliseconds after the peer has the message;
+back to back, the gateway's next message would queue behind that tail, while the
+floor's sender, which awaits its whole send, never shows it).
 
 - phone → wallet latency: signed webhook posted → the wallet's stream yields the text;
 - wallet → phone latency: the wallet's ``send_text`` starts → the simulator accepts the
@@ -21,7 +26,8 @@ Measured in one run (``--messages`` each):
   phones texting as fast as the gateway answers (saturation); and a phone texting 20
   times a second while the wallet's messages are relayed flat out.
 
-    python bench/relay.py [--messages 200] [--conversations 8] [--json out.json]
+    python bench/relay.py [--messages 200] [--conversations 8] [--pause-ms 30]
+                          [--json out.json]
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ import aiohttp
 import yaml
 from twilio.request_validator import RequestValidator
 
-os.environ.setdefault("RUST_LOG", "error")
+os.environ.setdefault("RUST_LOG", "off")
 # The process helpers are the end-to-end tests' (tests/e2e/bridge): the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -117,10 +123,12 @@ class Receiver:
 
 
 class Bench:
-    def __init__(self, tmp: Path, messages: int, conversations: int) -> None:
+    def __init__(self, tmp: Path, messages: int, conversations: int,
+                 pause_ms: float = 30.0) -> None:
         self.tmp = tmp
         self.n = messages
         self.k = conversations
+        self.pause = pause_ms / 1000
         self.main = asyncio.get_running_loop()
         self.results: dict[str, Any] = {}
         self.validator = RequestValidator(AUTH_TOKEN)
@@ -257,6 +265,7 @@ class Bench:
             started = time.monotonic()
             ingest.append(await self.webhook_post(session, phone(0), text))
             inbound.append(await receiver.wait_for(text) - started)
+            await asyncio.sleep(self.pause)
         self.results["phone_to_wallet_latency_ms"] = summary(inbound)
         self.results["webhook_ingest_idle_ms"] = summary(ingest)
 
@@ -271,6 +280,7 @@ class Bench:
 
             started = await self.on(thread, send())
             outbound.append(await self.sim_accepted_at(session, phone(0), text) - started)
+            await asyncio.sleep(self.pause)
         self.results["wallet_to_phone_latency_ms"] = summary(outbound)
 
     async def native(self, sender: XmtpClient, sender_thread: LoopThread, peer: XmtpClient,
@@ -291,6 +301,7 @@ class Bench:
 
             started = await self.on(sender_thread, send())
             latencies.append(await peer_receiver.wait_for(text) - started)
+            await asyncio.sleep(self.pause)
         self.results["native_latency_ms"] = summary(latencies)
 
         texts = [f"native-tp {i}" for i in range(self.n)]
@@ -454,11 +465,14 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--conversations", type=int, default=8)
+    parser.add_argument("--pause-ms", type=float, default=30.0,
+                        help="pause between the latency series' messages")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
         try:
-            results = await Bench(Path(tmp), args.messages, args.conversations).run()
+            results = await Bench(Path(tmp), args.messages, args.conversations,
+                                  args.pause_ms).run()
         except BaseException:
             log = Path(tmp) / "gateway.log"
             if log.exists():
