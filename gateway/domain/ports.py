@@ -6,7 +6,7 @@ test double; the same contract tests run against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -153,6 +153,13 @@ class StoreTx(Protocol):
         ``sending`` with an expired lease (a worker died between claim and result).
         Re-leased to the caller, in state ``unknown``. Each channel's worker reconciles
         its own: a phone's by looking the message up, XMTP's by a keyed re-send."""
+    async def provider_ids_sent_to(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
+        besides: DeliveryId,
+    ) -> set[str]:
+        """Provider ids recorded on deliveries other than ``besides`` to ``address`` from
+        ``proxy_address`` (in any conversation), among those updated since ``since``: a
+        reconciliation skips them, so a repeated text is never taken for an earlier one."""
 
     # contacts (per phone and proxy number)
     async def get_contact(
@@ -223,9 +230,10 @@ class PhoneNetwork(Protocol):
         connection)."""
     async def find_sent(
         self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel, sent_after: datetime,
-        body: str | None,
+        body: str | None, skip: Collection[str] = frozenset(),
     ) -> SentText | None:
-        """Reconciliation: the message we may have sent, looked up at the provider."""
+        """Reconciliation: the message we may have sent, looked up at the provider; the
+        earliest match whose id is not in ``skip`` (ids other deliveries already own)."""
 
 
 # --- chat network (XMTP) ---------------------------------------------------------------

@@ -89,6 +89,14 @@ MARK_SENT = (
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)
+PROVIDER_IDS_SENT_TO = (
+    sa.select(deliveries.c.provider_id)
+    .join(participants, participants.c.id == deliveries.c.participant_id)
+    .where(participants.c.address == sa.bindparam("address"),
+           participants.c.proxy_address == sa.bindparam("proxy_address"),
+           deliveries.c.provider_id.is_not(None),
+           deliveries.c.updated_at >= sa.bindparam("since"),
+           deliveries.c.id != sa.bindparam("besides")))
 TAKE_EARLY_STATUS = (
     pending_statuses.delete()
     .where(pending_statuses.c.provider_id == sa.bindparam("provider_id"))

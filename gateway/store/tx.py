@@ -384,6 +384,15 @@ class SqlStoreTx:
         return await self._lease(statements.LEASE, [row["id"] for row in await self._all(due)],
                                  state=DeliveryState.UNKNOWN, now=now, lease_until=lease_until)
 
+    async def provider_ids_sent_to(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
+        besides: DeliveryId,
+    ) -> set[str]:
+        found = await self._all(statements.PROVIDER_IDS_SENT_TO, {
+            "address": address, "proxy_address": proxy_address, "since": since,
+            "besides": besides})
+        return {row["provider_id"] for row in found}
+
     async def _lease(self, lease: sa.Update, ids: list[str], *, state: DeliveryState,
                      now: datetime, lease_until: datetime) -> list[DeliveryJob]:
         if not ids:

@@ -21,9 +21,10 @@ Outcomes
     after ``max_attempts``. ``PermanentSendError`` → failed with Twilio's code.
     ``UnknownOutcomeError`` → ``unknown``; the reconciler looks the message up with
     ``find_sent`` (found: sent, with that sid; not found: pending again, or failed once
-    ``max_attempts`` is spent) — never a blind re-send. A worker that dies between
-    claim and result leaves a ``sending`` row whose lease runs out; the store hands it
-    to the reconciler the same way.
+    ``max_attempts`` is spent) — never a blind re-send. Sids other deliveries already
+    hold are passed over: a phone texted "ok" twice has two matching messages. A worker
+    that dies between claim and result leaves a ``sending`` row whose lease runs out; the
+    store hands it to the reconciler the same way.
 
 Long bodies
     A body over 1600 characters goes as several messages, in order, for one Delivery.
@@ -400,12 +401,20 @@ class PhoneOutbox:
         return max(to_phone, 0), max(by_rule, 0)
 
     async def _find(self, job: DeliveryJob, body: str | None) -> str | None:
+        """The sid of ``body`` sent for this delivery, if it went out. A phone may get the
+        same text twice ("ok"): the earlier delivery's message matches too, so the sids
+        other deliveries already hold are passed over."""
         target = job.target
         assert target.address is not None and target.proxy_address is not None
-        found = await self._phone.find_sent(
-            to=PhoneNumber(target.address), from_=PhoneNumber(target.proxy_address),
-            channel=target.channel, body=body,
-            sent_after=job.delivery.created_at - timedelta(seconds=self._settings.clock_skew))
+        to, from_ = PhoneNumber(target.address), PhoneNumber(target.proxy_address)
+        sent_after = job.delivery.created_at - timedelta(seconds=self._settings.clock_skew)
+        async with self._store.transaction() as tx:
+            # updated at or after their send, which was after sent_after less our skew
+            taken = await tx.provider_ids_sent_to(
+                to, from_, besides=job.delivery.id,
+                since=sent_after - timedelta(seconds=self._settings.clock_skew))
+        found = await self._phone.find_sent(to=to, from_=from_, channel=target.channel,
+                                            body=body, sent_after=sent_after, skip=taken)
         return found.provider_id if found else None
 
     async def _reconcile(self, job: DeliveryJob) -> None:

@@ -17,7 +17,10 @@ from gateway.store.tables import pending_statuses
 from tests.contract.scenario import (
     LATER,
     NOW,
+    OTHER_PHONE,
     OTHER_WALLET,
+    PHONE,
+    PROXY,
     OpenStore,
     Thread,
     thread,
@@ -347,3 +350,23 @@ class TestReconciliation:
             found = await tx.mark_sent(job.delivery.id, provider_id="SMfound", now=NOW)
             assert await tx.claim_reconcilable(PHONES, now=LATER, lease_until=LATER, limit=5) == []
         assert found.state is DeliveryState.SENT and found.attempts == 1
+
+    async def test_sids_recorded_on_other_deliveries_to_a_phone_are_known(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            first, second, third = [(await wallet_text(tx, on, "ok"))[1] for _ in range(3)]
+            _, elsewhere = await wallet_text(tx, await thread(tx, phone=OTHER_PHONE), "ok")
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_sent(first.id, provider_id="SMfirst", now=NOW)
+            await tx.mark_sent(second.id, provider_id="SMsecond", now=LATER)
+            await tx.mark_sent(elsewhere.id, provider_id="SMelsewhere", now=NOW)
+        async with store.transaction() as tx:
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW, besides=third.id) == {"SMfirst", "SMsecond"}
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW, besides=second.id) == {"SMfirst"}
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW + timedelta(seconds=1), besides=third.id) == {"SMsecond"}
+            assert await tx.provider_ids_sent_to(
+                OTHER_PHONE, PROXY, since=NOW, besides=third.id) == {"SMelsewhere"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -161,6 +161,13 @@ class FakeTx:
                    and (address is None or r.job.target.address == address)
                    and (rule is None or r.job.conversation.rule == rule))
 
+    async def provider_ids_sent_to(self, address: PhoneNumber, proxy_address: PhoneNumber, *,
+                                   since: datetime, besides: DeliveryId) -> set[str]:
+        return {r.delivery.provider_id for r in self.s.rows.values()
+                if r.delivery.provider_id is not None and r.delivery.id != besides
+                and (r.job.target.address, r.job.target.proxy_address) == (address, proxy_address)
+                and r.delivery.updated_at >= since}
+
     async def mark_sent(self, delivery_id: DeliveryId, *, provider_id: str,
                         now: datetime) -> Delivery:
         row = self._write("mark_sent", delivery_id, provider_id=provider_id)
@@ -234,12 +241,14 @@ class FakePhone:
         return SentText(provider_id=self.accept_silently(text), status="queued")
 
     async def find_sent(self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel,
-                        sent_after: datetime, body: str | None) -> SentText | None:
+                        sent_after: datetime, body: str | None,
+                        skip: Collection[str] = frozenset()) -> SentText | None:
         self.lookups.append({"to": to, "from_": from_, "channel": channel,
-                             "sent_after": sent_after, "body": body})
+                             "sent_after": sent_after, "body": body, "skip": set(skip)})
         for accepted in self.accepted:
             t = accepted.text
             if (t.to, t.from_, t.channel) == (to, from_, channel) \
+                    and accepted.sid not in skip \
                     and accepted.created_at >= sent_after \
                     and (body is None or t.body == body):
                 return SentText(provider_id=accepted.sid, status="sent")

@@ -316,6 +316,21 @@ class TestUnknownOutcome:
         await world.outbox.run_once()
         assert len(world.phone.attempts) == 1
 
+    async def test_reconcile_does_not_take_an_earlier_identical_text_for_this_one(
+        self, world: World,
+    ) -> None:
+        first, second = world.job(body="ok"), world.job(body="ok")
+        world.phone.script = [None, UnknownOutcomeError("timeout")]
+        await world.outbox.run_once()
+        [earlier] = world.phone.accepted
+        assert world.store.state(first).provider_id == earlier.sid
+        await world.outbox.reconcile_once()
+        assert world.phone.lookups[0]["skip"] == {earlier.sid}
+        assert world.store.state(second).state is DeliveryState.PENDING
+        await world.outbox.run_once()
+        assert world.phone.bodies == ["Alice: ok", "Alice: ok"]
+        assert world.store.state(second).provider_id == world.phone.accepted[1].sid
+
     async def test_reconcile_sends_again_only_what_did_not_go_out(self, world: World) -> None:
         job = world.job()
         world.phone.script = [UnknownOutcomeError("timeout")]
