@@ -123,21 +123,27 @@ class StoreTx(Protocol):
         """Pending deliveries due at ``now`` on these channels move to ``sending`` with
         attempts + 1 and a lease; on PostgreSQL rows locked by another worker are skipped
         (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
+    # The mark_* results take the ``lease_until`` their caller claimed the delivery with,
+    # as ``lease``: given, the write happens only while the row still holds that lease,
+    # and ``LeaseLost`` is raised (nothing written) once it ran out and the row may be
+    # another worker's. Without it the write is unconditional.
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+        lease: datetime | None = None,
     ) -> Delivery:
         """Records the provider's id, then applies any status callback that arrived for
         that id before this call (kept by ``apply_status``)."""
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime,
+        error_message: str | None, now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         """Back to ``pending``, due again at ``next_attempt_at``."""
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime,
+        now: datetime, lease: datetime | None = None,
     ) -> Delivery: ...
-    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery: ...
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
+                           lease: datetime | None = None) -> Delivery: ...
     async def apply_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,

@@ -86,6 +86,11 @@ MARK_SENT = (
                 s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
                 DeliveryState.SENT.value), else_=deliveries.c.state))
     .returning(*deliveries.c))
+# The same, written only while the caller still holds its lease: once a lease ran out the
+# row may belong to another worker or the reconciler, under a lease of their own.
+_LEASE_HELD = deliveries.c.lease_until == sa.bindparam("held_lease")
+UPDATE_LEASED_DELIVERY = UPDATE_DELIVERY.where(_LEASE_HELD)
+MARK_SENT_LEASED = MARK_SENT.where(_LEASE_HELD)
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)

@@ -46,6 +46,7 @@ from gateway.errors import (
     BadRequest,
     Conflict,
     DuplicateMessage,
+    LeaseLost,
     NotFound,
     StoreError,
 )
@@ -416,22 +417,39 @@ class SqlStoreTx:
                 author=rows.participant(author) if author["id"] is not None else None)
         return [by_delivery[delivery_id] for delivery_id in ids]
 
-    async def _update_delivery(self, delivery_id: DeliveryId, **values: Any) -> Delivery:
-        row = await self._one(statements.UPDATE_DELIVERY, {"delivery": delivery_id, **values})
+    async def _update_delivery(self, delivery_id: DeliveryId, *, lease: datetime | None = None,
+                               **values: Any) -> Delivery:
+        if lease is None:
+            row = await self._one(statements.UPDATE_DELIVERY,
+                                  {"delivery": delivery_id, **values})
+        else:
+            row = await self._one(statements.UPDATE_LEASED_DELIVERY,
+                                  {"delivery": delivery_id, "held_lease": lease, **values})
         if row is None:
-            raise NotFound(f"no delivery {delivery_id}")
+            raise await self._missing(delivery_id, lease)
         return rows.delivery(row)
+
+    async def _missing(self, delivery_id: DeliveryId,
+                       lease: datetime | None) -> NotFound | LeaseLost:
+        """Why an update of ``delivery_id`` matched no row."""
+        if lease is not None and await self._one(statements.GET_DELIVERY, {"id": delivery_id}):
+            return LeaseLost(delivery_id)
+        return NotFound(f"no delivery {delivery_id}")
 
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+        lease: datetime | None = None,
     ) -> Delivery:
         # the same lock as apply_status, so a callback racing this call either sees the
         # provider id or leaves its status for us to find below
         await self._lock(f"provider:{provider_id}")
-        row = await self._one(statements.MARK_SENT,
-                              {"delivery": delivery_id, "provider": provider_id, "now": now})
+        values = {"delivery": delivery_id, "provider": provider_id, "now": now}
+        if lease is None:
+            row = await self._one(statements.MARK_SENT, values)
+        else:
+            row = await self._one(statements.MARK_SENT_LEASED, {**values, "held_lease": lease})
         if row is None:
-            raise NotFound(f"no delivery {delivery_id}")
+            raise await self._missing(delivery_id, lease)
         delivery = rows.delivery(row)
         early = await self._one(statements.TAKE_EARLY_STATUS, {"provider_id": provider_id})
         if early is not None:
@@ -442,26 +460,28 @@ class SqlStoreTx:
 
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime,
+        error_message: str | None, now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.PENDING.value, next_attempt_at=next_attempt_at,
+            delivery_id, lease=lease, state=DeliveryState.PENDING.value,
+            next_attempt_at=next_attempt_at,
             lease_until=None, error_code=error_code, error_message=error_message,
             updated_at=now)
 
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime,
+        now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.FAILED.value, next_attempt_at=None,
+            delivery_id, lease=lease, state=DeliveryState.FAILED.value, next_attempt_at=None,
             lease_until=None, error_code=error_code, error_message=error_message,
             updated_at=now)
 
-    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery:
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
+                           lease: datetime | None = None) -> Delivery:
         # no lease: the reconciler may take it at once
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
+            delivery_id, lease=lease, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
             lease_until=None, updated_at=now)
 
     async def apply_status(

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from gateway.domain.ids import DeliveryId
 from gateway.domain.models import Channel, DeliveryState, MessageSource
 from gateway.domain.ports import NewMessage, NewParticipant
-from gateway.errors import NotFound
+from gateway.errors import LeaseLost, NotFound
 from gateway.store import SqlStore
 from gateway.store.tables import pending_statuses
 from tests.contract.scenario import (
@@ -370,3 +370,50 @@ class TestReconciliation:
                 PHONE, PROXY, since=NOW + timedelta(seconds=1), besides=third.id) == {"SMsecond"}
             assert await tx.provider_ids_sent_to(
                 OTHER_PHONE, PROXY, since=NOW, besides=third.id) == {"SMelsewhere"}
+
+
+class TestLeasedResults:
+    """A worker's result is written only while it still holds the lease it claimed with."""
+
+    async def test_a_result_under_the_current_lease_is_written(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            sent = await tx.mark_sent(delivery.id, provider_id="SMmine", now=NOW, lease=LEASE)
+        assert (sent.state, sent.provider_id) == (DeliveryState.SENT, "SMmine")
+
+    async def test_results_after_the_reconciler_took_the_row_are_refused(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)  # leased until LEASE; the worker then stalls past it
+        reconciler_lease = LATER + timedelta(minutes=1)
+        async with store.transaction() as tx:
+            [job] = await tx.claim_reconcilable(PHONES, now=LATER, lease_until=reconciler_lease,
+                                                limit=5)
+        late_writes = [
+            lambda tx: tx.mark_sent(delivery.id, provider_id="SMlate", now=LATER, lease=LEASE),
+            lambda tx: tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=None,
+                                     error_message="late", now=LATER, lease=LEASE),
+            lambda tx: tx.mark_failed(delivery.id, error_code=21610, error_message="late",
+                                      now=LATER, lease=LEASE),
+            lambda tx: tx.mark_unknown(delivery.id, now=LATER, lease=LEASE),
+        ]
+        for write in late_writes:
+            with pytest.raises(LeaseLost):
+                async with store.transaction() as tx:
+                    await write(tx)
+        async with store.transaction() as tx:
+            unchanged = await tx.get_delivery(delivery.id)
+            assert unchanged == job.delivery
+            found = await tx.mark_sent(delivery.id, provider_id="SMfound", now=LATER,
+                                       lease=reconciler_lease)
+        assert (found.state, found.provider_id) == (DeliveryState.SENT, "SMfound")
+
+    async def test_a_missing_delivery_is_still_not_found(self, store: SqlStore) -> None:
+        with pytest.raises(NotFound):
+            async with store.transaction() as tx:
+                await tx.mark_failed(MISSING, error_code=None, error_message=None, now=NOW,
+                                     lease=LEASE)

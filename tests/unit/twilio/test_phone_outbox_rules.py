@@ -382,6 +382,35 @@ class TestUnknownOutcome:
         assert world.store.state(job).state is DeliveryState.SENT
 
 
+class TestLateResults:
+    async def test_a_worker_past_its_lease_does_not_overwrite_the_rows_new_owner(
+        self, world: World,
+    ) -> None:
+        job = world.job()
+        world.phone.delay = 0.2  # the first worker stalls in its send...
+        # sends pop their outcome as they end: the second worker's ends first
+        world.phone.script = [None, PermanentSendError("refused late", provider_code=21610)]
+        stalled = asyncio.create_task(world.outbox.run_once())
+        for _ in range(100):
+            if world.phone.attempts:
+                break
+            await asyncio.sleep(0.01)
+        later(world.clock, FAST.lease + 1)  # ...until its lease has run out
+        world.phone.delay = 0.0
+        other = PhoneOutbox(  # another process on the same outbox
+            world.store, world.phone, world.clock, FAST, status_callback_url=CALLBACK,
+            policy_for=lambda rule: OutboundPolicy(), render=lambda job: job.message.body or "",
+            on_failed=world.on_failed)
+        assert await other.reconcile_once() == 1  # taken over: not found, pending again
+        assert await other.run_once() == 1  # and sent by the other worker
+        await stalled
+        state = world.store.state(job)
+        assert (state.state, state.provider_id) == (DeliveryState.SENT, world.phone.accepted[0].sid)
+        assert [method for method, _, _ in world.store.dropped] == ["mark_failed"]
+        assert world.failed == [], "the wallet is not told of a failure that was not final"
+        assert "late" in [outcome for outcome, _ in world.observed]
+
+
 class TestLongBodies:
     async def test_a_long_body_goes_in_parts_and_the_last_sid_is_kept(
         self, world: World,
