@@ -61,6 +61,12 @@ class NewMessage:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    delivery: Delivery  # as it is now
+    moved: bool  # False when the status was late or repeated news
+
+
 class StoreTx(Protocol):
     """One database transaction. Everything done through it commits together when the
     ``Store.transaction()`` block exits normally and rolls back if it raises."""
@@ -152,6 +158,12 @@ class StoreTx(Protocol):
         ``DeliveryState.rank``; delivered never goes back to sent). When no delivery has
         this provider id yet, the status is kept and applied by ``mark_sent``; returns
         None then."""
+    async def record_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> StatusChange | None:
+        """``apply_status``, also telling whether this callback moved the delivery (a
+        provider may send the same callback twice: only the first moves it)."""
     async def claim_reconcilable(
         self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:

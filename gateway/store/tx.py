@@ -40,7 +40,7 @@ from gateway.domain.models import (
     MessageSource,
     Participant,
 )
-from gateway.domain.ports import NewMessage, NewParticipant
+from gateway.domain.ports import NewMessage, NewParticipant, StatusChange
 from gateway.errors import (
     ActivePairConflict,
     BadRequest,
@@ -488,16 +488,27 @@ class SqlStoreTx:
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,
     ) -> Delivery | None:
+        change = await self.record_status(provider_id, state, error_code=error_code,
+                                          error_message=error_message, now=now)
+        return change.delivery if change else None
+
+    async def record_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> StatusChange | None:
         await self._lock(f"provider:{provider_id}")
         found = await self._all(statements.PROVIDER_DELIVERIES, {"provider_id": provider_id})
         if not found:
             await self._keep_early_status(provider_id, state, error_code=error_code,
                                           error_message=error_message, now=now)
             return None
-        updated = [await self._advance(rows.delivery(row), state, error_code=error_code,
-                                       error_message=error_message, now=now)
-                   for row in found]
-        return updated[0]
+        changes = []
+        for row in found:
+            before = rows.delivery(row)
+            after = await self._advance(before, state, error_code=error_code,
+                                        error_message=error_message, now=now)
+            changes.append(StatusChange(after, moved=after.state is not before.state))
+        return changes[0]
 
     async def _advance(self, delivery: Delivery, state: DeliveryState, *,
                        error_code: int | None, error_message: str | None,

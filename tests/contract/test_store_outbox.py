@@ -206,6 +206,26 @@ class TestStatusCallbacks:
         assert delivered is not None and delivered.id == delivery_id
         assert delivered.state is DeliveryState.DELIVERED and delivered.updated_at == LATER
 
+    async def test_only_the_callback_that_moved_a_delivery_says_so(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_sent(delivery.id, provider_id="SMonce", now=NOW)
+        moves = []
+        for state in (DeliveryState.UNDELIVERED, DeliveryState.UNDELIVERED,
+                      DeliveryState.SENT, DeliveryState.FAILED):
+            async with store.transaction() as tx:
+                change = await tx.record_status("SMonce", state, error_code=30003,
+                                                error_message=None, now=LATER)
+            assert change is not None and change.delivery.state is DeliveryState.UNDELIVERED
+            moves.append(change.moved)
+        assert moves == [True, False, False, False]
+        async with store.transaction() as tx:
+            assert await tx.record_status("SMnobody", DeliveryState.FAILED, error_code=None,
+                                          error_message=None, now=LATER) is None
+
     async def test_a_status_never_moves_a_delivery_back(self, store: SqlStore, on: Thread) -> None:
         delivery_id = await self.sent(store, on)
         async with store.transaction() as tx:
