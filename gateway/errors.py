@@ -81,6 +81,17 @@ class UnknownEncryptionKey(StoreError):
     code = "unknown_encryption_key"
 
 
+class LeaseLost(StoreError):
+    """A worker's result for a delivery whose lease it no longer holds: the lease ran out
+    and another worker (or the reconciler) may own the row now, so nothing was written."""
+
+    code = "lease_lost"
+
+    def __init__(self, delivery_id: str) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"delivery {delivery_id} is no longer leased to this worker")
+
+
 # --- delivery ------------------------------------------------------------------------
 
 

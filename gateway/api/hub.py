@@ -14,6 +14,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 from gateway.api.queries import ApiQueries
 from gateway.api.views import JSON, conversation_json, delivery_json, event_json, message_json
@@ -42,7 +43,7 @@ class EventHub:
         self._changed = asyncio.Event()
         self._newest_seen = 0
         self._rendered: OrderedDict[int, JSON] = OrderedDict()
-        self._rendering: dict[int, asyncio.Future[JSON]] = {}
+        self._rendering: dict[int, asyncio.Task[dict[int, JSON]]] = {}
         self._frames: dict[int, bytes] = {}
         self._reading: dict[_ReadKey, asyncio.Future[list[Event]]] = {}
         self.closing = False
@@ -93,6 +94,7 @@ class EventHub:
             return await asyncio.shield(pending)
         task = asyncio.ensure_future(self._queries.list_events(
             after=after, limit=limit, conversation_id=conversation_id))
+        task.add_done_callback(_retrieve)
         self._reading[key] = task
         try:
             return await asyncio.shield(task)
@@ -107,34 +109,34 @@ class EventHub:
         (a message body lives only in the encrypted messages table, never in the log).
 
         Each event is rendered once: a hundred subscribers woken by the same commit ask
-        for the same events at once, and all but the first wait for its result."""
-        loop = asyncio.get_running_loop()
-        mine: dict[int, asyncio.Future[JSON]] = {}
-        for event in events:
-            if event.id not in self._rendered and event.id not in self._rendering:
-                mine[event.id] = self._rendering[event.id] = loop.create_future()
-        if mine:
-            try:
-                rendered = await self._hydrate([e for e in events if e.id in mine])
-                for event_id, future in mine.items():
-                    self._remember(event_id, rendered[event_id])
-                    future.set_result(rendered[event_id])
-            except BaseException as exc:
-                for future in mine.values():
-                    if not future.done():
-                        future.set_exception(exc)
-                raise
-            finally:
-                for event_id in mine:
-                    self._rendering.pop(event_id, None)
+        for the same events at once, and all wait for one rendering. It runs as a task of
+        its own, so the subscriber that started it may go away (a closed stream is a
+        cancelled handler) without cancelling it for the others."""
+        new = [e for e in events if e.id not in self._rendered and e.id not in self._rendering]
+        if new:
+            task = asyncio.ensure_future(self._render_shared(new))
+            task.add_done_callback(_retrieve)
+            for event in new:
+                self._rendering[event.id] = task
         found = []
         for event in events:
             cached = self._rendered.get(event.id)
             if cached is None:
                 pending = self._rendering.get(event.id)
-                cached = await pending if pending is not None else await self._one(event)
+                cached = ((await asyncio.shield(pending))[event.id] if pending is not None
+                          else await self._one(event))
             found.append(cached)
         return found
+
+    async def _render_shared(self, events: Sequence[Event]) -> dict[int, JSON]:
+        try:
+            rendered = await self._hydrate(events)
+            for event_id, json_ in rendered.items():
+                self._remember(event_id, json_)
+            return rendered
+        finally:
+            for event in events:
+                self._rendering.pop(event.id, None)
 
     async def _one(self, event: Event) -> JSON:
         return (await self._hydrate([event]))[event.id]
@@ -181,6 +183,13 @@ class EventHub:
         while len(self._rendered) > _CACHE_SIZE:
             evicted, _ = self._rendered.popitem(last=False)
             self._frames.pop(evicted, None)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """A shared read or rendering whose waiters all went away: its failure is theirs,
+    not an unhandled one for asyncio to report."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _needs_store(event: Event) -> bool:

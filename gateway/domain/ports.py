@@ -6,7 +6,7 @@ test double; the same contract tests run against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -80,6 +80,12 @@ class NewMessage:
     attributes: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    delivery: Delivery  # as it is now
+    moved: bool  # False when the status was late or repeated news
+
+
 class StoreTx(Protocol):
     """One database transaction. Everything done through it commits together when the
     ``Store.transaction()`` block exits normally and rolls back if it raises."""
@@ -145,21 +151,27 @@ class StoreTx(Protocol):
         """Pending deliveries due at ``now`` on these channels move to ``sending`` with
         attempts + 1 and a lease; on PostgreSQL rows locked by another worker are skipped
         (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
+    # The mark_* results take the ``lease_until`` their caller claimed the delivery with,
+    # as ``lease``: given, the write happens only while the row still holds that lease,
+    # and ``LeaseLost`` is raised (nothing written) once it ran out and the row may be
+    # another worker's. Without it the write is unconditional.
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+        lease: datetime | None = None,
     ) -> Delivery:
         """Records the provider's id, then applies any status callback that arrived for
         that id before this call (kept by ``apply_status``)."""
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime,
+        error_message: str | None, now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         """Back to ``pending``, due again at ``next_attempt_at``."""
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime,
+        now: datetime, lease: datetime | None = None,
     ) -> Delivery: ...
-    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery: ...
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
+                           lease: datetime | None = None) -> Delivery: ...
     async def apply_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,
@@ -168,6 +180,12 @@ class StoreTx(Protocol):
         ``DeliveryState.rank``; delivered never goes back to sent). When no delivery has
         this provider id yet, the status is kept and applied by ``mark_sent``; returns
         None then."""
+    async def record_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> StatusChange | None:
+        """``apply_status``, also telling whether this callback moved the delivery (a
+        provider may send the same callback twice: only the first moves it)."""
     async def claim_reconcilable(
         self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
@@ -175,6 +193,13 @@ class StoreTx(Protocol):
         ``sending`` with an expired lease (a worker died between claim and result).
         Re-leased to the caller, in state ``unknown``. Each channel's worker reconciles
         its own: a phone's by looking the message up, XMTP's by a keyed re-send."""
+    async def provider_ids_sent_to(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
+        besides: DeliveryId,
+    ) -> set[str]:
+        """Provider ids recorded on deliveries other than ``besides`` to ``address`` from
+        ``proxy_address`` (in any conversation), among those updated since ``since``: a
+        reconciliation skips them, so a repeated text is never taken for an earlier one."""
 
     # contacts (per phone and proxy number)
     async def get_contact(
@@ -245,9 +270,10 @@ class PhoneNetwork(Protocol):
         connection)."""
     async def find_sent(
         self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel, sent_after: datetime,
-        body: str | None,
+        body: str | None, skip: Collection[str] = frozenset(),
     ) -> SentText | None:
-        """Reconciliation: the message we may have sent, looked up at the provider."""
+        """Reconciliation: the message we may have sent, looked up at the provider; the
+        earliest match whose id is not in ``skip`` (ids other deliveries already own)."""
 
 
 # --- chat network (XMTP) ---------------------------------------------------------------

@@ -326,18 +326,20 @@ class Relay:
         error_message: str | None,
     ) -> Delivery | None:
         """A status callback for a text we sent. A failure is reported to the author's
-        side; a callback that arrives before the send's own response is kept by the
-        store and applied when the provider id is recorded."""
+        side once: only by the callback that moved the delivery into it (Twilio may send
+        one again). A callback that arrives before the send's own response is kept by
+        the store and applied when the provider id is recorded."""
         async with self._store.transaction() as tx:
-            delivery = await tx.apply_status(
+            change = await tx.record_status(
                 provider_id, state, error_code=error_code, error_message=error_message,
                 now=self._clock.now())
-            if delivery is None:
+            if change is None:
                 return None
+            delivery = change.delivery
             job = await load_job(tx, delivery)
             await tx.add_event("delivery.updated", conversation_id=job.conversation.id,
                                data=delivery_event(delivery), now=self._clock.now())
-        if state in FAILURE_STATES and delivery.state is state:
+        if state in FAILURE_STATES and change.moved and delivery.state is state:
             await self.delivery_failed(job, error_code, error_message or f"message {state}")
         return delivery
 

@@ -86,9 +86,22 @@ MARK_SENT = (
                 s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
                 DeliveryState.SENT.value), else_=deliveries.c.state))
     .returning(*deliveries.c))
+# The same, written only while the caller still holds its lease: once a lease ran out the
+# row may belong to another worker or the reconciler, under a lease of their own.
+_LEASE_HELD = deliveries.c.lease_until == sa.bindparam("held_lease")
+UPDATE_LEASED_DELIVERY = UPDATE_DELIVERY.where(_LEASE_HELD)
+MARK_SENT_LEASED = MARK_SENT.where(_LEASE_HELD)
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)
+PROVIDER_IDS_SENT_TO = (
+    sa.select(deliveries.c.provider_id)
+    .join(participants, participants.c.id == deliveries.c.participant_id)
+    .where(participants.c.address == sa.bindparam("address"),
+           participants.c.proxy_address == sa.bindparam("proxy_address"),
+           deliveries.c.provider_id.is_not(None),
+           deliveries.c.updated_at >= sa.bindparam("since"),
+           deliveries.c.id != sa.bindparam("besides")))
 TAKE_EARLY_STATUS = (
     pending_statuses.delete()
     .where(pending_statuses.c.provider_id == sa.bindparam("provider_id"))

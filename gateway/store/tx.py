@@ -40,12 +40,13 @@ from gateway.domain.models import (
     MessageSource,
     Participant,
 )
-from gateway.domain.ports import NewMessage, NewParticipant
+from gateway.domain.ports import NewMessage, NewParticipant, StatusChange
 from gateway.errors import (
     ActivePairConflict,
     BadRequest,
     Conflict,
     DuplicateMessage,
+    LeaseLost,
     NotFound,
     StoreError,
 )
@@ -387,6 +388,15 @@ class SqlStoreTx:
         return await self._lease(statements.LEASE, [row["id"] for row in await self._all(due)],
                                  state=DeliveryState.UNKNOWN, now=now, lease_until=lease_until)
 
+    async def provider_ids_sent_to(
+        self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
+        besides: DeliveryId,
+    ) -> set[str]:
+        found = await self._all(statements.PROVIDER_IDS_SENT_TO, {
+            "address": address, "proxy_address": proxy_address, "since": since,
+            "besides": besides})
+        return {row["provider_id"] for row in found}
+
     async def _lease(self, lease: sa.Update, ids: list[str], *, state: DeliveryState,
                      now: datetime, lease_until: datetime) -> list[DeliveryJob]:
         if not ids:
@@ -410,22 +420,39 @@ class SqlStoreTx:
                 author=rows.participant(author) if author["id"] is not None else None)
         return [by_delivery[delivery_id] for delivery_id in ids]
 
-    async def _update_delivery(self, delivery_id: DeliveryId, **values: Any) -> Delivery:
-        row = await self._one(statements.UPDATE_DELIVERY, {"delivery": delivery_id, **values})
+    async def _update_delivery(self, delivery_id: DeliveryId, *, lease: datetime | None = None,
+                               **values: Any) -> Delivery:
+        if lease is None:
+            row = await self._one(statements.UPDATE_DELIVERY,
+                                  {"delivery": delivery_id, **values})
+        else:
+            row = await self._one(statements.UPDATE_LEASED_DELIVERY,
+                                  {"delivery": delivery_id, "held_lease": lease, **values})
         if row is None:
-            raise NotFound(f"no delivery {delivery_id}")
+            raise await self._missing(delivery_id, lease)
         return rows.delivery(row)
+
+    async def _missing(self, delivery_id: DeliveryId,
+                       lease: datetime | None) -> NotFound | LeaseLost:
+        """Why an update of ``delivery_id`` matched no row."""
+        if lease is not None and await self._one(statements.GET_DELIVERY, {"id": delivery_id}):
+            return LeaseLost(delivery_id)
+        return NotFound(f"no delivery {delivery_id}")
 
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
+        lease: datetime | None = None,
     ) -> Delivery:
         # the same lock as apply_status, so a callback racing this call either sees the
         # provider id or leaves its status for us to find below
         await self._lock(f"provider:{provider_id}")
-        row = await self._one(statements.MARK_SENT,
-                              {"delivery": delivery_id, "provider": provider_id, "now": now})
+        values = {"delivery": delivery_id, "provider": provider_id, "now": now}
+        if lease is None:
+            row = await self._one(statements.MARK_SENT, values)
+        else:
+            row = await self._one(statements.MARK_SENT_LEASED, {**values, "held_lease": lease})
         if row is None:
-            raise NotFound(f"no delivery {delivery_id}")
+            raise await self._missing(delivery_id, lease)
         delivery = rows.delivery(row)
         early = await self._one(statements.TAKE_EARLY_STATUS, {"provider_id": provider_id})
         if early is not None:
@@ -436,42 +463,55 @@ class SqlStoreTx:
 
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime,
+        error_message: str | None, now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.PENDING.value, next_attempt_at=next_attempt_at,
+            delivery_id, lease=lease, state=DeliveryState.PENDING.value,
+            next_attempt_at=next_attempt_at,
             lease_until=None, error_code=error_code, error_message=error_message,
             updated_at=now)
 
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime,
+        now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.FAILED.value, next_attempt_at=None,
+            delivery_id, lease=lease, state=DeliveryState.FAILED.value, next_attempt_at=None,
             lease_until=None, error_code=error_code, error_message=error_message,
             updated_at=now)
 
-    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery:
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
+                           lease: datetime | None = None) -> Delivery:
         # no lease: the reconciler may take it at once
         return await self._update_delivery(
-            delivery_id, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
+            delivery_id, lease=lease, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
             lease_until=None, updated_at=now)
 
     async def apply_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,
     ) -> Delivery | None:
+        change = await self.record_status(provider_id, state, error_code=error_code,
+                                          error_message=error_message, now=now)
+        return change.delivery if change else None
+
+    async def record_status(
+        self, provider_id: str, state: DeliveryState, *, error_code: int | None,
+        error_message: str | None, now: datetime,
+    ) -> StatusChange | None:
         await self._lock(f"provider:{provider_id}")
         found = await self._all(statements.PROVIDER_DELIVERIES, {"provider_id": provider_id})
         if not found:
             await self._keep_early_status(provider_id, state, error_code=error_code,
                                           error_message=error_message, now=now)
             return None
-        updated = [await self._advance(rows.delivery(row), state, error_code=error_code,
-                                       error_message=error_message, now=now)
-                   for row in found]
-        return updated[0]
+        changes = []
+        for row in found:
+            before = rows.delivery(row)
+            after = await self._advance(before, state, error_code=error_code,
+                                        error_message=error_message, now=now)
+            changes.append(StatusChange(after, moved=after.state is not before.state))
+        return changes[0]
 
     async def _advance(self, delivery: Delivery, state: DeliveryState, *,
                        error_code: int | None, error_message: str | None,

@@ -21,9 +21,16 @@ Outcomes
     after ``max_attempts``. ``PermanentSendError`` → failed with Twilio's code.
     ``UnknownOutcomeError`` → ``unknown``; the reconciler looks the message up with
     ``find_sent`` (found: sent, with that sid; not found: pending again, or failed once
-    ``max_attempts`` is spent) — never a blind re-send. A worker that dies between
-    claim and result leaves a ``sending`` row whose lease runs out; the store hands it
-    to the reconciler the same way.
+    ``max_attempts`` is spent) — never a blind re-send. Sids other deliveries already
+    hold are passed over: a phone texted "ok" twice has two matching messages. A worker
+    that dies between claim and result leaves a ``sending`` row whose lease runs out; the
+    store hands it to the reconciler the same way.
+
+Late results
+    Every result is written under the lease it was claimed with (``lease=`` on the
+    store's mark_* calls). A worker that stalled past its lease may find the row taken
+    by the reconciler or another worker: its result is then dropped (logged, observed as
+    "late"), never written over theirs; the row's new owner settles it.
 
 Long bodies
     A body over 1600 characters goes as several messages, in order, for one Delivery.
@@ -38,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 from collections import deque
@@ -58,7 +66,12 @@ from gateway.domain.policy import (
     decide_outbound,
 )
 from gateway.domain.ports import OutboundText, PhoneNetwork, Store, StoreTx
-from gateway.errors import PermanentSendError, RetryableSendError, UnknownOutcomeError
+from gateway.errors import (
+    LeaseLost,
+    PermanentSendError,
+    RetryableSendError,
+    UnknownOutcomeError,
+)
 from gateway.twilio.ratelimit import TokenBucket
 from gateway.twilio.split import MAX_BODY, split_body
 
@@ -71,8 +84,9 @@ PolicyFor = Callable[[str | None], OutboundPolicy]
 Render = Callable[[DeliveryJob], str]
 OnFailed = Callable[[DeliveryJob, int | None, str], Awaitable[None]]
 Observer = Callable[[str, float], None]
-"""Called with an outcome ("sent", "retry", "failed", "refused", "unknown", "error") and
-the seconds since the message was recorded."""
+"""Called with an outcome ("sent", "retry", "failed", "refused", "unknown", "late",
+"error") and the seconds since the message was recorded. "late": a result that came after
+the worker's lease ran out, and was dropped."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,15 +195,16 @@ class PhoneOutbox:
 
     async def reconcile_once(self) -> int:
         now = self._clock.now()
+        lease_until = now + self._lease
         async with self._store.transaction() as tx:
             jobs = await tx.claim_reconcilable(PHONE_CHANNELS, now=now,
-                                               lease_until=now + self._lease,
+                                               lease_until=lease_until,
                                                limit=self._settings.batch_size)
         if not jobs:
             return 0
         await asyncio.sleep(self._settings.reconcile_settle)
         for job in jobs:
-            await self._guarded(self._reconcile(job), job)
+            await self._guarded(self._reconcile(_Claimed(job, lease_until)), job)
         return len(jobs)
 
     async def _claim_loop(self) -> None:
@@ -230,7 +245,8 @@ class PhoneOutbox:
             try:
                 async with asyncio.timeout(5), self._store.transaction() as tx:
                     for claimed in waiting:
-                        await _hand_back(tx, claimed.job, due=now, now=now)
+                        with contextlib.suppress(LeaseLost):  # not ours to hand back now
+                            await _hand_back(tx, claimed, due=now, now=now)
             except Exception:  # shutting down; their leases run out and the reconciler acts
                 log.warning("could not hand back %d unsent deliveries on stop", len(waiting),
                             exc_info=True)
@@ -257,7 +273,7 @@ class PhoneOutbox:
                 due = max(lane.horizon or now,
                           now + timedelta(seconds=lane.bucket.backlog_seconds(held)))
                 lane.horizon = due + timedelta(seconds=1 / lane.bucket.rate)
-                await _hand_back(tx, job, due=lane.horizon, now=now)
+                await _hand_back(tx, _Claimed(job, lease_until), due=lane.horizon, now=now)
                 handed_back += 1
         for lane, claimed in accepted:
             lane.queue.append(claimed)
@@ -315,16 +331,17 @@ class PhoneOutbox:
     async def _deliver(self, claimed: _Claimed, lane: _Lane) -> None:
         job = claimed.job
         if not _addressable(job):
-            await self._fail(job, None, "the participant has no phone number or proxy number",
+            await self._fail(claimed, None,
+                             "the participant has no phone number or proxy number",
                              outcome="failed")
             return
         decision = await self._decide(job, with_quotas=True)
         if isinstance(decision, Refuse):
-            await self._fail(job, decision.code, decision.reason, outcome="refused")
+            await self._fail(claimed, decision.code, decision.reason, outcome="refused")
             return
         texts = self._texts(job, decision)
         if not texts:
-            await self._fail(job, None, "nothing to send to a phone", outcome="refused")
+            await self._fail(claimed, None, "nothing to send to a phone", outcome="refused")
             return
         last_sid: str | None = None
         for text in texts:
@@ -339,8 +356,8 @@ class PhoneOutbox:
                 # while it is still ours, due when the sender will have room.
                 lane.bucket.cancel()
                 now = self._clock.now()
-                async with self._store.transaction() as tx:
-                    await _hand_back(tx, job, due=now + timedelta(seconds=wait), now=now)
+                await self._write_result(claimed, functools.partial(
+                    _hand_back, claimed=claimed, due=now + timedelta(seconds=wait), now=now))
                 return
             if wait > 0:
                 await asyncio.sleep(wait)
@@ -349,23 +366,25 @@ class PhoneOutbox:
             except RetryableSendError as exc:
                 if exc.retry_after:
                     lane.bucket.pause(exc.retry_after)
-                await self._retry_or_fail(job, exc)
+                await self._retry_or_fail(claimed, exc)
                 return
             except PermanentSendError as exc:
-                await self._fail(job, exc.provider_code, str(exc), outcome="failed")
+                await self._fail(claimed, exc.provider_code, str(exc), outcome="failed")
                 return
             except UnknownOutcomeError as exc:
                 log.warning("delivery %s: outcome unknown (%s); will reconcile",
                             job.delivery.id, exc)
-                async with self._store.transaction() as tx:
-                    await tx.mark_unknown(job.delivery.id, now=self._clock.now())
-                self._observe("unknown", job)
+                if await self._write_result(claimed, lambda tx: tx.mark_unknown(
+                        job.delivery.id, now=self._clock.now(), lease=claimed.lease_until)):
+                    self._observe("unknown", job)
                 return
             last_sid = sent.provider_id
         assert last_sid is not None
-        async with self._store.transaction() as tx:
-            await tx.mark_sent(job.delivery.id, provider_id=last_sid, now=self._clock.now())
-        self._observe("sent", job)
+        sid = last_sid
+        if await self._write_result(claimed, lambda tx: tx.mark_sent(
+                job.delivery.id, provider_id=sid, now=self._clock.now(),
+                lease=claimed.lease_until)):
+            self._observe("sent", job)
 
     def _fits_lease(self, claimed: _Claimed, wait: float) -> bool:
         """Whether a send that starts after ``wait`` seconds ends well inside the lease."""
@@ -422,23 +441,33 @@ class PhoneOutbox:
         return max(to_phone, 0), max(by_rule, 0)
 
     async def _find(self, job: DeliveryJob, body: str | None) -> str | None:
+        """The sid of ``body`` sent for this delivery, if it went out. A phone may get the
+        same text twice ("ok"): the earlier delivery's message matches too, so the sids
+        other deliveries already hold are passed over."""
         target = job.target
         assert target.address is not None and target.proxy_address is not None
-        found = await self._phone.find_sent(
-            to=PhoneNumber(target.address), from_=PhoneNumber(target.proxy_address),
-            channel=target.channel, body=body,
-            sent_after=job.delivery.created_at - timedelta(seconds=self._settings.clock_skew))
+        to, from_ = PhoneNumber(target.address), PhoneNumber(target.proxy_address)
+        sent_after = job.delivery.created_at - timedelta(seconds=self._settings.clock_skew)
+        async with self._store.transaction() as tx:
+            # updated at or after their send, which was after sent_after less our skew
+            taken = await tx.provider_ids_sent_to(
+                to, from_, besides=job.delivery.id,
+                since=sent_after - timedelta(seconds=self._settings.clock_skew))
+        found = await self._phone.find_sent(to=to, from_=from_, channel=target.channel,
+                                            body=body, sent_after=sent_after, skip=taken)
         return found.provider_id if found else None
 
-    async def _reconcile(self, job: DeliveryJob) -> None:
+    async def _reconcile(self, claimed: _Claimed) -> None:
         """A delivery whose send may or may not have happened: look for its last part.
 
         What was sent is worked out again from today's facts. If the WhatsApp window has
         opened since an unknown template send, the plain text is looked for instead, not
         found, and sent: the phone then gets both, which is the lesser harm than neither.
         """
+        job = claimed.job
         if not _addressable(job):
-            await self._fail(job, None, "the participant has no phone number or proxy number",
+            await self._fail(claimed, None,
+                             "the participant has no phone number or proxy number",
                              outcome="failed")
             return
         decision = await self._decide(job, with_quotas=False)
@@ -455,18 +484,23 @@ class PhoneOutbox:
         if provider_id is None and job.delivery.attempts >= self._settings.max_attempts:
             # Every attempt ended without an answer and nothing went out: stop here rather
             # than cycle between sending and looking forever.
-            await self._fail(job, job.delivery.error_code,
+            await self._fail(claimed, job.delivery.error_code,
                              f"gave up after {job.delivery.attempts} attempts without an "
                              "answer from the provider", outcome="failed")
             return
         now = self._clock.now()
-        async with self._store.transaction() as tx:
+
+        async def settle(tx: StoreTx) -> object:
             if provider_id is not None:
-                await tx.mark_sent(job.delivery.id, provider_id=provider_id, now=now)
-            else:
-                await tx.mark_retry(job.delivery.id, next_attempt_at=now, error_code=None,
-                                    error_message="not found at the provider; sending again",
-                                    now=now)
+                return await tx.mark_sent(job.delivery.id, provider_id=provider_id, now=now,
+                                          lease=claimed.lease_until)
+            return await tx.mark_retry(
+                job.delivery.id, next_attempt_at=now, error_code=None,
+                error_message="not found at the provider; sending again", now=now,
+                lease=claimed.lease_until)
+
+        if not await self._write_result(claimed, settle):
+            return
         log.info("delivery %s reconciled: %s", job.delivery.id,
                  "found" if provider_id else "not sent, pending again")
         self._observe("sent" if provider_id else "retry", job)
@@ -475,37 +509,54 @@ class PhoneOutbox:
 
     # --- outcomes -------------------------------------------------------------------------
 
-    async def _retry_or_fail(self, job: DeliveryJob, exc: RetryableSendError) -> None:
+    async def _retry_or_fail(self, claimed: _Claimed, exc: RetryableSendError) -> None:
+        job = claimed.job
         if job.delivery.attempts >= self._settings.max_attempts:
-            await self._fail(job, exc.provider_code,
+            await self._fail(claimed, exc.provider_code,
                              f"gave up after {job.delivery.attempts} attempts: {exc}",
                              outcome="failed")
             return
         ceiling = min(self._settings.backoff_cap,
                       self._settings.backoff_base * 2 ** max(job.delivery.attempts - 1, 0))
         delay = random.uniform(0, ceiling)  # noqa: S311 -- jitter, not cryptography
-        await self._retry(job, exc.provider_code, str(exc),
+        await self._retry(claimed, exc.provider_code, str(exc),
                           delay=max(delay, exc.retry_after or 0.0))
 
-    async def _retry(self, job: DeliveryJob, code: int | None, reason: str, *,
+    async def _retry(self, claimed: _Claimed, code: int | None, reason: str, *,
                      delay: float) -> None:
+        job = claimed.job
         now = self._clock.now()
         log.info("delivery %s to %s: retry in %.1fs (%s)", job.delivery.id,
                  mask(job.target.address or ""), delay, reason)
-        async with self._store.transaction() as tx:
-            await tx.mark_retry(job.delivery.id, next_attempt_at=now + timedelta(seconds=delay),
-                                error_code=code, error_message=reason, now=now)
-        self._observe("retry", job)
+        if await self._write_result(claimed, lambda tx: tx.mark_retry(
+                job.delivery.id, next_attempt_at=now + timedelta(seconds=delay),
+                error_code=code, error_message=reason, now=now, lease=claimed.lease_until)):
+            self._observe("retry", job)
 
-    async def _fail(self, job: DeliveryJob, code: int | None, reason: str, *,
+    async def _fail(self, claimed: _Claimed, code: int | None, reason: str, *,
                     outcome: str) -> None:
+        job = claimed.job
         log.warning("delivery %s to %s %s: %s (code %s)", job.delivery.id,
                     mask(job.target.address or ""), outcome, reason, code)
-        async with self._store.transaction() as tx:
-            await tx.mark_failed(job.delivery.id, error_code=code, error_message=reason,
-                                 now=self._clock.now())
-        self._observe(outcome, job)
-        await self._on_failed(job, code, reason)
+        if await self._write_result(claimed, lambda tx: tx.mark_failed(
+                job.delivery.id, error_code=code, error_message=reason,
+                now=self._clock.now(), lease=claimed.lease_until)):
+            self._observe(outcome, job)
+            await self._on_failed(job, code, reason)
+
+    async def _write_result(self, claimed: _Claimed,
+                            write: Callable[[StoreTx], Awaitable[object]]) -> bool:
+        """Writes a delivery's result under the lease it was claimed with; False when the
+        lease was lost meanwhile and the result dropped (the row's new owner settles it)."""
+        try:
+            async with self._store.transaction() as tx:
+                await write(tx)
+        except LeaseLost:
+            log.warning("delivery %s: result came after the lease ran out; dropped, the "
+                        "delivery's new owner settles it", claimed.job.delivery.id)
+            self._observe("late", claimed.job)
+            return False
+        return True
 
     def _observe_error(self) -> None:
         if self._observer is not None:
@@ -521,7 +572,9 @@ def _addressable(job: DeliveryJob) -> bool:
     return job.target.address is not None and job.target.proxy_address is not None
 
 
-async def _hand_back(tx: StoreTx, job: DeliveryJob, *, due: datetime, now: datetime) -> None:
+async def _hand_back(tx: StoreTx, claimed: _Claimed, *, due: datetime, now: datetime) -> None:
     """Back to pending without having tried: the last real error stays on the row."""
-    await tx.mark_retry(job.delivery.id, next_attempt_at=due, error_code=job.delivery.error_code,
-                        error_message=job.delivery.error_message, now=now)
+    delivery = claimed.job.delivery
+    await tx.mark_retry(delivery.id, next_attempt_at=due, error_code=delivery.error_code,
+                        error_message=delivery.error_message, now=now,
+                        lease=claimed.lease_until)

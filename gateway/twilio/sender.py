@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -102,10 +102,11 @@ class TwilioPhoneNetwork:
 
     async def find_sent(
         self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel, sent_after: datetime,
-        body: str | None,
+        body: str | None, skip: Collection[str] = frozenset(),
     ) -> SentText | None:
         """The earliest message from ``from_`` to ``to`` created at or after ``sent_after``
-        whose body is ``body`` up to whitespace (any body when None).
+        whose body is ``body`` up to whitespace (any body when None) and whose sid is not
+        in ``skip`` (another delivery's message with the same text).
 
         Filters on To/From at Twilio and on ``date_created`` here, not on ``DateSent``: a
         message still queued at Twilio has no date_sent yet and would be missed, and
@@ -123,7 +124,7 @@ class TwilioPhoneNetwork:
                 created = message.date_created
                 if created is not None and created < since:
                     break
-                if body is None or _same_text(message.body, body):
+                if message.sid not in skip and (body is None or _same_text(message.body, body)):
                     found = SentText(provider_id=message.sid, status=str(message.status or ""))
         except (TwilioException, ValueError) as exc:  # incl. JSON and text decoding errors
             raise RetryableSendError(f"could not list messages at Twilio: {exc}") from exc

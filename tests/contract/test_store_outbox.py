@@ -11,13 +11,16 @@ import sqlalchemy as sa
 from gateway.domain.ids import DeliveryId
 from gateway.domain.models import Channel, DeliveryState, MessageSource
 from gateway.domain.ports import NewMessage, NewParticipant
-from gateway.errors import NotFound
+from gateway.errors import LeaseLost, NotFound
 from gateway.store import SqlStore
 from gateway.store.tables import pending_statuses
 from tests.contract.scenario import (
     LATER,
     NOW,
+    OTHER_PHONE,
     OTHER_WALLET,
+    PHONE,
+    PROXY,
     OpenStore,
     Thread,
     thread,
@@ -203,6 +206,26 @@ class TestStatusCallbacks:
         assert delivered is not None and delivered.id == delivery_id
         assert delivered.state is DeliveryState.DELIVERED and delivered.updated_at == LATER
 
+    async def test_only_the_callback_that_moved_a_delivery_says_so(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_sent(delivery.id, provider_id="SMonce", now=NOW)
+        moves = []
+        for state in (DeliveryState.UNDELIVERED, DeliveryState.UNDELIVERED,
+                      DeliveryState.SENT, DeliveryState.FAILED):
+            async with store.transaction() as tx:
+                change = await tx.record_status("SMonce", state, error_code=30003,
+                                                error_message=None, now=LATER)
+            assert change is not None and change.delivery.state is DeliveryState.UNDELIVERED
+            moves.append(change.moved)
+        assert moves == [True, False, False, False]
+        async with store.transaction() as tx:
+            assert await tx.record_status("SMnobody", DeliveryState.FAILED, error_code=None,
+                                          error_message=None, now=LATER) is None
+
     async def test_a_status_never_moves_a_delivery_back(self, store: SqlStore, on: Thread) -> None:
         delivery_id = await self.sent(store, on)
         async with store.transaction() as tx:
@@ -347,3 +370,70 @@ class TestReconciliation:
             found = await tx.mark_sent(job.delivery.id, provider_id="SMfound", now=NOW)
             assert await tx.claim_reconcilable(PHONES, now=LATER, lease_until=LATER, limit=5) == []
         assert found.state is DeliveryState.SENT and found.attempts == 1
+
+    async def test_sids_recorded_on_other_deliveries_to_a_phone_are_known(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            first, second, third = [(await wallet_text(tx, on, "ok"))[1] for _ in range(3)]
+            _, elsewhere = await wallet_text(tx, await thread(tx, phone=OTHER_PHONE), "ok")
+        await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_sent(first.id, provider_id="SMfirst", now=NOW)
+            await tx.mark_sent(second.id, provider_id="SMsecond", now=LATER)
+            await tx.mark_sent(elsewhere.id, provider_id="SMelsewhere", now=NOW)
+        async with store.transaction() as tx:
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW, besides=third.id) == {"SMfirst", "SMsecond"}
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW, besides=second.id) == {"SMfirst"}
+            assert await tx.provider_ids_sent_to(
+                PHONE, PROXY, since=NOW + timedelta(seconds=1), besides=third.id) == {"SMsecond"}
+            assert await tx.provider_ids_sent_to(
+                OTHER_PHONE, PROXY, since=NOW, besides=third.id) == {"SMelsewhere"}
+
+
+class TestLeasedResults:
+    """A worker's result is written only while it still holds the lease it claimed with."""
+
+    async def test_a_result_under_the_current_lease_is_written(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:
+            sent = await tx.mark_sent(delivery.id, provider_id="SMmine", now=NOW, lease=LEASE)
+        assert (sent.state, sent.provider_id) == (DeliveryState.SENT, "SMmine")
+
+    async def test_results_after_the_reconciler_took_the_row_are_refused(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)  # leased until LEASE; the worker then stalls past it
+        reconciler_lease = LATER + timedelta(minutes=1)
+        async with store.transaction() as tx:
+            [job] = await tx.claim_reconcilable(PHONES, now=LATER, lease_until=reconciler_lease,
+                                                limit=5)
+        late_writes = [
+            lambda tx: tx.mark_sent(delivery.id, provider_id="SMlate", now=LATER, lease=LEASE),
+            lambda tx: tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=None,
+                                     error_message="late", now=LATER, lease=LEASE),
+            lambda tx: tx.mark_failed(delivery.id, error_code=21610, error_message="late",
+                                      now=LATER, lease=LEASE),
+            lambda tx: tx.mark_unknown(delivery.id, now=LATER, lease=LEASE),
+        ]
+        for write in late_writes:
+            with pytest.raises(LeaseLost):
+                async with store.transaction() as tx:
+                    await write(tx)
+        async with store.transaction() as tx:
+            unchanged = await tx.get_delivery(delivery.id)
+            assert unchanged == job.delivery
+            found = await tx.mark_sent(delivery.id, provider_id="SMfound", now=LATER,
+                                       lease=reconciler_lease)
+        assert (found.state, found.provider_id) == (DeliveryState.SENT, "SMfound")
+
+    async def test_a_missing_delivery_is_still_not_found(self, store: SqlStore) -> None:
+        with pytest.raises(NotFound):
+            async with store.transaction() as tx:
+                await tx.mark_failed(MISSING, error_code=None, error_message=None, now=NOW,
+                                     lease=LEASE)

@@ -37,15 +37,15 @@ async def bridge(tmp_path: Path):
         yield bridge
 
 
-async def _count_messages(bridge: Bridge) -> int:
+async def _count_messages(bridge: Bridge, source: str = "sms") -> int:
     async with bridge.store.transaction() as tx:
         participant = await tx.find_phone_participant(PHONE, SUPPORT)
         assert participant is not None
         engine = bridge.store.engine  # type: ignore[attr-defined]
     async with engine.connect() as conn:
         return int((await conn.execute(sa.text(
-            "SELECT count(*) FROM messages WHERE conversation_id = :c AND source = 'sms'"),
-            {"c": participant.conversation_id})).scalar_one())
+            "SELECT count(*) FROM messages WHERE conversation_id = :c AND source = :s"),
+            {"c": participant.conversation_id, "s": source})).scalar_one())
 
 
 class TestInboundSms:
@@ -207,6 +207,25 @@ class TestReplies:
         notice = await eventually(
             lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
         assert "30003" in notice[0]
+
+
+    async def test_a_repeated_failure_callback_tells_the_wallets_once(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.sim.inject(Fault.undelivered(30003, to=PHONE))
+        bridge.wallet_says(group, ALICE, "lost in the network")
+        await eventually(
+            lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
+        [failure] = [c for c in bridge.sim.callbacks if c.form["MessageStatus"] == "undelivered"]
+        notices = await _count_messages(bridge, "system")
+        for _ in range(2):  # Twilio retries a callback it thinks was not received
+            status, _body = await post_form(failure.url, dict(failure.form), {
+                "X-Twilio-Signature": bridge.sim.signature_for(failure.url, failure.form)})
+            assert status < 300
+        assert await _count_messages(bridge, "system") == notices  # recorded in the handler
+        await asyncio.sleep(0.3)  # and none went out meanwhile
+        assert len([t for t in bridge.sent_to(group) if t.startswith("Not delivered")]) == 1
 
 
 class TestCompliance:

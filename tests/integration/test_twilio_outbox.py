@@ -284,6 +284,25 @@ class TestUnknownOutcomes:
         assert len(gateway.sim.inbox(PHONE)) == 1
         assert (await gateway.delivery(delivery)).state.rank >= DeliveryState.SENT.rank
 
+    @pytest.mark.parametrize("store_url", [
+        "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True)
+    async def test_a_repeated_text_is_not_taken_for_the_earlier_one(
+        self, gateway: Gateway, store_url: str,
+    ) -> None:
+        first = await gateway.text_to_phone("ok")
+        outbox = gateway.outbox()
+        await outbox.run_once()
+        second = await gateway.text_to_phone("ok")
+        gateway.sim.inject(Fault.drop(create=False))  # the second "ok" never reached Twilio
+        await outbox.run_once()
+        await outbox.reconcile_once()
+        assert (await gateway.delivery(second)).state is DeliveryState.PENDING
+        await outbox.run_once()
+        received = gateway.sim.inbox(PHONE)
+        assert [r.body for r in received] == ["ok", "ok"]
+        assert [(await gateway.delivery(d)).provider_id for d in (first, second)] == \
+            [r.sid for r in received]
+
     async def test_a_worker_stopped_between_claim_and_send_resumes_without_a_duplicate(
         self, gateway: Gateway,
     ) -> None:

@@ -75,7 +75,7 @@ async def phone(sim: TwilioSimulator) -> AsyncIterator[TwilioPhoneNetwork]:
 
 def text(body: str | None = "hello", *, to: PhoneNumber = PHONE,
          channel: Channel = Channel.SMS, **extra: object) -> OutboundText:
-    return OutboundText(to=to, from_=OUR_NUMBER, channel=channel, body=body, **extra)  # type: ignore[arg-type]
+    return OutboundText(to=to, from_=OUR_NUMBER, channel=channel, body=body, **extra)
 
 
 class TestSending:
@@ -265,6 +265,21 @@ class TestFindSent:
         assert await phone.find_sent(to=PHONE, from_=OUR_NUMBER, channel=Channel.SMS,
                                      sent_after=datetime.now(UTC) + timedelta(seconds=2),
                                      body="first") is None
+
+    async def test_sids_to_skip_are_passed_over_for_the_next_equal_text(
+        self, phone: TwilioPhoneNetwork,
+    ) -> None:
+        since = datetime.now(UTC) - timedelta(minutes=1)
+        first = await phone.send(text("ok"))
+        second = await phone.send(text("ok"))
+        lookup = {"to": PHONE, "from_": OUR_NUMBER, "channel": Channel.SMS,
+                  "sent_after": since, "body": "ok"}
+        found = await phone.find_sent(**lookup)
+        assert found is not None and found.provider_id == first.provider_id
+        found = await phone.find_sent(**lookup, skip={first.provider_id})
+        assert found is not None and found.provider_id == second.provider_id
+        assert await phone.find_sent(
+            **lookup, skip={first.provider_id, second.provider_id}) is None
 
     async def test_a_queued_message_without_a_sent_date_is_found(
         self, sim: TwilioSimulator, phone: TwilioPhoneNetwork,

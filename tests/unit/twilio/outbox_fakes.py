@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +34,7 @@ from gateway.domain.models import (
     Participant,
 )
 from gateway.domain.ports import OutboundText, SentText
+from gateway.errors import LeaseLost
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PHONE = PhoneNumber("+14155550123")
@@ -90,6 +91,7 @@ class FakeStore:
     rows: dict[str, Row] = field(default_factory=dict)
     contacts: dict[tuple[str, str], Contact] = field(default_factory=dict)
     writes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    dropped: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # lease lost
     fail_next_write: Exception | None = None
 
     def add(self, job: DeliveryJob) -> DeliveryJob:
@@ -117,12 +119,17 @@ class FakeTx:
     def __init__(self, store: FakeStore) -> None:
         self.s = store
 
-    def _write(self, method: str, delivery_id: str, **kwargs: Any) -> Row:
+    def _write(self, method: str, delivery_id: str, *, lease: datetime | None = None,
+               **kwargs: Any) -> Row:
         if self.s.fail_next_write is not None:
             exc, self.s.fail_next_write = self.s.fail_next_write, None
             raise exc
+        row = self.s.rows[delivery_id]
+        if lease is not None and row.lease_until != lease:
+            self.s.dropped.append((method, delivery_id, kwargs))
+            raise LeaseLost(delivery_id)
         self.s.writes.append((method, delivery_id, kwargs))
-        return self.s.rows[delivery_id]
+        return row
 
     async def claim_deliveries(self, channels: Sequence[Channel], *, now: datetime,
                                lease_until: datetime, limit: int) -> list[DeliveryJob]:
@@ -161,17 +168,25 @@ class FakeTx:
                    and (address is None or r.job.target.address == address)
                    and (rule is None or r.job.conversation.rule == rule))
 
+    async def provider_ids_sent_to(self, address: PhoneNumber, proxy_address: PhoneNumber, *,
+                                   since: datetime, besides: DeliveryId) -> set[str]:
+        return {r.delivery.provider_id for r in self.s.rows.values()
+                if r.delivery.provider_id is not None and r.delivery.id != besides
+                and (r.job.target.address, r.job.target.proxy_address) == (address, proxy_address)
+                and r.delivery.updated_at >= since}
+
     async def mark_sent(self, delivery_id: DeliveryId, *, provider_id: str,
-                        now: datetime) -> Delivery:
-        row = self._write("mark_sent", delivery_id, provider_id=provider_id)
+                        now: datetime, lease: datetime | None = None) -> Delivery:
+        row = self._write("mark_sent", delivery_id, lease=lease, provider_id=provider_id)
         row.update(state=DeliveryState.SENT, provider_id=provider_id, updated_at=now)
         row.lease_until = None
         return row.delivery
 
     async def mark_retry(self, delivery_id: DeliveryId, *, next_attempt_at: datetime,
                          error_code: int | None, error_message: str | None,
-                         now: datetime) -> Delivery:
-        row = self._write("mark_retry", delivery_id, next_attempt_at=next_attempt_at,
+                         now: datetime, lease: datetime | None = None) -> Delivery:
+        row = self._write("mark_retry", delivery_id, lease=lease,
+                          next_attempt_at=next_attempt_at,
                           error_code=error_code, error_message=error_message, now=now)
         row.update(state=DeliveryState.PENDING, next_attempt_at=next_attempt_at,
                    error_code=error_code, error_message=error_message, updated_at=now)
@@ -179,16 +194,18 @@ class FakeTx:
         return row.delivery
 
     async def mark_failed(self, delivery_id: DeliveryId, *, error_code: int | None,
-                          error_message: str | None, now: datetime) -> Delivery:
-        row = self._write("mark_failed", delivery_id, error_code=error_code,
+                          error_message: str | None, now: datetime,
+                          lease: datetime | None = None) -> Delivery:
+        row = self._write("mark_failed", delivery_id, lease=lease, error_code=error_code,
                           error_message=error_message)
         row.update(state=DeliveryState.FAILED, error_code=error_code,
                    error_message=error_message, next_attempt_at=None, updated_at=now)
         row.lease_until = None
         return row.delivery
 
-    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime) -> Delivery:
-        row = self._write("mark_unknown", delivery_id)
+    async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
+                           lease: datetime | None = None) -> Delivery:
+        row = self._write("mark_unknown", delivery_id, lease=lease)
         row.update(state=DeliveryState.UNKNOWN, next_attempt_at=None, updated_at=now)
         row.lease_until = None
         return row.delivery
@@ -234,12 +251,14 @@ class FakePhone:
         return SentText(provider_id=self.accept_silently(text), status="queued")
 
     async def find_sent(self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel,
-                        sent_after: datetime, body: str | None) -> SentText | None:
+                        sent_after: datetime, body: str | None,
+                        skip: Collection[str] = frozenset()) -> SentText | None:
         self.lookups.append({"to": to, "from_": from_, "channel": channel,
-                             "sent_after": sent_after, "body": body})
+                             "sent_after": sent_after, "body": body, "skip": set(skip)})
         for accepted in self.accepted:
             t = accepted.text
             if (t.to, t.from_, t.channel) == (to, from_, channel) \
+                    and accepted.sid not in skip \
                     and accepted.created_at >= sent_after \
                     and (body is None or t.body == body):
                 return SentText(provider_id=accepted.sid, status="sent")

@@ -316,6 +316,21 @@ class TestUnknownOutcome:
         await world.outbox.run_once()
         assert len(world.phone.attempts) == 1
 
+    async def test_reconcile_does_not_take_an_earlier_identical_text_for_this_one(
+        self, world: World,
+    ) -> None:
+        first, second = world.job(body="ok"), world.job(body="ok")
+        world.phone.script = [None, UnknownOutcomeError("timeout")]
+        await world.outbox.run_once()
+        [earlier] = world.phone.accepted
+        assert world.store.state(first).provider_id == earlier.sid
+        await world.outbox.reconcile_once()
+        assert world.phone.lookups[0]["skip"] == {earlier.sid}
+        assert world.store.state(second).state is DeliveryState.PENDING
+        await world.outbox.run_once()
+        assert world.phone.bodies == ["Alice: ok", "Alice: ok"]
+        assert world.store.state(second).provider_id == world.phone.accepted[1].sid
+
     async def test_reconcile_sends_again_only_what_did_not_go_out(self, world: World) -> None:
         job = world.job()
         world.phone.script = [UnknownOutcomeError("timeout")]
@@ -365,6 +380,35 @@ class TestUnknownOutcome:
         await world.outbox.run_once()
         assert len(world.phone.accepted) == 1
         assert world.store.state(job).state is DeliveryState.SENT
+
+
+class TestLateResults:
+    async def test_a_worker_past_its_lease_does_not_overwrite_the_rows_new_owner(
+        self, world: World,
+    ) -> None:
+        job = world.job()
+        world.phone.delay = 0.2  # the first worker stalls in its send...
+        # sends pop their outcome as they end: the second worker's ends first
+        world.phone.script = [None, PermanentSendError("refused late", provider_code=21610)]
+        stalled = asyncio.create_task(world.outbox.run_once())
+        for _ in range(100):
+            if world.phone.attempts:
+                break
+            await asyncio.sleep(0.01)
+        later(world.clock, FAST.lease + 1)  # ...until its lease has run out
+        world.phone.delay = 0.0
+        other = PhoneOutbox(  # another process on the same outbox
+            world.store, world.phone, world.clock, FAST, status_callback_url=CALLBACK,
+            policy_for=lambda rule: OutboundPolicy(), render=lambda job: job.message.body or "",
+            on_failed=world.on_failed)
+        assert await other.reconcile_once() == 1  # taken over: not found, pending again
+        assert await other.run_once() == 1  # and sent by the other worker
+        await stalled
+        state = world.store.state(job)
+        assert (state.state, state.provider_id) == (DeliveryState.SENT, world.phone.accepted[0].sid)
+        assert [method for method, _, _ in world.store.dropped] == ["mark_failed"]
+        assert world.failed == [], "the wallet is not told of a failure that was not final"
+        assert "late" in [outcome for outcome, _ in world.observed]
 
 
 class TestLongBodies:
