@@ -333,13 +333,18 @@ class Relay:
             change = await tx.record_status(
                 provider_id, state, error_code=error_code, error_message=error_message,
                 now=self._clock.now())
-            if change is None:
-                return None
+            if change is None or not change.moved:  # kept for later, or nothing new
+                return change.delivery if change else None
             delivery = change.delivery
-            job = await load_job(tx, delivery)
-            await tx.add_event("delivery.updated", conversation_id=job.conversation.id,
+            failed = state in FAILURE_STATES and delivery.state is state
+            # Status callbacks come two or three per text: the whole job is loaded only
+            # for the failure notice, the event needs just the conversation.
+            job = await load_job(tx, delivery) if failed else None
+            message = job.message if job else await tx.get_message(delivery.message_id)
+            assert message is not None, delivery.id
+            await tx.add_event("delivery.updated", conversation_id=message.conversation_id,
                                data=delivery_event(delivery), now=self._clock.now())
-        if state in FAILURE_STATES and change.moved and delivery.state is state:
+        if job is not None:
             await self.delivery_failed(job, error_code, error_message or f"message {state}")
         return delivery
 

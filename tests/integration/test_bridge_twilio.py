@@ -37,6 +37,13 @@ async def bridge(tmp_path: Path):
         yield bridge
 
 
+async def _count_events(bridge: Bridge, kind: str) -> int:
+    engine = bridge.store.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        return int((await conn.execute(sa.text(
+            "SELECT count(*) FROM events WHERE type = :t"), {"t": kind})).scalar_one())
+
+
 async def _count_messages(bridge: Bridge, source: str = "sms") -> int:
     async with bridge.store.transaction() as tx:
         participant = await tx.find_phone_participant(PHONE, SUPPORT)
@@ -219,11 +226,13 @@ class TestReplies:
             lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
         [failure] = [c for c in bridge.sim.callbacks if c.form["MessageStatus"] == "undelivered"]
         notices = await _count_messages(bridge, "system")
+        events = await _count_events(bridge, "delivery.updated")
         for _ in range(2):  # Twilio retries a callback it thinks was not received
             status, _body = await post_form(failure.url, dict(failure.form), {
                 "X-Twilio-Signature": bridge.sim.signature_for(failure.url, failure.form)})
             assert status < 300
         assert await _count_messages(bridge, "system") == notices  # recorded in the handler
+        assert await _count_events(bridge, "delivery.updated") == events, "nothing new"
         await asyncio.sleep(0.3)  # and none went out meanwhile
         assert len([t for t in bridge.sent_to(group) if t.startswith("Not delivered")]) == 1
 
