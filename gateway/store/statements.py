@@ -109,11 +109,24 @@ TAKE_EARLY_STATUS = (
 
 # Claiming: the due rows' ids (skipping rows another worker has locked, on PostgreSQL),
 # then the lease on exactly those.
+# One post into an XMTP group covers every wallet delivery of its message, so only the
+# first open XMTP delivery of a message is ever claimed (its siblings are marked with it):
+# two workers can never each claim a sibling and post the message twice.
+_sibling = deliveries.alias("sibling")
+_OPEN = [DeliveryState.PENDING.value, DeliveryState.SENDING.value,
+         DeliveryState.UNKNOWN.value]
+FIRST_OF_ITS_MESSAGE = sa.or_(
+    deliveries.c.channel != Channel.XMTP.value,
+    ~sa.exists().where(_sibling.c.message_id == deliveries.c.message_id,
+                       _sibling.c.channel == Channel.XMTP.value,
+                       _sibling.c.id < deliveries.c.id,
+                       _one_of(_sibling.c.state, _OPEN)))
 DUE_DELIVERIES = (
     sa.select(deliveries.c.id)
     .where(deliveries.c.state == sa.bindparam("state"),
            deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
-           deliveries.c.next_attempt_at <= sa.bindparam("now"))
+           deliveries.c.next_attempt_at <= sa.bindparam("now"),
+           FIRST_OF_ITS_MESSAGE)
     .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
     .limit(sa.bindparam("limit"))
     .with_for_update(skip_locked=True))

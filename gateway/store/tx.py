@@ -380,7 +380,8 @@ class SqlStoreTx:
                             deliveries.c.lease_until <= now)
         due = (sa.select(deliveries.c.id)
                .where(sa.or_(unknown, abandoned),
-                      deliveries.c.channel.in_([channel.value for channel in channels]))
+                      deliveries.c.channel.in_([channel.value for channel in channels]),
+                      statements.FIRST_OF_ITS_MESSAGE)
                .order_by(deliveries.c.updated_at, deliveries.c.id)
                .limit(limit)
                .with_for_update(skip_locked=True))

@@ -81,16 +81,18 @@ class TestOutbox:
                 on.conversation.id, Channel.XMTP, identity=OTHER_WALLET), now=NOW)
             notice = await tx.add_message(NewMessage(
                 on.conversation.id, None, "a notice", MessageSource.SYSTEM), now=NOW)
+            earlier = await tx.add_message(NewMessage(
+                on.conversation.id, None, "an earlier notice", MessageSource.SYSTEM), now=NOW)
             to_wallet = await tx.add_delivery(notice.id, on.wallet.id, Channel.XMTP, now=NOW,
                                               not_before=NOW - timedelta(seconds=1))
-            to_other = await tx.add_delivery(notice.id, other.id, Channel.XMTP, now=NOW,
+            to_other = await tx.add_delivery(earlier.id, other.id, Channel.XMTP, now=NOW,
                                              not_before=NOW - timedelta(seconds=2))
             text, to_phone = await wallet_text(tx, on)
             jobs = await tx.claim_deliveries([Channel.SMS, Channel.XMTP], now=NOW,
                                              lease_until=LEASE, limit=10)
         assert [job.delivery.id for job in jobs] == [to_other.id, to_wallet.id, to_phone.id]
         assert [job.target for job in jobs] == [other, on.wallet, on.phone]
-        assert [job.message for job in jobs] == [notice, notice, text]
+        assert [job.message for job in jobs] == [earlier, notice, text]
         assert [job.author for job in jobs] == [None, None, on.wallet]
         assert all(job.conversation.id == on.conversation.id for job in jobs)
 
@@ -186,6 +188,48 @@ class TestOutbox:
             # SKIP LOCKED lets both make progress at once; SQLite's file lock is not fair
             # between processes, so there one worker may legitimately drain everything
             assert first and second
+
+
+class TestSiblingWalletDeliveries:
+    """A message to a team of wallets has one XMTP delivery per wallet but one post."""
+
+    async def _team_message(self, store: SqlStore, on: Thread) -> list[DeliveryId]:
+        async with store.transaction() as tx:
+            other = await tx.add_participant(NewParticipant(
+                on.conversation.id, Channel.XMTP, identity=OTHER_WALLET), now=NOW)
+            message = await tx.add_message(NewMessage(
+                on.conversation.id, on.phone.id, "to the team", MessageSource.SMS,
+                external_id="SMteam"), now=NOW)
+            return [(await tx.add_delivery(message.id, wallet.id, Channel.XMTP, now=NOW)).id
+                    for wallet in (on.wallet, other)]
+
+    async def test_only_one_of_them_is_ever_claimed(
+            self, store: SqlStore, open_another: OpenStore, on: Thread) -> None:
+        first, second = await self._team_message(store, on)
+        other = await open_another()
+        async with store.transaction() as tx:  # one worker claims
+            jobs = await tx.claim_deliveries([Channel.XMTP], now=NOW, lease_until=LEASE,
+                                             limit=10)
+            assert [job.delivery.id for job in jobs] == [min(first, second)]
+            if store.dialect == "postgresql":  # and, while its claim is open, another tries
+                assert await claim(other, channels=(Channel.XMTP,)) == []
+        assert await claim(other, channels=(Channel.XMTP,)) == [], \
+            "the sibling is not another worker's to post"
+        async with store.transaction() as tx:  # its post is marked for both
+            await tx.mark_sent(first, provider_id="xmtp-1", now=NOW)
+            await tx.mark_sent(second, provider_id="xmtp-1", now=NOW)
+        assert await claim(store, channels=(Channel.XMTP,)) == []
+
+    async def test_only_one_of_them_is_reconciled_after_a_lease_runs_out(
+            self, store: SqlStore, on: Thread) -> None:
+        first, second = await self._team_message(store, on)
+        async with store.transaction() as tx:  # born claimed, both, by a worker that died
+            for delivery in await tx.list_deliveries((await tx.get_delivery(first)).message_id):  # type: ignore[union-attr]
+                await tx.mark_unknown(delivery.id, now=NOW)
+            jobs = await tx.claim_reconcilable([Channel.XMTP], now=LATER,
+                                               lease_until=LATER + timedelta(seconds=30),
+                                               limit=10)
+        assert [job.delivery.id for job in jobs] == [min(first, second)]
 
 
 class TestStatusCallbacks:
