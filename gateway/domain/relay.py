@@ -301,7 +301,7 @@ class Relay:
                 phone=", ".join(_pretty(p.address) for p in phones if p.address) or "the phone",
                 kind=chat.content_type), woken, now)
         else:
-            await self._deliver(tx, conversation, message, woken, now)
+            await self._deliver(tx, conversation, message, woken, now, participants)
         return Outcome.RECORDED
 
     # ---- notices ------------------------------------------------------------------------
@@ -381,14 +381,15 @@ class Relay:
                 await self._add_delivery(tx, conversation, message, p, None, woken, now)
 
     async def _deliver(self, tx: StoreTx, conversation: Conversation, message: Message,
-                       woken: _Wake, now: datetime) -> None:
+                       woken: _Wake, now: datetime,
+                       participants: Sequence[Participant] | None = None) -> None:
         """The transactional outbox: a delivery to every participant the message must
-        reach, in the transaction that records it."""
-        participants = await tx.list_participants(conversation.id)
+        reach, in the transaction that records it. ``participants``: the conversation's,
+        those who left included (the author may be one), when the caller has them."""
+        if participants is None:
+            participants = await tx.list_participants(conversation.id, include_left=True)
         author = next((p for p in participants if p.id == message.author), None)
-        if author is None and message.author is not None:  # a wallet that has left since
-            author = await tx.get_participant(message.author)
-        for target in delivery_targets(message, participants):
+        for target in delivery_targets(message, participants):  # current ones only
             await self._add_delivery(tx, conversation, message, target, author, woken, now)
         await tx.add_event("message.added", conversation_id=message.conversation_id,
                            data={"message_id": message.id, "index": message.index}, now=now)
