@@ -69,6 +69,11 @@ class DeliveryState(enum.StrEnum):
         return self in {DeliveryState.DELIVERED, DeliveryState.READ,
                         DeliveryState.UNDELIVERED, DeliveryState.FAILED}
 
+    @property
+    def is_failure(self) -> bool:
+        """It did not reach its target, for good (the author's side is told)."""
+        return self in {DeliveryState.UNDELIVERED, DeliveryState.FAILED}
+
 
 _DELIVERY_RANK = {
     DeliveryState.PENDING: 0,

@@ -336,7 +336,7 @@ class Relay:
             if change is None or not change.moved:  # kept for later, or nothing new
                 return change.delivery if change else None
             delivery = change.delivery
-            failed = state in FAILURE_STATES and delivery.state is state
+            failed = state.is_failure and delivery.state is state
             # Status callbacks come two or three per text: the whole job is loaded only
             # for the failure notice, the event needs just the conversation.
             job = await load_job(tx, delivery) if failed else None
@@ -437,9 +437,6 @@ class Relay:
         parts = [job.message.body] if job.message.body else []
         parts += [f"[{m.content_type or 'media'}] {m.url}" for m in job.message.media]
         return "\n".join(parts)
-
-
-FAILURE_STATES = frozenset({DeliveryState.FAILED, DeliveryState.UNDELIVERED})
 
 
 async def load_job(tx: StoreTx, delivery: Delivery) -> DeliveryJob:

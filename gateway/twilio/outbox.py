@@ -55,7 +55,7 @@ from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
 from gateway.domain.ids import PhoneNumber
-from gateway.domain.models import Channel, DeliveryJob, Participant
+from gateway.domain.models import Channel, Delivery, DeliveryJob, DeliveryState, Participant
 from gateway.domain.phones import mask
 from gateway.domain.policy import (
     OutboundDecision,
@@ -66,6 +66,7 @@ from gateway.domain.policy import (
     decide_outbound,
 )
 from gateway.domain.ports import OutboundText, PhoneNetwork, Store, StoreTx
+from gateway.domain.relay import delivery_event
 from gateway.errors import (
     LeaseLost,
     PermanentSendError,
@@ -380,11 +381,7 @@ class PhoneOutbox:
                 return
             last_sid = sent.provider_id
         assert last_sid is not None
-        sid = last_sid
-        if await self._write_result(claimed, lambda tx: tx.mark_sent(
-                job.delivery.id, provider_id=sid, now=self._clock.now(),
-                lease=claimed.lease_until)):
-            self._observe("sent", job)
+        await self._sent(claimed, last_sid)
 
     def _fits_lease(self, claimed: _Claimed, wait: float) -> bool:
         """Whether a send that starts after ``wait`` seconds ends well inside the lease."""
@@ -488,23 +485,17 @@ class PhoneOutbox:
                              f"gave up after {job.delivery.attempts} attempts without an "
                              "answer from the provider", outcome="failed")
             return
+        if provider_id is not None:
+            log.info("delivery %s reconciled: found", job.delivery.id)
+            await self._sent(claimed, provider_id)
+            return
         now = self._clock.now()
-
-        async def settle(tx: StoreTx) -> object:
-            if provider_id is not None:
-                return await tx.mark_sent(job.delivery.id, provider_id=provider_id, now=now,
-                                          lease=claimed.lease_until)
-            return await tx.mark_retry(
+        if await self._write_result(claimed, lambda tx: tx.mark_retry(
                 job.delivery.id, next_attempt_at=now, error_code=None,
                 error_message="not found at the provider; sending again", now=now,
-                lease=claimed.lease_until)
-
-        if not await self._write_result(claimed, settle):
-            return
-        log.info("delivery %s reconciled: %s", job.delivery.id,
-                 "found" if provider_id else "not sent, pending again")
-        self._observe("sent" if provider_id else "retry", job)
-        if provider_id is None:
+                lease=claimed.lease_until)):
+            log.info("delivery %s reconciled: not sent, pending again", job.delivery.id)
+            self._observe("retry", job)
             self.wake()
 
     # --- outcomes -------------------------------------------------------------------------
@@ -533,6 +524,32 @@ class PhoneOutbox:
                 error_code=code, error_message=reason, now=now, lease=claimed.lease_until)):
             self._observe("retry", job)
 
+    async def _sent(self, claimed: _Claimed, provider_id: str) -> None:
+        """Records the provider id. A status callback that came before it (the store kept
+        it) is applied there: its event is written now, and a failure is told to the
+        author's side as any other."""
+        job = claimed.job
+        now = self._clock.now()
+
+        async def write(tx: StoreTx) -> Delivery:
+            delivery = await tx.mark_sent(job.delivery.id, provider_id=provider_id, now=now,
+                                          lease=claimed.lease_until)
+            if delivery.state is not DeliveryState.SENT:  # the callback's news is out now
+                await tx.add_event("delivery.updated", conversation_id=job.conversation.id,
+                                   data=delivery_event(delivery), now=now)
+            return delivery
+
+        delivery = await self._write_result(claimed, write)
+        if delivery is None:
+            return
+        self._observe("sent", job)
+        if delivery.state.is_failure:
+            log.warning("delivery %s to %s %s before its send returned (code %s)",
+                        job.delivery.id, mask(job.target.address or ""),
+                        delivery.state.value, delivery.error_code)
+            await self._on_failed(job, delivery.error_code,
+                                  delivery.error_message or f"message {delivery.state.value}")
+
     async def _fail(self, claimed: _Claimed, code: int | None, reason: str, *,
                     outcome: str) -> None:
         job = claimed.job
@@ -545,18 +562,17 @@ class PhoneOutbox:
             await self._on_failed(job, code, reason)
 
     async def _write_result(self, claimed: _Claimed,
-                            write: Callable[[StoreTx], Awaitable[object]]) -> bool:
-        """Writes a delivery's result under the lease it was claimed with; False when the
+                            write: Callable[[StoreTx], Awaitable[Delivery]]) -> Delivery | None:
+        """Writes a delivery's result under the lease it was claimed with; None when the
         lease was lost meanwhile and the result dropped (the row's new owner settles it)."""
         try:
             async with self._store.transaction() as tx:
-                await write(tx)
+                return await write(tx)
         except LeaseLost:
             log.warning("delivery %s: result came after the lease ran out; dropped, the "
                         "delivery's new owner settles it", claimed.job.delivery.id)
             self._observe("late", claimed.job)
-            return False
-        return True
+            return None
 
     def _observe_error(self) -> None:
         if self._observer is not None:
@@ -572,9 +588,10 @@ def _addressable(job: DeliveryJob) -> bool:
     return job.target.address is not None and job.target.proxy_address is not None
 
 
-async def _hand_back(tx: StoreTx, claimed: _Claimed, *, due: datetime, now: datetime) -> None:
+async def _hand_back(tx: StoreTx, claimed: _Claimed, *, due: datetime,
+                     now: datetime) -> Delivery:
     """Back to pending without having tried: the last real error stays on the row."""
     delivery = claimed.job.delivery
-    await tx.mark_retry(delivery.id, next_attempt_at=due, error_code=delivery.error_code,
+    return await tx.mark_retry(delivery.id, next_attempt_at=due, error_code=delivery.error_code,
                         error_message=delivery.error_message, now=now,
                         lease=claimed.lease_until)

@@ -5,6 +5,7 @@ The chat side is a recording fake here (tests/e2e runs real libxmtp wallets)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -178,6 +179,30 @@ class TestReplies:
             await asyncio.sleep(0.02)
         assert await state() is DeliveryState.DELIVERED
 
+    async def test_callbacks_that_beat_the_send_response_still_write_their_event(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        engine = bridge.store.engine  # type: ignore[attr-defined]
+
+        async def states_since(last: int) -> list[str]:
+            async with engine.connect() as conn:
+                found = (await conn.execute(sa.text(
+                    "SELECT data FROM events WHERE type = 'delivery.updated' AND id > :n"
+                    " ORDER BY id"), {"n": last})).scalars()
+                return [(json.loads(d) if isinstance(d, str) else d)["state"] for d in found]
+
+        async with engine.connect() as conn:
+            last = (await conn.execute(sa.text("SELECT max(id) FROM events"))).scalar_one()
+        bridge.sim.inject(Fault.early_callbacks(to=PHONE))
+        bridge.wallet_says(group, ALICE, "quick")
+        await eventually(lambda: bridge.sim.inbox(PHONE))
+        for _ in range(250):  # 5 s at most
+            if await states_since(last):
+                break
+            await asyncio.sleep(0.02)
+        assert await states_since(last) == ["delivered"]
+
     async def test_a_team_rule_sends_every_wallet_reply_with_its_label(
             self, bridge: Bridge) -> None:
         await bridge.text(PHONE, TEAM, "who is on call?")
@@ -215,6 +240,17 @@ class TestReplies:
             lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
         assert "30003" in notice[0]
 
+    async def test_a_failure_callback_that_beats_the_send_response_is_reported(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "hi")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
+        bridge.sim.inject(Fault.undelivered(30005, to=PHONE, early=True))
+        bridge.wallet_says(group, ALICE, "number gone")
+        notice = await eventually(
+            lambda: [t for t in bridge.sent_to(group) if t.startswith("Not delivered")])
+        assert "30005" in notice[0]
+        await asyncio.sleep(0.3)  # told once: by the send's result, not again later
+        assert len([t for t in bridge.sent_to(group) if t.startswith("Not delivered")]) == 1
 
     async def test_a_repeated_failure_callback_tells_the_wallets_once(
             self, bridge: Bridge) -> None:

@@ -23,6 +23,7 @@ class Fault:
     retry_after: float | None = None
     delay: float = 0.0
     create: bool = False  # whether the message still gets created (dropped/slow/garbled)
+    early: bool = False  # undelivered: its callbacks come before the create's own answer
 
     KINDS = ("rate_limited", "server_error", "slow", "drop", "garbled", "reject",
              "undelivered", "early_callbacks", "reordered_callbacks")
@@ -66,10 +67,12 @@ class Fault:
 
     @classmethod
     def undelivered(cls, code: int = 30003, *, final: str = "undelivered",
-                    to: str | None = None, times: int | None = 1) -> Fault:
+                    to: str | None = None, times: int | None = 1,
+                    early: bool = False) -> Fault:
         """Accepted, then a status callback with ``final`` (undelivered/failed) and
-        ``code``; the phone receives nothing."""
-        return cls("undelivered", to=to, times=times, code=code, message=final)
+        ``code``; the phone receives nothing. ``early``: the callbacks are sent (and
+        answered) before the create's own answer."""
+        return cls("undelivered", to=to, times=times, code=code, message=final, early=early)
 
     @classmethod
     def early_callbacks(cls, *, to: str | None = None, times: int | None = 1) -> Fault:
@@ -87,7 +90,8 @@ class Fault:
         kind = data.get("kind")
         if kind not in cls.KINDS:
             raise ValueError(f"kind must be one of {', '.join(cls.KINDS)}")
-        allowed = {"to", "times", "status", "code", "message", "retry_after", "delay", "create"}
+        allowed = {"to", "times", "status", "code", "message", "retry_after", "delay", "create",
+                   "early"}
         unknown = set(data) - allowed - {"kind"}
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")

@@ -240,7 +240,7 @@ class TwilioSimulator:
             await self._deliver_to_phone(message)
         attempt(kind or "created")
         callbacks = self._callbacks(message, failure, reordered=kind == "reordered_callbacks")
-        if fault and kind == "early_callbacks":
+        if fault and (kind == "early_callbacks" or fault.early):
             await callbacks
         else:
             self._spawn(callbacks)
