@@ -97,6 +97,35 @@ class TestKeyedSends:
         await wallet.sync_all()
         assert len(await wallet.conversation(group_id).messages()) == 1
 
+    async def test_a_send_that_died_between_prepare_and_log_is_posted_once(
+            self, devnode: DevNode, tmp_path: Path, make_client: MakeClient) -> None:
+        """libxmtp's prepare only stores the message: the publish intent is queued by
+        ``publish_stored``. A message prepared by a process that died before logging its
+        id is never published, so the retry's own copy is the only one the group gets."""
+        wallet = await make_client()
+        options = {"node_url": devnode.url, "private_key": GATEWAY_KEY,
+                   "db_path": tmp_path / "gw.db3", "encryption_key": DB_KEY}
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+
+        async def die_after_prepare() -> str:
+            return network._group(group_id).prepare_text("said once")
+
+        orphan = await network._thread.run(die_after_prepare())
+        await network.close()
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        try:
+            retried = await network.send(group_id, "said once", key="MSG1")
+            await network.send(group_id, "and then this", key="MSG2")
+            group = network._group(group_id)
+            await network._thread.run(group.sync())  # a sync publishes no orphan either
+        finally:
+            await network.close()
+        await wallet.sync_all()
+        messages = await wallet.conversation(group_id).messages()
+        assert [m.text for m in messages] == ["said once", "and then this"]
+        assert orphan != retried == messages[0].id
+
 
 class TestMessages:
     async def test_catch_up_from_the_marks_then_the_stream_without_own_messages(
