@@ -203,11 +203,9 @@ class Relay:
                             conversation.id, ConversationState.CLOSED, now=now)
                         existing = None
                 if existing is None:
+                    # No greeting: a dial rule's is what a phone that named nobody is told.
                     conversation, existing = await self._open_conversation(
                         tx, rule, text, [dial.wallet], now)
-                    if rule.greeting:
-                        await self._notice_to_phone(
-                            tx, conversation, existing, rule.greeting, woken, now)
                 if not body and not text.media:
                     return Outcome.RECORDED
             elif existing is None:

@@ -61,7 +61,8 @@ def bridge_config(tmp: Path, *, port: int, sim_url: str, **overrides: Any) -> Ga
         "rules": [
             {"name": "support", "proxy": SUPPORT, "channels": ["sms", "whatsapp"],
              "wallets": ["alice"], "help": "Support line. Reply STOP to opt out."},
-            {"name": "dial", "proxy": DIAL, "mode": "dial"},
+            {"name": "dial", "proxy": DIAL, "mode": "dial",
+             "greeting": "Which wallet? Start with its 0x address or a name."},
             {"name": "team", "proxy": TEAM, "wallets": ["alice", "bob", "carol"]},
         ],
     }

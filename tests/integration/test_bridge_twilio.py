@@ -339,8 +339,19 @@ class TestDialMode:
             self, bridge: Bridge) -> None:
         await bridge.text(PHONE, DIAL, "hello?")
         received = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
-        assert "wallet" in received[0].body
+        assert [r.body for r in received] == [
+            "Which wallet? Start with its 0x address or a name."]  # the rule's greeting
         assert bridge.chat.groups == {}
+
+    async def test_a_text_that_names_a_wallet_is_not_asked_which_one(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, DIAL, "bob: hi bob")
+        group = await eventually(lambda: bridge.chat.groups and bridge.group_of(BOB))
+        await eventually(lambda: bridge.sent_to(group) == ["hi bob"])
+        bridge.wallet_says(group, BOB, "hello from bob")
+        await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        await asyncio.sleep(0.3)  # a greeting would have arrived by now
+        assert [r.body for r in bridge.sim.inbox(PHONE)] == ["bob: hello from bob"]
 
     async def test_a_wallet_not_on_xmtp_is_refused_and_the_phone_told(
             self, bridge: Bridge) -> None:
