@@ -393,14 +393,14 @@ class PhoneOutbox:
         assert target.address is not None and target.proxy_address is not None, \
             "phone deliveries target phone participants"
         now = self._clock.now()
+        policy = self._policy_for(job.conversation.rule)
         async with self._store.transaction() as tx:
             contact = await tx.get_contact(target.address, target.proxy_address)
-            to_phone, by_rule = ((await self._sent_before(tx, job, now)) if with_quotas
-                                 else (0, 0))
+            to_phone, by_rule = ((await self._sent_before(tx, job, policy, now))
+                                 if with_quotas else (0, 0))
         return decide_outbound(
-            policy=self._policy_for(job.conversation.rule), channel=target.channel,
-            contact=contact, sent_to_phone_today=to_phone, sent_by_rule_today=by_rule,
-            now=now)
+            policy=policy, channel=target.channel, contact=contact,
+            sent_to_phone_today=to_phone, sent_by_rule_today=by_rule, now=now)
 
     def _texts(self, job: DeliveryJob, decision: OutboundDecision) -> list[OutboundText]:
         """What the delivery becomes: one template message, or the rendered body in
@@ -421,18 +421,22 @@ class PhoneOutbox:
         return [replace(base, body=part, media_urls=media if i == 0 else ())
                 for i, part in enumerate(parts)]
 
-    async def _sent_before(self, tx: StoreTx, job: DeliveryJob, now: datetime) -> tuple[int, int]:
+    async def _sent_before(self, tx: StoreTx, job: DeliveryJob, policy: OutboundPolicy,
+                           now: datetime) -> tuple[int, int]:
         """Deliveries to this phone and by this rule in the last day that were created
-        before this one: the store counts everything created since a time, so the ones
-        created at or after this delivery are subtracted."""
+        before this one, each counted only when the policy limits it: the store counts
+        everything created since a time, so the ones created at or after this delivery
+        are subtracted."""
         since = now - DAY
         created = job.delivery.created_at
         address = job.target.address
-        to_phone = (await tx.count_outbound(since=since, address=address)
-                    - await tx.count_outbound(since=max(created, since), address=address))
+        to_phone = 0
+        if policy.per_phone_daily is not None:
+            to_phone = (await tx.count_outbound(since=since, address=address)
+                        - await tx.count_outbound(since=max(created, since), address=address))
         rule = job.conversation.rule
         by_rule = 0
-        if rule is not None:
+        if rule is not None and policy.per_rule_daily is not None:
             by_rule = (await tx.count_outbound(since=since, rule=rule)
                        - await tx.count_outbound(since=max(created, since), rule=rule))
         return max(to_phone, 0), max(by_rule, 0)
