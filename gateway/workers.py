@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
-from gateway.domain.ids import ConversationId, MessageId, WalletAddress
+from gateway.domain.ids import ConversationId, MessageId, ParticipantId, WalletAddress
 from gateway.domain.models import (
     Channel,
     Consent,
@@ -65,6 +65,7 @@ def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
 
 
 _OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.UNKNOWN)
+NOT_IN_GROUP = "the wallet is not in the conversation's group"
 
 
 @dataclass(slots=True)
@@ -262,14 +263,29 @@ class ChatDeliveryWorker:
         if not posted:
             return
         now = self._clock.now()
+        left_out = 0
         try:
             async with self._store.transaction() as tx:
+                gone: dict[ConversationId, set[ParticipantId]] = {}
                 for job, message_id in posted:
+                    if job.conversation.id not in gone:
+                        gone[job.conversation.id] = {
+                            p.id for p in await tx.list_participants(job.conversation.id,
+                                                                     include_left=True)
+                            if not p.active}
                     for delivery in await self._open_deliveries(tx, job):
-                        await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
+                        if delivery.participant_id in gone[job.conversation.id]:
+                            # not in the group the message was posted to
+                            await tx.mark_failed(delivery.id, error_code=None, now=now,
+                                                 error_message=NOT_IN_GROUP)
+                            left_out += 1
+                        else:
+                            await tx.mark_sent(delivery.id, provider_id=message_id, now=now)
         except BaseException:
             self._posted[:0] = posted
             raise
+        if left_out:
+            self._metrics.deliveries.labels(Channel.XMTP.value, "failed").inc(left_out)
         for job, _ in posted:
             self._metrics.deliveries.labels(Channel.XMTP.value, "sent").inc()
             self._metrics.delivery_latency.labels(Channel.XMTP.value).observe(
@@ -311,8 +327,8 @@ class ChatDeliveryWorker:
                 return conversation.xmtp_group_id
             members = [p.identity for p in await tx.list_participants(job.conversation.id)
                        if p.identity is not None]
-        group_id = await self._chat.create_group(name=job.conversation.friendly_name or "",
-                                                 members=members)
+        group_id, left_out = await self._create_group(job.conversation.friendly_name or "",
+                                                      members)
         try:
             async with self._store.transaction() as tx:
                 await tx.set_conversation_group(job.conversation.id, group_id)
@@ -325,7 +341,23 @@ class ChatDeliveryWorker:
                 raise
             log.info("conversation %s got its group elsewhere; using it", job.conversation.id)
             return conversation.xmtp_group_id
+        if left_out:  # once the group is the conversation's: the notices go into it
+            await self._relay.wallets_left_out(job.conversation.id, left_out)
         return group_id
+
+    async def _create_group(self, name: str, members: Sequence[WalletAddress],
+                            ) -> tuple[str, list[WalletAddress]]:
+        """The group with every member on XMTP; those who are not are left out (and
+        returned). Raises ``WalletNotReachable`` when none is."""
+        left_out: list[WalletAddress] = []
+        while True:
+            joining = [m for m in members if m not in left_out]
+            try:
+                return await self._chat.create_group(name=name, members=joining), left_out
+            except WalletNotReachable as exc:
+                if len(joining) <= 1 or WalletAddress(exc.wallet) not in joining:
+                    raise
+                left_out.append(WalletAddress(exc.wallet))
 
     async def _open_deliveries(self, tx: StoreTx, job: DeliveryJob) -> list[Delivery]:
         """This message's XMTP deliveries not yet done: one post into the group covers

@@ -17,8 +17,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.api.queries import ApiQueries
-from gateway.api.views import JSON, conversation_json, delivery_json, event_json, message_json
-from gateway.domain.ids import ConversationId, DeliveryId, MessageId
+from gateway.api.views import (
+    JSON,
+    conversation_json,
+    delivery_json,
+    event_json,
+    message_json,
+    participant_json,
+)
+from gateway.domain.ids import ConversationId, DeliveryId, MessageId, ParticipantId
 from gateway.domain.models import Event
 from gateway.domain.ports import Store, StoreTx
 from gateway.errors import StoreError
@@ -196,6 +203,8 @@ def _needs_store(event: Event) -> bool:
     """Events written without their resource (the relay writes ids only)."""
     if event.type in ("conversation.added", "conversation.updated"):
         return "conversation" not in event.data and event.conversation_id is not None
+    if event.type == "participant.removed":
+        return "participant" not in event.data and "participant_id" in event.data
     return (event.type == "delivery.updated" and "delivery" not in event.data
             and "delivery_id" in event.data)
 
@@ -206,6 +215,10 @@ async def _fill_in(tx: StoreTx, event: Event) -> JSON:
         delivery = await tx.get_delivery(DeliveryId(str(data["delivery_id"])))
         if delivery is not None:
             data["delivery"] = delivery_json(delivery)
+    elif event.type == "participant.removed":
+        participant = await tx.get_participant(ParticipantId(str(data["participant_id"])))
+        if participant is not None:
+            data["participant"] = participant_json(participant)
     elif event.conversation_id is not None:
         conversation = await tx.get_conversation(ConversationId(event.conversation_id))
         if conversation is not None:

@@ -361,6 +361,34 @@ class Relay:
                         "is not on XMTP.", woken, now)
         self._settle(woken)
 
+    async def wallets_left_out(self, conversation_id: ConversationId,
+                               wallets: Sequence[WalletAddress]) -> None:
+        """The conversation's group was made without these wallets, which are not on
+        XMTP: they leave the conversation, the phone is told, and so are the wallets
+        in the group."""
+        woken = _Wake()
+        async with self._store.transaction() as tx:
+            conversation = await _conversation(tx, conversation_id)
+            now = self._clock.now()
+            participants = await tx.list_participants(conversation.id)
+            for p in participants:
+                if p.identity in wallets:
+                    await tx.remove_participant(p.id, now=now)
+                    await tx.add_event("participant.removed", conversation_id=conversation.id,
+                                       data={"participant_id": p.id}, now=now)
+            names = ", ".join(short_address(w) for w in wallets)
+            one = len(wallets) == 1
+            for phone in participants:
+                if not phone.is_chat:
+                    await self._notice_to_phone(
+                        tx, conversation, phone,
+                        f"Sorry, {names} cannot receive messages: not on XMTP. The others "
+                        "in this conversation get your texts.", woken, now)
+            await self._notice_to_wallets(
+                tx, conversation, f"{names} {'is' if one else 'are'} not on XMTP and "
+                f"{'was' if one else 'were'} left out of this conversation.", woken, now)
+        self._settle(woken)
+
     async def _notice_to_phone(self, tx: StoreTx, conversation: Conversation,
                                phone: Participant, text: str, woken: _Wake,
                                now: datetime) -> None:

@@ -22,6 +22,8 @@ TEAM = "+15550100003"
 DIAL = "+15550100002"
 PHONE = "+15551230001"
 GROUP = "SMS · +1 555-123-0001"
+MIXED = "+15550100004"
+STRANGER = to_checksum_address("0x" + "ab" * 20)  # a wallet that is not on XMTP
 
 
 @pytest.fixture
@@ -32,6 +34,8 @@ async def bridge(tmp_path: Path) -> AsyncIterator[Bridge]:
         {"name": "dial", "proxy": DIAL, "channels": ["sms"], "mode": "dial"},
         {"name": "team", "proxy": TEAM, "channels": ["sms"], "mode": "fixed",
          "wallets": ["ann", "ben", "cat"]},
+        {"name": "mixed", "proxy": MIXED, "channels": ["sms"], "mode": "fixed",
+         "wallets": ["ann", STRANGER]},
     ]) as bridge:
         yield bridge
 
@@ -139,10 +143,21 @@ class TestContent:
 class TestUnreachableWallet:
     async def test_a_dialled_wallet_not_on_xmtp_is_refused_and_the_phone_told(
             self, bridge: Bridge) -> None:
-        stranger = to_checksum_address("0x" + "ab" * 20)
-        await bridge.phones.text(PHONE, DIAL, f"{stranger} hello?")
+        await bridge.phones.text(PHONE, DIAL, f"{STRANGER} hello?")
         bodies = await bridge.phones.wait_for(PHONE, contains("is not on XMTP"))
-        assert any(short_address(stranger) in b for b in bodies)
+        assert any(short_address(STRANGER) in b for b in bodies)
+
+    async def test_a_team_wallet_not_on_xmtp_is_left_out_and_the_others_carry_on(
+            self, bridge: Bridge) -> None:
+        ann = bridge.wallets["ann"]
+        await bridge.phones.text(PHONE, MIXED, "is anyone there?")
+        group = await ann.group_named(GROUP)
+        await ann.wait_for_texts(group, lambda t: "is anyone there?" in t
+                                 and contains("left out of this conversation")(t))
+        bodies = await bridge.phones.wait_for(PHONE, contains("not on XMTP"))
+        assert any(short_address(STRANGER) in b for b in bodies)
+        await group.send_text("ann here")
+        await bridge.phones.wait_for(PHONE, contains("ann here"))
 
 
 class TestConsent:

@@ -132,6 +132,24 @@ class TestLiveEvents:
         resp.close()
         assert event["type"] == "delivery.updated" and event["data"] == {"state": "delivered"}
 
+    async def test_a_participant_the_relay_removed_arrives_with_its_resource(self, api):
+        client, parts = api
+        cid = await activity(client)
+        resp = await client.get("/v1/events", headers=AUTH)
+        await asyncio.sleep(0.05)
+        async with parts.store.transaction() as tx:  # as the relay writes it: the id only
+            [wallet] = [p for p in await tx.list_participants(ConversationId(cid))
+                        if p.identity is not None]
+            await tx.remove_participant(wallet.id, now=datetime.now(UTC))
+            await tx.add_event("participant.removed", conversation_id=ConversationId(cid),
+                               data={"participant_id": wallet.id}, now=datetime.now(UTC))
+        (event,) = await read_events(resp, 1, within=3)
+        resp.close()
+        assert event["type"] == "participant.removed"
+        removed = event["data"]["participant"]
+        assert removed["id"] == wallet.id and removed["identity"] == wallet.identity
+        assert removed["left_at"] is not None
+
     async def test_a_hundred_subscribers_each_receive_every_event(self, api):
         client, _ = api
         # their own session: the test client's pool stops at 100 connections

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.domain.models import Consent, DeliveryState, MessageSource
+from gateway.domain.rules import short_address
 from gateway.testing.twilio_sim import Fault
 from tests.integration.bridge_harness import (
     ALICE,
@@ -212,6 +213,36 @@ class TestReplies:
         bridge.wallet_says(group, CAROL, "me too")
         received = await bridge.sim.wait_for_inbox(PHONE, 2, within=5)
         assert sorted(r.body for r in received) == ["bob: me", "carol: me too"]
+
+    async def test_a_team_wallet_not_on_xmtp_is_left_out_and_the_others_still_get_texts(
+            self, bridge: Bridge) -> None:
+        bridge.chat.reachable.discard(CAROL)
+        sid = "SM" + "7" * 32
+        await bridge.text(PHONE, TEAM, "anyone there?", sid=sid)
+        group = await eventually(lambda: bridge.chat.groups and next(iter(bridge.chat.groups)))
+        assert bridge.chat.groups[group].members == {ALICE, BOB}
+        await eventually(lambda: "anyone there?" in bridge.sent_to(group))
+        notice = await eventually(lambda: [t for t in bridge.sent_to(group) if "left out" in t])
+        assert notice == [f"{short_address(CAROL)} is not on XMTP and was left out of this "
+                          "conversation."]
+        [told] = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert "not on XMTP" in told.body and short_address(CAROL) in told.body
+        await bridge.text(PHONE, TEAM, "second text")
+        await eventually(lambda: "second text" in bridge.sent_to(group))
+        bridge.wallet_says(group, BOB, "on it")
+        await bridge.sim.wait_for_inbox(PHONE, 2, within=5)
+        async with bridge.store.transaction() as tx:
+            phone = await tx.find_phone_participant(PHONE, TEAM)
+            assert phone is not None
+            wallets = {p.identity: p for p in await tx.list_participants(
+                phone.conversation_id, include_left=True) if p.identity}
+            first = await tx.find_message(MessageSource.SMS, sid)
+            assert first is not None
+            states = {d.participant_id: d.state for d in await tx.list_deliveries(first.id)}
+        assert not wallets[CAROL].active and wallets[ALICE].active and wallets[BOB].active
+        assert states == {wallets[ALICE].id: DeliveryState.SENT,
+                          wallets[BOB].id: DeliveryState.SENT,
+                          wallets[CAROL].id: DeliveryState.FAILED}
 
     async def test_a_non_text_wallet_message_gets_a_notice_back(self, bridge: Bridge) -> None:
         await bridge.text(PHONE, SUPPORT, "hi")
