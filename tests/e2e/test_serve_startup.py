@@ -165,3 +165,15 @@ class TestADataDirInUse:
         assert setup.started() == []
         with contextlib.closing(socket.socket()) as probe:  # the port was never bound
             assert probe.connect_ex(("127.0.0.1", setup.port)) != 0
+
+    def test_stops_the_demo_too_before_it_starts_anything(self, setup: Setup) -> None:
+        setup.data_dir.mkdir(parents=True)
+        with exclusive_data_dir(setup.data_dir):
+            result = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "gateway", "demo", "--script", "--config",
+                 str(setup.config)], cwd=ROOT, env=setup.env(), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, timeout=60, check=False)
+        assert result.returncode == 1, result.stdout
+        assert one_line(result.stdout).startswith(
+            f"gateway demo: another gateway is using {setup.data_dir} (pid {os.getpid()})")
+        assert setup.started() == []
