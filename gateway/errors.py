@@ -44,6 +44,12 @@ class DataDirInUse(GatewayError):
                          "this one its own data_dir (GATEWAY_DATA_DIR in the default config)")
 
 
+class CannotListen(GatewayError):
+    """The server's address is taken or cannot be bound."""
+
+    code = "cannot_listen"
+
+
 # --- input ---------------------------------------------------------------------------
 
 

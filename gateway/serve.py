@@ -19,16 +19,12 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.config_report import load_for_command
 from gateway.data_dir import exclusive_data_dir
-from gateway.errors import GatewayError
+from gateway.errors import CannotListen, GatewayError
 from gateway.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
 BACKLOG = 128  # aiohttp's default
-
-
-class CannotListen(GatewayError):
-    code = "cannot_listen"
 
 
 def run(args: argparse.Namespace) -> int:
