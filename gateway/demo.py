@@ -7,10 +7,16 @@ Twilio simulator, SQLite under ./data). The wallet is a real libxmtp client hold
 reuse its installation); the phone is the simulator's, texting through signed webhooks
 and receiving what the gateway sends to it.
 
-Interactive: ``p hello`` texts from the phone (to the current number; ``to +1555…``
-switches), ``w thanks`` replies from the wallet in the last conversation it saw, ``q``
-quits. ``--script`` runs phone → wallet, wallet → phone, dial mode, STOP then START,
-prints the transcript and exits 0 only if every step arrived in time.
+Interactive: ``p hello`` texts from the phone (to the current number; ``to dial`` or
+``to +1555…`` switches to another number a rule serves), ``w thanks`` replies from the
+wallet in the last conversation it saw, ``q`` quits. ``--script`` runs phone → wallet,
+wallet → phone, dial mode, STOP then START, prints the transcript and exits 0 only if
+every step arrived in time.
+
+The terminal shows the transcript only: the gateway's own log goes to
+``<data_dir>/demo.log`` (one run's worth), as the banner says. The data directory is
+claimed for the run like ``gateway serve`` claims it, so a demo beside a running
+gateway on the same directory stops at once and says why.
 """
 
 from __future__ import annotations
@@ -26,15 +32,17 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
 from gateway.app import SIMULATOR, create_app
 from gateway.config import GatewayConfig
 from gateway.config_report import load_for_command
-from gateway.domain.rules import RuleMode
+from gateway.data_dir import exclusive_data_dir
+from gateway.domain.rules import Rule, RuleMode
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.testing.twilio_sim import TwilioSimulator
@@ -44,6 +52,7 @@ log = logging.getLogger(__name__)
 
 DEMO_PHONE = "+15550123456"
 STEP_SECONDS = 30.0  # each scripted step must arrive within this
+LOG_FILE = "demo.log"  # under the data directory
 
 
 def run(args: argparse.Namespace) -> int:
@@ -56,11 +65,28 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         print(f"gateway demo: {problem}", file=sys.stderr)
         return 1
-    setup_logging("plain", "WARNING", secrets=config.secret_values())
     try:
-        return asyncio.run(_main(config, script=args.script))
+        with exclusive_data_dir(config.data_dir), _logging_to(config.data_dir / LOG_FILE,
+                                                               config):
+            return asyncio.run(_main(config, script=args.script))
+    except GatewayError as exc:
+        print(f"gateway demo: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path, config: GatewayConfig) -> Iterator[None]:
+    """The gateway's log in a file, so the terminal shows only the transcript (a STOP
+    refusal's warning, say, would otherwise land between two of its lines)."""
+    with path.open("w", encoding="utf-8") as file:
+        handler = setup_logging("plain", "INFO", secrets=config.secret_values(),
+                                stream=file)
+        try:
+            yield
+        finally:
+            logging.getLogger().removeHandler(handler)
 
 
 def _unsuitable(config: GatewayConfig) -> str | None:
@@ -155,7 +181,8 @@ async def _running(config: GatewayConfig) -> AsyncIterator[Demo]:
             for group in wallet.conversations():  # history from earlier runs stays quiet
                 demo.seen.update(m.id for m in await group.messages())
             print(f"gateway on {config.server.public_url}; demo wallet "
-                  f"{config.demo.wallet_address}; phone {DEMO_PHONE}", flush=True)
+                  f"{config.demo.wallet_address}; phone {DEMO_PHONE}\n"
+                  f"gateway logs: {config.data_dir / LOG_FILE}", flush=True)
             yield demo
         finally:
             wallet.close()
@@ -224,7 +251,9 @@ class Script:
             if not ok:
                 self.failed.append(name)
         print(f"\n{len(steps) - len(self.failed)}/{len(steps)} steps arrived"
-              + (f"; missing: {', '.join(self.failed)}" if self.failed else ""), flush=True)
+              + (f"; missing: {', '.join(self.failed)} (the gateway's log: "
+                 f"{self.demo.config.data_dir / LOG_FILE})" if self.failed else ""),
+              flush=True)
         return 1 if self.failed or not steps else 0
 
     async def _wallet_sees(self, text: str) -> Conversation | None:
@@ -294,18 +323,16 @@ class Interactive:
     """Lines from the terminal: ``p TEXT`` as the phone, ``w TEXT`` as the wallet."""
 
     HELP = ("type  p TEXT  to text as the phone,  w TEXT  to reply as the wallet,"
-            "  to +1…  to text another number,  q  to quit")
+            "  to RULE  (or its +1… number) to text another number,  q  to quit")
 
     def __init__(self, demo: Demo) -> None:
         self.demo = demo
-        rules = demo.config.rulebook().rules
-        self.numbers: dict[str, str] = {r.name: r.proxy for r in rules}
-        self.to = next(iter(self.numbers.values()))
+        self.numbers = ServedNumbers.of(demo.config.rulebook().rules)
+        self.to = self.numbers.first
         self.group: Conversation | None = None
 
     async def run(self) -> int:
-        print("numbers: " + ", ".join(f"{name} {number}" for name, number in
-                                      self.numbers.items()))
+        print(f"numbers: {self.numbers}")
         print(self.HELP)
         lines = _stdin_lines()
         watcher = asyncio.create_task(self._watch())
@@ -333,7 +360,12 @@ class Interactive:
             self.demo.say(f"wallet → [{self.group.name}] {text}")
             await self.group.send_text(text)
         elif command == "to" and text:
-            self.to = self.numbers.get(text, text)
+            number = self.numbers.named(text)
+            if number is None:
+                # a number no rule serves would be answered by nobody: nothing to see
+                print(f"no rule serves {text!r}; choose one of: {self.numbers}")
+                return
+            self.to = number
             print(f"the phone now texts {self.to}")
         elif line:
             print(self.HELP)
@@ -345,6 +377,33 @@ class Interactive:
                     self.group = group
                 await self.demo.phone_inbox()
             await asyncio.sleep(0.3)
+
+
+@dataclass(frozen=True)
+class ServedNumbers:
+    """The numbers the phone can text: each rule's, by the rule's name."""
+
+    by_rule: Mapping[str, str]
+
+    @classmethod
+    def of(cls, rules: Iterable[Rule]) -> ServedNumbers:
+        return cls({rule.name: rule.proxy for rule in rules})
+
+    @property
+    def first(self) -> str:
+        return next(iter(self.by_rule.values()))
+
+    def named(self, choice: str) -> str | None:
+        """The number ``choice`` names, a rule's name (any case) or a served number
+        (spaces and dashes allowed); None for anything else."""
+        for name, number in self.by_rule.items():
+            if choice.strip().casefold() == name.casefold():
+                return number
+        digits = "".join(choice.split()).replace("-", "")
+        return digits if digits in self.by_rule.values() else None
+
+    def __str__(self) -> str:
+        return ", ".join(f"{name} {number}" for name, number in self.by_rule.items())
 
 
 def _stdin_lines() -> asyncio.Queue[str | None]:

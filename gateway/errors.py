@@ -27,6 +27,29 @@ class ConfigError(GatewayError):
         super().__init__("; ".join(f"{path}: {msg}" if path else msg for path, msg in problems))
 
 
+# --- running -------------------------------------------------------------------------
+
+
+class DataDirInUse(GatewayError):
+    """Another process holds the data directory (libxmtp's database, the embedded
+    devnode's, SQLite): two processes must never share one."""
+
+    code = "data_dir_in_use"
+
+    def __init__(self, data_dir: str, pid: int | None) -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        holder = f" (pid {pid})" if pid is not None else ""
+        super().__init__(f"another gateway is using {data_dir}{holder}; stop it, or give "
+                         "this one its own data_dir (GATEWAY_DATA_DIR in the default config)")
+
+
+class CannotListen(GatewayError):
+    """The server's address is taken or cannot be bound."""
+
+    code = "cannot_listen"
+
+
 # --- input ---------------------------------------------------------------------------
 
 

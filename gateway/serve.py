@@ -1,18 +1,30 @@
-"""``gateway serve --config PATH``: load the config, set up logging, run the app."""
+"""``gateway serve --config PATH``: load the config, set up logging, run the app.
+
+Before anything starts (store, simulator, devnode, XMTP client) the process claims its
+data directory and binds its port, so a second gateway on either fails at once with one
+line instead of starting half-way beside the first."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
+import socket
+from collections.abc import Iterator
 
 import uvloop
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config_report import load_for_command
+from gateway.data_dir import exclusive_data_dir
+from gateway.errors import CannotListen, GatewayError
 from gateway.logs import setup_logging
 
 log = logging.getLogger(__name__)
+
+BACKLOG = 128  # aiohttp's default
 
 
 def run(args: argparse.Namespace) -> int:
@@ -21,16 +33,54 @@ def run(args: argparse.Namespace) -> int:
         return 1
     setup_logging(config.server.log_format, config.server.log_level,
                   secrets=config.secret_values())
-    app = create_app(config)
-    log.info("gateway listening on %s:%d (public URL %s)", config.server.host,
-             config.server.port, config.server.public_url)
-    run_server(app, host=config.server.host, port=config.server.port)
+    host, port = config.server.host, config.server.port
+    with contextlib.ExitStack() as claims:
+        try:
+            claims.enter_context(exclusive_data_dir(config.data_dir))
+            sock = claims.enter_context(listening_socket(host, port))
+        except GatewayError as exc:
+            log.error("%s", exc)
+            return 1
+        app = create_app(config)
+
+        async def announce(_app: web.Application) -> None:
+            # after every cleanup_ctx has started: the gateway is up, not merely bound
+            log.info("gateway listening on %s:%d (public URL %s)", host, port,
+                     config.server.public_url)
+
+        app.on_startup.append(announce)
+        serve_on(app, sock)
     return 0
 
 
+@contextlib.contextmanager
+def listening_socket(host: str, port: int) -> Iterator[socket.socket]:
+    """A socket bound to ``host:port`` and listening (the kernel queues connections until
+    the server accepts them); CannotListen when the address is taken or unusable."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                    flags=socket.AI_PASSIVE)[0][0]
+        # SO_REUSEADDR, as aiohttp would set it: a restart need not wait out TIME_WAIT
+        sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    except OSError as exc:
+        # create_server appends the address to strerror; the message names it already
+        if isinstance(exc, socket.gaierror) or not exc.errno:
+            reason = exc.strerror or str(exc)  # a name lookup's own words
+        else:
+            reason = os.strerror(exc.errno)
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason.lower()}") from exc
+    with sock:
+        yield sock
+
+
 def run_server(app: web.Application, *, host: str, port: int) -> None:
-    """Serves ``app`` until SIGINT/SIGTERM on a uvloop event loop: it halves the
-    webhook's tail latency at load against asyncio's own loop (bench/ingest.py). The
+    with listening_socket(host, port) as sock:
+        serve_on(app, sock)
+
+
+def serve_on(app: web.Application, sock: socket.socket) -> None:
+    """Serves ``app`` on ``sock`` until SIGINT/SIGTERM on a uvloop event loop: it halves
+    the webhook's tail latency at load against asyncio's own loop (bench/ingest.py). The
     XMTP client keeps a standard loop on its own thread."""
-    web.run_app(app, host=host, port=port, print=None, access_log=None,
-                handle_signals=True, loop=uvloop.new_event_loop())
+    web.run_app(app, sock=sock, print=None, access_log=None, handle_signals=True,
+                backlog=BACKLOG, loop=uvloop.new_event_loop())

@@ -8,20 +8,22 @@ and one would fail with "database is locked" instead of waiting its turn.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from gateway.errors import StoreError
+
+log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -109,8 +111,14 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
 
 async def current_revision(engine: AsyncEngine) -> str | None:
     async with engine.connect() as connection:
-        return await connection.run_sync(
-            lambda sync: MigrationContext.configure(sync).get_current_revision())
+        return await connection.run_sync(_current_revision)
+
+
+def _current_revision(connection: sa.Connection) -> str | None:
+    with _alembic_quiet():
+        from alembic.runtime.migration import MigrationContext
+
+        return MigrationContext.configure(connection).get_current_revision()
 
 
 async def lock(connection: AsyncConnection, name: str) -> None:
@@ -119,7 +127,29 @@ async def lock(connection: AsyncConnection, name: str) -> None:
 
 
 def _upgrade(connection: sa.Connection, revision: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    config.attributes["connection"] = connection
-    command.upgrade(config, revision)
+    before = _current_revision(connection)
+    with _alembic_quiet():
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+    after = _current_revision(connection)
+    if after != before:
+        log.info("database schema upgraded from %s to %s", before or "nothing", after)
+
+
+@contextlib.contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic narrates at INFO: seven plugins set up when it is first imported (so it is
+    imported in here), the dialect, each step; the one line above says what changed.
+    Its warnings still show, and a failed migration raises."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(max(logging.WARNING, level))
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(level)

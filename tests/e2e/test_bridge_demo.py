@@ -4,6 +4,7 @@ runs it: a fresh data directory, then a second run on the same one."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,3 +33,14 @@ class TestScriptedDemo:
             for step in ("phone → wallet", "wallet → phone", "dial mode", "STOP then START"):
                 assert f"--- {step}: ok" in result.stdout
         assert (tmp_path / "xmtp" / "demo-wallet.db3").exists()
+
+    def test_the_terminal_shows_the_transcript_and_the_gateway_logs_to_a_file(
+            self, tmp_path: Path) -> None:
+        result = demo(tmp_path)
+        assert result.returncode == 0, result.stdout + result.stderr
+        log_file = tmp_path / "demo.log"
+        assert f"gateway logs: {log_file}" in result.stdout
+        assert "embedded XMTP devnode" in log_file.read_text()
+        # Python's log lines start with a timestamp; libxmtp's native ones use a dot
+        python_log_line = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", re.MULTILINE)
+        assert not python_log_line.search(result.stdout + result.stderr), result.stderr

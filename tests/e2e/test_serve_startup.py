@@ -1,0 +1,179 @@
+"""``gateway serve`` on the default config (embedded devnode and simulator), as a
+process: it claims its data directory and its port before starting anything, says it
+listens only once it does, and a second gateway on either fails at once in one line."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from gateway.data_dir import exclusive_data_dir
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTS_WITHIN = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Setup:
+    """The default config on ``port``, with its data directory under ``tmp``."""
+
+    tmp: Path
+    port: int
+
+    @property
+    def data_dir(self) -> Path:
+        return (self.tmp / "data").resolve()
+
+    @property
+    def config(self) -> Path:
+        path = self.tmp / "gateway.yaml"
+        if not path.exists():
+            text = (ROOT / "config" / "gateway.yaml").read_text()
+            text = text.replace("port: 8080", f"port: {self.port}")
+            path.write_text(text.replace("127.0.0.1:8080", f"127.0.0.1:{self.port}"))
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "GATEWAY_DATA_DIR": str(self.data_dir), "RUST_LOG": "off",
+                "PYTHONUNBUFFERED": "1"}
+
+    def serve(self) -> subprocess.CompletedProcess[str]:
+        """A serve expected to stop by itself; its output as one text."""
+        return subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "serve", "--config", str(self.config)],
+            cwd=ROOT, env=self.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, timeout=60, check=False)
+
+    def started(self) -> list[str]:
+        """What a started gateway would have left in the data directory."""
+        return sorted(p.name for p in self.data_dir.glob("*")
+                      if p.name.startswith(("gateway.db", "devnode.db")) or p.name == "xmtp")
+
+
+def one_line(output: str) -> str:
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Setup:
+    return Setup(tmp_path, free_port())
+
+
+@dataclass
+class Running:
+    setup: Setup
+    proc: subprocess.Popen[str]
+    lines: list[str]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    """One gateway, up: output read until it says it listens."""
+    setup = Setup(tmp_path_factory.mktemp("serve"), free_port())
+    log_path = setup.tmp / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "serve", "--config", str(setup.config)],
+            cwd=ROOT, env=setup.env(), stdout=log, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + STARTS_WITHIN
+        while "gateway listening" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.02)
+        yield Running(setup, proc, log_path.read_text().splitlines())
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class TestAGatewayStarting:
+    def test_it_says_it_listens_only_once_it_answers(self, running: Running) -> None:
+        port = running.setup.port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        listening = [i for i, line in enumerate(running.lines) if "gateway listening" in line]
+        devnode = [i for i, line in enumerate(running.lines) if "embedded XMTP devnode" in line]
+        assert len(listening) == 1 and devnode and devnode[0] < listening[0], running.lines
+
+    def test_its_migrations_say_one_line_and_alembic_says_nothing(
+            self, running: Running) -> None:
+        assert not [line for line in running.lines if "alembic" in line], running.lines
+        upgraded = [line for line in running.lines if "database schema upgraded" in line]
+        assert len(upgraded) == 1, running.lines
+
+    def test_a_second_gateway_on_its_data_dir_and_port_fails_at_once_naming_it(
+            self, running: Running) -> None:
+        result = running.setup.serve()
+        assert result.returncode == 1, result.stdout
+        line = one_line(result.stdout)
+        assert (f"ERROR gateway.serve: another gateway is using {running.setup.data_dir} "
+                f"(pid {running.proc.pid}); stop it") in line
+
+
+class TestABusyPort:
+    def test_gives_one_line_and_status_1_and_starts_nothing(self, setup: Setup) -> None:
+        with socket.create_server(("127.0.0.1", setup.port)):
+            result = setup.serve()
+        assert result.returncode == 1, result.stdout
+        line = one_line(result.stdout)
+        assert line.endswith(f"ERROR gateway.serve: cannot listen on 127.0.0.1:{setup.port}: "
+                             "address already in use"), line
+        assert setup.started() == []
+
+    def test_frees_the_data_dir_again(self, setup: Setup) -> None:
+        with socket.create_server(("127.0.0.1", setup.port)):
+            setup.serve()
+        with exclusive_data_dir(setup.data_dir):
+            pass
+
+
+class TestADataDirInUse:
+    def test_gives_one_line_naming_its_owner_and_starts_nothing(self, setup: Setup) -> None:
+        setup.data_dir.mkdir(parents=True)
+        with exclusive_data_dir(setup.data_dir):
+            result = setup.serve()
+        assert result.returncode == 1, result.stdout
+        assert re.search(rf"another gateway is using {re.escape(str(setup.data_dir))} "
+                         rf"\(pid {os.getpid()}\)", one_line(result.stdout))
+        assert setup.started() == []
+        with contextlib.closing(socket.socket()) as probe:  # the port was never bound
+            assert probe.connect_ex(("127.0.0.1", setup.port)) != 0
+
+    def test_stops_the_demo_too_before_it_starts_anything(self, setup: Setup) -> None:
+        setup.data_dir.mkdir(parents=True)
+        with exclusive_data_dir(setup.data_dir):
+            result = subprocess.run(  # noqa: S603 - our own interpreter and module
+                [sys.executable, "-m", "gateway", "demo", "--script", "--config",
+                 str(setup.config)], cwd=ROOT, env=setup.env(), stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, timeout=60, check=False)
+        assert result.returncode == 1, result.stdout
+        assert one_line(result.stdout).startswith(
+            f"gateway demo: another gateway is using {setup.data_dir} (pid {os.getpid()})")
+        assert setup.started() == []
