@@ -402,12 +402,18 @@ def load_config(path: str | os.PathLike[str], *, persist_secrets: bool = True,
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {file}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"cannot read {file}: {_not_utf8(exc)}")]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"{file} is not valid YAML: {exc}")]) from None
     return parse_config(raw, base_dir=file.resolve().parent, persist_secrets=persist_secrets,
                         env=env)
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def parse_config(raw: Any, *, base_dir: str | os.PathLike[str],

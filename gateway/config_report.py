@@ -114,7 +114,7 @@ def _rows_from_raw(path: Path) -> list[tuple[str, ...]]:
     it declares."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     rules = raw.get("rules") if isinstance(raw, Mapping) else None
     if not isinstance(rules, list):

@@ -68,6 +68,16 @@ class TestCheckConfig:
         assert "cannot read" in out.getvalue()
 
 
+    def test_a_file_that_is_not_utf8_is_one_problem(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_bytes(b"\x00\xff\xfe")
+        out = io.StringIO()
+        assert check(file, out) == 1
+        assert out.getvalue().splitlines() == [
+            f"{file}: 1 problem(s)",
+            f"  cannot read {file}: not UTF-8 (byte 0xff at offset 1)"]
+
+
 class TestTheCommand:
     def test_dispatches_through_the_cli(self, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
@@ -82,3 +92,12 @@ class TestTheCommand:
             capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
         assert done.returncode == 1
         assert "rules[0].mode:" in done.stdout
+
+    def test_a_file_that_is_not_utf8_exits_1_without_a_traceback(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_bytes("rules: caf\u00e9\n".encode("latin-1"))
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "check-config", str(file)],
+            capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+        assert (done.returncode, done.stderr) == (1, "")
+        assert "not UTF-8 (byte 0xe9 at offset 10)" in done.stdout
