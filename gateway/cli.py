@@ -13,6 +13,16 @@ from collections.abc import Sequence
 
 DEFAULT_CONFIG = "config/gateway.yaml"
 
+# What ``gateway --help`` says; the module docstring above is for developers.
+DESCRIPTION = (
+    "A self-hostable gateway between XMTP wallet chat and SMS/WhatsApp (Twilio): a text "
+    "to a number reaches a wallet's XMTP conversation, and the wallet's reply goes back "
+    "to the phone. Run 'gateway COMMAND --help' for a command's options.")
+
+# The same names as the config's server.log_level (gateway.config_types.LogLevel), kept
+# here so parsing arguments does not import pydantic.
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 # subcommand -> "module:function"; the function takes the parsed Namespace, returns an exit code
 _COMMANDS = {
     "serve": "gateway.serve:run",
@@ -24,8 +34,21 @@ _COMMANDS = {
 }
 
 
+def port(text: str) -> int:
+    """An argparse type: a TCP port, 0 (any free port) to 65535. The OS would otherwise
+    take 80800 modulo 65536, or Python raise OverflowError deep inside the server."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a port: use a whole number from 0 (any free port) to 65535")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
@@ -33,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     devnode = sub.add_parser("devnode", help="run a local XMTP node for offline development")
     devnode.add_argument("--host", default="127.0.0.1")
-    devnode.add_argument("--port", type=int, default=5556)
+    devnode.add_argument("--port", type=port, default=5556)
     devnode.add_argument("--db", default="./data/devnode.db",
                          help="SQLite file, or :memory: (default ./data/devnode.db)")
-    devnode.add_argument("--log-level", default="INFO")
+    devnode.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
@@ -52,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("twilio-sim", help="run the Twilio simulator")
     sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=int, default=8788)
+    sim.add_argument("--port", type=port, default=8788)
     sim.add_argument("--auth-token", default="simulator-token")
     sim.add_argument("--account-sid", default="AC" + "0" * 32)
     sim.add_argument("--webhook-url", default=None,

@@ -395,34 +395,45 @@ def _to_rule(rule: RuleConfig, directory: Mapping[str, WalletAddress]) -> Rule:
 
 
 def load_config(path: str | os.PathLike[str], *, persist_secrets: bool = True,
-                env: Mapping[str, str] | None = None) -> GatewayConfig:
-    """Reads and validates a YAML config. Raises ConfigError listing every problem."""
+                env: Mapping[str, str] | None = None,
+                made_up: set[str] | None = None) -> GatewayConfig:
+    """Reads and validates a YAML config. Raises ConfigError listing every problem.
+    ``made_up``: see parse_config."""
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError([("", f"cannot read {file}: {exc.strerror or exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([("", f"cannot read {file}: {_not_utf8(exc)}")]) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"{file} is not valid YAML: {exc}")]) from None
     return parse_config(raw, base_dir=file.resolve().parent, persist_secrets=persist_secrets,
-                        env=env)
+                        env=env, made_up=made_up)
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})"
 
 
 def parse_config(raw: Any, *, base_dir: str | os.PathLike[str],
                  persist_secrets: bool = True,
-                 env: Mapping[str, str] | None = None) -> GatewayConfig:
+                 env: Mapping[str, str] | None = None,
+                 made_up: set[str] | None = None) -> GatewayConfig:
     """Validates a config mapping. ``base_dir`` anchors a relative data_dir (the config
     file's directory). ``generate`` secrets are kept in data_dir unless
-    ``persist_secrets`` is false."""
+    ``persist_secrets`` is false; then those not kept yet are made up for this run only,
+    and their key paths (``demo.wallet_key``) are added to ``made_up`` when given."""
     if not isinstance(raw, Mapping):
         raise ConfigError([("", "the config must be a mapping of sections")])
     problems: Problems = []
     raw = config_sources.interpolate(raw, os.environ if env is None else env, problems)
     problems += config_sources.find_placeholders(raw)
     data_dir = _resolve_data_dir(raw, Path(base_dir), problems)
-    raw = config_sources.resolve_generated(raw, data_dir, problems, persist=persist_secrets)
+    raw = config_sources.resolve_generated(raw, data_dir, problems, persist=persist_secrets,
+                                           made_up=made_up)
     problems += config_sources.cross_checks(raw)
     config: GatewayConfig | None = None
     try:

@@ -2,7 +2,8 @@
 every problem; exit status 1 when there is any.
 
 Nothing is written: ``generate`` secrets are read from secrets.yaml when it exists and
-otherwise made up for this check only (they are created for real on first start).
+otherwise made up for this check only (they are created for real on first start), so a
+demo wallet whose key is not made yet is shown as such, not with a made-up address.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from gateway.config import GatewayConfig, load_config
 from gateway.domain.rules import RuleBook, RuleMode, short_address
 from gateway.errors import ConfigError
 
+_DEMO_KEY = "demo.wallet_key"
 _HEADERS = ("RULE", "PROXY", "CHANNELS", "MODE", "WALLETS", "ALLOW", "DENY", "OUTBOUND")
 
 
@@ -39,8 +41,9 @@ def load_for_command(path: str | os.PathLike[str]) -> GatewayConfig | None:
 
 
 def check(path: Path, out: TextIO) -> int:
+    made_up: set[str] = set()
     try:
-        config = load_config(path, persist_secrets=False)
+        config = load_config(path, persist_secrets=False, made_up=made_up)
     except ConfigError as exc:
         rows = _rows_from_raw(path)
         if rows:
@@ -53,8 +56,10 @@ def check(path: Path, out: TextIO) -> int:
     out.write(_table(_rows(book)) + "\n\n")
     if book.directory:
         out.write("directory:\n")
+        unborn = config.demo.alias if config.demo and _DEMO_KEY in made_up else None
         for alias, wallet in sorted(book.directory.items()):
-            out.write(f"  {alias}: {wallet}\n")
+            shown = "(generated on first start)" if alias == unborn else wallet
+            out.write(f"  {alias}: {shown}\n")
         out.write("\n")
     for note in notes(config):
         out.write(f"note: {note}\n")
@@ -114,7 +119,7 @@ def _rows_from_raw(path: Path) -> list[tuple[str, ...]]:
     it declares."""
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     rules = raw.get("rules") if isinstance(raw, Mapping) else None
     if not isinstance(rules, list):

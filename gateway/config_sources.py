@@ -169,11 +169,13 @@ def _dig(raw: Any, path: KeyPath) -> Any:
     return raw
 
 
-def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: bool) -> Any:
+def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: bool,
+                      made_up: set[str] | None = None) -> Any:
     """Replaces every ``generate`` value by a secret kept in ``<data_dir>/secrets.yaml``:
     made with ``secrets`` the first time, read back afterwards, so restarts keep the same
     wallet and database key. With ``persist=False`` (check-config) nothing is written:
-    values already in the file are used, others are made up for this run only."""
+    values already in the file are used, others are made up for this run only, and their
+    key paths are added to ``made_up``."""
     wanted: dict[str, str] = {}
     for path, value in walk(raw):
         if value != GENERATE:
@@ -186,7 +188,8 @@ def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: 
     if not wanted:
         return raw
     try:
-        stored = _read_or_extend(data_dir / SECRETS_FILE, wanted, persist=persist)
+        stored = _read_or_extend(data_dir / SECRETS_FILE, wanted, persist=persist,
+                                 made_up=set() if made_up is None else made_up)
     except (OSError, ValueError) as exc:
         for key in wanted:
             problems.append((key, f"cannot keep a generated secret in {data_dir / SECRETS_FILE}:"
@@ -200,9 +203,11 @@ def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: 
     return _map_leaves(raw, one)
 
 
-def _read_or_extend(file: Path, wanted: Mapping[str, str], *, persist: bool) -> dict[str, str]:
+def _read_or_extend(file: Path, wanted: Mapping[str, str], *, persist: bool,
+                    made_up: set[str]) -> dict[str, str]:
     if not persist:
         stored = _read_secrets(file) if file.exists() else {}
+        made_up.update(key for key in wanted if not stored.get(key))
         return {key: stored.get(key) or GENERATORS[kind]() for key, kind in wanted.items()}
     file.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # Two processes starting at once (several gateways on one PostgreSQL) must agree.

@@ -30,10 +30,37 @@ Form = MultiDictProxy[str | bytes | bytearray | web.FileField]
 T = TypeVar("T")
 
 
+async def _form(request: web.Request, endpoint: str) -> Form:
+    """The request's form. A body above the app's client_max_size is a 413; one that cannot
+    be decoded or parsed is a 400 (aiohttp would raise it as a 500), both counted."""
+    metrics = request.app[METRICS]
+    try:
+        return await request.post()
+    except web.HTTPRequestEntityTooLarge:
+        metrics.webhook_rejected.labels(endpoint, "too_large").inc()
+        raise
+    except UnicodeDecodeError as exc:
+        reason = "encoding"
+        problem = (f"body is not valid {exc.encoding} "
+                   f"(byte 0x{exc.object[exc.start]:02x} at offset {exc.start})")
+        detail = problem
+    except LookupError as exc:  # a Content-Type names a charset Python does not know
+        reason = "encoding"
+        problem = detail = f"cannot decode the body: {str(exc)[:100]}"
+    except ValueError as exc:  # multipart without a boundary, or with broken parts
+        reason = "form"
+        problem = "malformed form body"
+        detail = f"{problem}: {str(exc)[:200]}"
+    # the log leaves out aiohttp's wording: it may quote the body, and bodies carry numbers
+    log.warning("%s webhook refused: %s", endpoint, problem)
+    metrics.webhook_rejected.labels(endpoint, reason).inc()
+    raise web.HTTPBadRequest(text=detail)
+
+
 async def _verified_form(request: web.Request, endpoint: str) -> Form:
     config = request.app[CONFIG]
     metrics = request.app[METRICS]
-    form = await request.post()  # the app's client_max_size answers 413 above the limit
+    form = await _form(request, endpoint)
     token = config.twilio.auth_token.get_secret_value() if config.twilio.auth_token else None
     url = config.server.public_url.rstrip("/") + request.rel_url.path_qs
     try:

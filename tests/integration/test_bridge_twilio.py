@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import aiohttp
 import pytest
 import sqlalchemy as sa
 
+from gateway.appkeys import METRICS
 from gateway.domain.models import Consent, DeliveryState, MessageSource
 from gateway.domain.rules import short_address
 from gateway.testing.twilio_sim import Fault
@@ -148,6 +150,53 @@ class TestWebhookSecurity:
                 "account_sid": "AC" + "0123456789abcdef" * 2}) as bridge:
             result = await bridge.text(PHONE, SUPPORT, "hi")
             assert result.status == 403
+
+
+def _rejected(bridge: Bridge, endpoint: str, reason: str) -> float:
+    value = bridge.server.app[METRICS].registry.get_sample_value(
+        "gateway_webhook_rejected_total", {"endpoint": endpoint, "reason": reason})
+    return value or 0.0
+
+
+async def _post_raw(url: str, body: bytes, content_type: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as session, session.post(
+            url, data=body, headers={"Content-Type": content_type}) as response:
+        return response.status, await response.text()
+
+
+class TestWebhookBodiesThatCannotBeParsed:
+    @pytest.mark.parametrize(("path", "endpoint"), [
+        ("twilio/messages", "messages"), ("twilio/status", "status")])
+    @pytest.mark.parametrize(("body", "content_type", "reason", "says"), [
+        (b"\xff\xfe%%", "application/x-www-form-urlencoded", "encoding",
+         "body is not valid utf-8 (byte 0xff at offset 0)"),
+        (b"From=%2B15551230001", "application/x-www-form-urlencoded; charset=nope",
+         "encoding", "unknown encoding: nope"),
+        (b"From=%2B15551230001", "multipart/form-data", "form", "malformed form body"),
+    ], ids=["not-utf8", "unknown-charset", "multipart-without-boundary"])
+    async def test_is_a_counted_400_logged_in_one_line_and_nothing_is_recorded(
+            self, bridge: Bridge, caplog: pytest.LogCaptureFixture, path: str, endpoint: str,
+            body: bytes, content_type: str, reason: str, says: str) -> None:
+        status, text = await _post_raw(bridge.url + path, body, content_type)
+        assert (status, says in text) == (400, True), text
+        assert _rejected(bridge, endpoint, reason) == 1
+        refusals = [r for r in caplog.records if "webhook refused" in r.getMessage()]
+        assert [(r.levelno, r.exc_info) for r in refusals] == [(logging.WARNING, None)]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        async with bridge.store.transaction() as tx:
+            assert await tx.find_phone_participant(PHONE, SUPPORT) is None
+        engine = bridge.store.engine  # type: ignore[attr-defined]
+        async with engine.connect() as conn:
+            counts = (await conn.execute(sa.text(
+                "SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM events)"))).one()
+        assert tuple(counts) == (0, 0)
+
+    async def test_a_body_above_the_limit_is_counted_as_too_large(self, bridge: Bridge) -> None:
+        url = bridge.url + "twilio/messages"
+        form = bridge.sim.build_inbound(PHONE, SUPPORT, "x" * 20000)
+        status, _ = await post_form(url, form, {
+            "X-Twilio-Signature": bridge.sim.signature_for(url, form)})
+        assert (status, _rejected(bridge, "messages", "too_large")) == (413, 1)
 
 
 class TestReplies:

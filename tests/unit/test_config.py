@@ -277,6 +277,18 @@ class TestLoadingFiles:
         with pytest.raises(ConfigError, match="cannot read"):
             load_config(tmp_path / "nope.yaml")
 
+    @pytest.mark.parametrize(("content", "says"), [
+        (b"\x00\xff\xfe", "not UTF-8 (byte 0xff at offset 1)"),
+        ("data_dir: caf\u00e9\n".encode("latin-1"), "not UTF-8 (byte 0xe9 at offset 13)"),
+    ], ids=["binary", "latin-1"])
+    def test_a_file_that_is_not_utf8_is_a_config_error_naming_the_byte(
+            self, tmp_path: Path, content: bytes, says: str) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_bytes(content)
+        with pytest.raises(ConfigError) as raised:
+            load_config(file)
+        assert raised.value.problems == [("", f"cannot read {file}: {says}")]
+
     def test_broken_yaml_is_a_config_error(self, tmp_path: Path) -> None:
         file = tmp_path / "gw.yaml"
         file.write_text("rules: [\n")

@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from gateway.cli import main
+from gateway.config import load_config
 from gateway.config_report import check
 from tests.unit.config_fixtures import minimal
 
@@ -60,12 +61,56 @@ class TestCheckConfig:
         out = io.StringIO()
         assert check(REPO / "config" / "gateway.yaml", out) == 0
         assert not (tmp_path / "data").exists()
-        assert "demo: 0x" in out.getvalue()
+        assert "  demo: (generated on first start)\n" in out.getvalue()
+
+    def test_a_demo_key_made_up_for_the_check_is_not_shown_as_an_address(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "data"))
+        outputs = []
+        for _ in range(2):
+            out = io.StringIO()
+            assert check(REPO / "config" / "gateway.example.yaml", out) == 0
+            outputs.append(out.getvalue())
+        assert outputs[0] == outputs[1]  # no random address that changes each time
+        assert "  demo: (generated on first start)\n" in outputs[0]
+        assert "  alice: 0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B\n" in outputs[0]
+
+    def test_a_demo_key_already_made_is_shown_as_its_address(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "data"))
+        example = REPO / "config" / "gateway.example.yaml"
+        started = load_config(example)  # what the first start does: keeps the key
+        assert started.demo is not None
+        out = io.StringIO()
+        assert check(example, out) == 0
+        assert f"  demo: {started.demo.wallet_address}\n" in out.getvalue()
+
+    def test_a_demo_key_given_in_the_config_is_shown_as_its_address(
+            self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["demo"] = {"wallet_key": "0x" + "33" * 32}
+        raw["rules"][0]["wallets"] = ["demo"]
+        file = write(tmp_path, raw)
+        out = io.StringIO()
+        assert check(file, out) == 0
+        config = load_config(file, persist_secrets=False)
+        assert config.demo is not None
+        assert f"  demo: {config.demo.wallet_address}\n" in out.getvalue()
 
     def test_an_unreadable_file_is_a_problem(self, tmp_path: Path) -> None:
         out = io.StringIO()
         assert check(tmp_path / "missing.yaml", out) == 1
         assert "cannot read" in out.getvalue()
+
+
+    def test_a_file_that_is_not_utf8_is_one_problem(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_bytes(b"\x00\xff\xfe")
+        out = io.StringIO()
+        assert check(file, out) == 1
+        assert out.getvalue().splitlines() == [
+            f"{file}: 1 problem(s)",
+            f"  cannot read {file}: not UTF-8 (byte 0xff at offset 1)"]
 
 
 class TestTheCommand:
@@ -82,3 +127,12 @@ class TestTheCommand:
             capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
         assert done.returncode == 1
         assert "rules[0].mode:" in done.stdout
+
+    def test_a_file_that_is_not_utf8_exits_1_without_a_traceback(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_bytes("rules: caf\u00e9\n".encode("latin-1"))
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "gateway", "check-config", str(file)],
+            capture_output=True, text=True, cwd=REPO, timeout=60, check=False)
+        assert (done.returncode, done.stderr) == (1, "")
+        assert "not UTF-8 (byte 0xe9 at offset 10)" in done.stdout

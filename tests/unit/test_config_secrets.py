@@ -123,6 +123,17 @@ class TestGeneratedSecrets:
                                persist_secrets=False)
         assert checked.xmtp.wallet_address == made.xmtp.wallet_address
 
+    def test_checking_names_the_secrets_it_made_up_and_only_those(self, tmp_path: Path) -> None:
+        made_up: set[str] = set()
+        parse_config(self._generating(), base_dir=tmp_path, env={}, persist_secrets=False,
+                     made_up=made_up)
+        assert "xmtp.wallet_key" in made_up
+        parse_config(self._generating(), base_dir=tmp_path, env={})
+        made_up.clear()
+        parse_config(self._generating(), base_dir=tmp_path, env={}, persist_secrets=False,
+                     made_up=made_up)
+        assert made_up == set()
+
     def test_a_real_twilio_account_cannot_have_a_generated_token(self, tmp_path: Path) -> None:
         raw = minimal()
         raw["twilio"]["auth_token"] = "generate"
