@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -68,7 +68,44 @@ def create_app(config: GatewayConfig, parts: Parts | None = None) -> web.Applica
     add_api_routes(app)  # its context needs STORE, CHAT and CLOCK: after theirs
     if parts.run_workers:
         app.cleanup_ctx.append(_workers_context)
+    contexts = list(app.cleanup_ctx)
+    app.cleanup_ctx.clear()
+    app.cleanup_ctx.append(_all_or_nothing(contexts))
     return app
+
+
+Context = Callable[[web.Application],
+                   AsyncIterator[None] | contextlib.AbstractAsyncContextManager[None]]
+
+
+def _all_or_nothing(contexts: Sequence[Context]) -> Callable[[web.Application],
+                                                               AsyncIterator[None]]:
+    """The contexts as one, entered in order and left in reverse. When one cannot start,
+    those already started are closed before the error goes on: aiohttp closes contexts
+    only after a startup that succeeded, and would leave them half-open to the loop's
+    shutdown (an "asynchronous generator is already running" trace)."""
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for each in contexts:
+                opened = each(app)
+                if not isinstance(opened, contextlib.AbstractAsyncContextManager):
+                    opened = _generator_context(opened)
+                await stack.enter_async_context(opened)
+            yield
+
+    return context
+
+
+@contextlib.asynccontextmanager
+async def _generator_context(generator: AsyncIterator[None]) -> AsyncIterator[None]:
+    """A cleanup_ctx generator as a context manager: up to its yield, then the rest."""
+    await anext(generator)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(StopAsyncIteration):
+            await anext(generator)
+            raise RuntimeError("a cleanup context yielded more than once")
 
 
 def _store_context(given: Store | None) -> Callable[[web.Application], AsyncIterator[None]]:

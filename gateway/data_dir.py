@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import DataDirInUse
@@ -26,18 +27,40 @@ def exclusive_data_dir(data_dir: Path) -> Iterator[None]:
     """Owns ``data_dir`` for the block; raises DataDirInUse at once if another process
     (or another claim in this one) owns it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    # O_CLOEXEC: a child process must not inherit, and so keep, the claim
-    fd = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = claim(data_dir / LOCK_FILE)
+    if isinstance(fd, Held):
+        raise DataDirInUse(str(data_dir), fd.pid)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataDirInUse(str(data_dir), _owner(fd)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """The lock file is claimed by another process: ``pid`` when it wrote its own."""
+
+    pid: int | None
+
+
+def claim(lock_file: Path) -> int | Held:
+    """An open descriptor holding an exclusive ``flock`` on ``lock_file``, with this
+    process's pid written in it (closing the descriptor releases the claim); ``Held``
+    when another process (or another claim in this one) holds it."""
+    # O_CLOEXEC: a child process must not inherit, and so keep, the claim
+    fd = os.open(lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held = Held(_owner(fd))
+        os.close(fd)
+        return held
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def _owner(fd: int) -> int | None:

@@ -44,6 +44,17 @@ class DataDirInUse(GatewayError):
                          "this one its own data_dir (GATEWAY_DATA_DIR in the default config)")
 
 
+class DevNodeDbInUse(GatewayError):
+    """Another devnode (standalone, or embedded in a gateway) has this database open."""
+
+    code = "devnode_db_in_use"
+
+    def __init__(self, db: str, pid: int | None) -> None:
+        holder = f" (pid {pid})" if pid is not None else ""
+        super().__init__(f"another devnode is using {db}{holder}; stop it, or give this "
+                         "one its own database")
+
+
 class CannotListen(GatewayError):
     """The server's address is taken or cannot be bound."""
 

@@ -49,7 +49,11 @@ def run(args: argparse.Namespace) -> int:
                      config.server.public_url)
 
         app.on_startup.append(announce)
-        serve_on(app, sock)
+        try:
+            serve_on(app, sock)
+        except GatewayError as exc:  # a part that could not start (say, its devnode)
+            log.error("the gateway could not start: %s", exc)
+            return 1
     return 0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from gateway.data_dir import exclusive_data_dir
+from gateway.xmtp.devnode.storage import DevNodeStorage
 
 pytestmark = pytest.mark.e2e
 
@@ -177,3 +178,18 @@ class TestADataDirInUse:
         assert one_line(result.stdout).startswith(
             f"gateway demo: another gateway is using {setup.data_dir} (pid {os.getpid()})")
         assert setup.started() == []
+
+
+class TestADevnodeDatabaseInUse:
+    def test_stops_the_gateway_with_one_error_and_no_traceback(self, setup: Setup) -> None:
+        # a standalone devnode on the database the embedded one would use
+        storage = DevNodeStorage(str(setup.data_dir / "devnode.db"))
+        try:
+            result = setup.serve()
+        finally:
+            storage.close()
+        assert result.returncode == 1, result.stdout
+        assert "Traceback" not in result.stdout
+        [error] = [line for line in result.stdout.splitlines() if "ERROR" in line]
+        assert "the gateway could not start: another devnode is using" in error
+        assert f"(pid {os.getpid()})" in error

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
+from gateway.errors import DevNodeDbInUse
 from gateway.xmtp.devnode.storage import (
     DevNodeStorage,
     NewGroupMessage,
@@ -88,3 +92,20 @@ class TestIdentityMap:
         assert store.add_identity_update("aa", b"1", associate=[], dissociate=[]) is not None
         assert store.add_identity_update("aa", b"1", associate=[], dissociate=[]) is None
         assert [u.payload for u in store.identity_updates("aa", 0)] == [b"1"]
+
+
+class TestOneNodePerDatabase:
+    def test_a_database_another_node_has_open_is_refused_naming_its_pid(
+            self, tmp_path: Path) -> None:
+        db = str(tmp_path / "devnode.db")
+        first = DevNodeStorage(db)
+        held_by_us = rf"another devnode is using .* \(pid {os.getpid()}\)"
+        with pytest.raises(DevNodeDbInUse, match=held_by_us):
+            DevNodeStorage(db)
+        first.close()
+        DevNodeStorage(db).close()  # free once the first is closed
+
+    def test_memory_databases_are_never_shared_so_never_claimed(self) -> None:
+        first, second = DevNodeStorage(":memory:"), DevNodeStorage(":memory:")
+        first.close()
+        second.close()

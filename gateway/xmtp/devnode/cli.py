@@ -8,7 +8,10 @@ import contextlib
 import logging
 import signal
 
+from gateway.errors import GatewayError
 from gateway.xmtp.devnode.server import DevNode
+
+log = logging.getLogger(__name__)
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -27,6 +30,10 @@ async def _serve(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(args))
+    except GatewayError as exc:  # its port or its database is taken: one line, not a trace
+        log.error("%s", exc)
+        return 1
     return 0

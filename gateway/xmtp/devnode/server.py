@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 
 import grpc
 
+from gateway.errors import CannotListen
 from gateway.xmtp.devnode.identity_service import IdentityService
 from gateway.xmtp.devnode.mls_service import MlsService
 from gateway.xmtp.devnode.storage import DevNodeStorage, StoredGroupMessage, StoredWelcome
@@ -55,7 +56,11 @@ class DevNode:
             MlsService(storage, groups, welcomes).handler(),
         ))
         try:
-            bound = server.add_insecure_port(f"{host}:{port}")
+            try:
+                bound = server.add_insecure_port(f"{host}:{port}")
+            except RuntimeError as exc:  # grpc's only word for it: "Failed to bind"
+                raise CannotListen(f"devnode cannot listen on {host}:{port}: the address is "
+                                   "in use or unusable") from exc
             await server.start()
         except BaseException:
             storage.close()

@@ -9,6 +9,7 @@ synchronous ``sqlite3`` module is used directly on the event loop's thread.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any
+
+from gateway.data_dir import Held, claim
+from gateway.errors import DevNodeDbInUse
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS identity_updates (
@@ -151,9 +155,20 @@ def _digest(*parts: bytes) -> bytes:
 
 class DevNodeStorage:
     def __init__(self, db: str) -> None:
+        # A file database is claimed (``<db>.lock``) for as long as it is open: two
+        # nodes writing one log would hand out the same sequence ids.
+        self._claim: int | None = None
         if db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(db, isolation_level=None)
+            claimed = claim(Path(f"{db}.lock"))
+            if isinstance(claimed, Held):
+                raise DevNodeDbInUse(db, claimed.pid)
+            self._claim = claimed
+        try:
+            self._conn = sqlite3.connect(db, isolation_level=None)
+        except BaseException:
+            self._release()
+            raise
         if db != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
@@ -162,6 +177,12 @@ class DevNodeStorage:
 
     def close(self) -> None:
         self._conn.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._claim is not None:
+            os.close(self._claim)
+            self._claim = None
 
     def _now_ns(self) -> int:
         # strictly increasing, so server timestamps order like ids
