@@ -166,6 +166,10 @@ class StoreTx(Protocol):
         error_message: str | None, now: datetime, lease: datetime | None = None,
     ) -> Delivery:
         """Back to ``pending``, due again at ``next_attempt_at``."""
+    async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
+                        lease: datetime) -> Delivery:
+        """Back to ``pending``, due at ``due``, without having been tried: the claim's
+        attempt is not counted, the last real error stays. Only under ``lease``."""
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
         now: datetime, lease: datetime | None = None,
@@ -217,7 +221,9 @@ class StoreTx(Protocol):
     async def count_outbound(
         self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
     ) -> int:
-        """Deliveries to phones created since ``since``, for one phone or one rule."""
+        """Deliveries to phones created since ``since``, for one phone, one rule or
+        both: texts that were or will be sent. The gateway's own notices and deliveries
+        that failed without reaching the provider (refused, say) are not counted."""
 
     # chat high-water marks (per XMTP group: the last message's sent time in ns)
     async def get_cursor(self, key: str) -> int | None: ...

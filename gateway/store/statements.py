@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from gateway.domain.models import Channel, DeliveryState
+from gateway.domain.models import Channel, DeliveryState, MessageSource
 from gateway.store.tables import (
     contacts,
     conversations,
@@ -91,6 +91,10 @@ MARK_SENT = (
 _LEASE_HELD = deliveries.c.lease_until == sa.bindparam("held_lease")
 UPDATE_LEASED_DELIVERY = UPDATE_DELIVERY.where(_LEASE_HELD)
 MARK_SENT_LEASED = MARK_SENT.where(_LEASE_HELD)
+# Back to pending without having tried (pacing, a lease too short, a stop): the claim's
+# attempt is taken back, so waiting never uses up a delivery's attempts.
+HAND_BACK = UPDATE_LEASED_DELIVERY.values(
+    attempts=sa.case((deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0))
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)
@@ -151,12 +155,18 @@ JOBS = (
     .outerjoin(_author, messages.c.author_id == _author.c.id)
     .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True))))
 
-# Phone deliveries since a time, in all or by phone or by rule (the send quotas).
+# Phone deliveries since a time, in all or by phone or by rule (the send quotas). Not
+# counted: the gateway's own notices (a phone texting HELP must not use up the wallets'
+# quota) and deliveries that failed without reaching the provider (refused, say).
 _PHONE_DELIVERIES = (
     sa.select(sa.func.count().label("sent"))
-    .select_from(deliveries.join(participants, deliveries.c.participant_id == participants.c.id))
+    .select_from(deliveries.join(participants, deliveries.c.participant_id == participants.c.id)
+                 .join(messages, deliveries.c.message_id == messages.c.id))
     .where(_one_of(deliveries.c.channel, [Channel.SMS.value, Channel.WHATSAPP.value]),
-           deliveries.c.created_at >= sa.bindparam("since")))
+           deliveries.c.created_at >= sa.bindparam("since"),
+           messages.c.source != MessageSource.SYSTEM.value,
+           sa.or_(deliveries.c.state != DeliveryState.FAILED.value,
+                  deliveries.c.provider_id.is_not(None))))
 COUNT_OUTBOUND = _PHONE_DELIVERIES
 COUNT_OUTBOUND_TO = _PHONE_DELIVERIES.where(participants.c.address == sa.bindparam("address"))
 _BY_RULE = (participants.c.conversation_id == conversations.c.id,

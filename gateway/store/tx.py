@@ -472,6 +472,15 @@ class SqlStoreTx:
             lease_until=None, error_code=error_code, error_message=error_message,
             updated_at=now)
 
+    async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
+                        lease: datetime) -> Delivery:
+        row = await self._one(statements.HAND_BACK, {
+            "delivery": delivery_id, "held_lease": lease, "state": DeliveryState.PENDING.value,
+            "next_attempt_at": due, "lease_until": None, "updated_at": now})
+        if row is None:
+            raise await self._missing(delivery_id, lease)
+        return rows.delivery(row)
+
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
         now: datetime, lease: datetime | None = None,

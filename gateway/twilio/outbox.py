@@ -430,11 +430,13 @@ class PhoneOutbox:
         since = now - DAY
         created = job.delivery.created_at
         address = job.target.address
-        to_phone = 0
-        if policy.per_phone_daily is not None:
-            to_phone = (await tx.count_outbound(since=since, address=address)
-                        - await tx.count_outbound(since=max(created, since), address=address))
         rule = job.conversation.rule
+        to_phone = 0
+        if policy.per_phone_daily is not None:  # the rule's limit: its own texts count
+            to_phone = (
+                await tx.count_outbound(since=since, address=address, rule=rule)
+                - await tx.count_outbound(since=max(created, since), address=address,
+                                          rule=rule))
         by_rule = 0
         if rule is not None and policy.per_rule_daily is not None:
             by_rule = (await tx.count_outbound(since=since, rule=rule)
@@ -594,8 +596,6 @@ def _addressable(job: DeliveryJob) -> bool:
 
 async def _hand_back(tx: StoreTx, claimed: _Claimed, *, due: datetime,
                      now: datetime) -> Delivery:
-    """Back to pending without having tried: the last real error stays on the row."""
-    delivery = claimed.job.delivery
-    return await tx.mark_retry(delivery.id, next_attempt_at=due, error_code=delivery.error_code,
-                        error_message=delivery.error_message, now=now,
-                        lease=claimed.lease_until)
+    """Back to pending without having tried: neither an attempt nor an error."""
+    return await tx.hand_back(claimed.job.delivery.id, due=due, now=now,
+                              lease=claimed.lease_until)

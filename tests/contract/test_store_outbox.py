@@ -146,6 +146,25 @@ class TestOutbox:
                                               limit=5)
         assert job.delivery.attempts == 2
 
+    async def test_a_delivery_handed_back_untried_keeps_its_attempts_and_its_last_error(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            _, delivery = await wallet_text(tx, on)
+        await claim(store)
+        async with store.transaction() as tx:  # attempt 1 failed for real
+            await tx.mark_retry(delivery.id, next_attempt_at=NOW, error_code=20429,
+                                error_message="Too Many Requests", now=NOW)
+        for _ in range(3):  # then claimed and handed back three times, never tried
+            await claim(store)
+            async with store.transaction() as tx:
+                back = await tx.hand_back(delivery.id, due=NOW, now=NOW, lease=LEASE)
+            assert back.state is DeliveryState.PENDING
+        assert (back.attempts, back.error_code) == (1, 20429)
+        async with store.transaction() as tx:
+            [job] = await tx.claim_deliveries([Channel.SMS], now=NOW, lease_until=LEASE,
+                                              limit=5)
+        assert job.delivery.attempts == 2  # the second real attempt
+
     async def test_failure_is_final_and_keeps_the_code(self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             _, delivery = await wallet_text(tx, on)
@@ -464,6 +483,7 @@ class TestLeasedResults:
             lambda tx: tx.mark_failed(delivery.id, error_code=21610, error_message="late",
                                       now=LATER, lease=LEASE),
             lambda tx: tx.mark_unknown(delivery.id, now=LATER, lease=LEASE),
+            lambda tx: tx.hand_back(delivery.id, due=LATER, now=LATER, lease=LEASE),
         ]
         for write in late_writes:
             with pytest.raises(LeaseLost):

@@ -7,7 +7,8 @@ import random
 from datetime import timedelta
 
 from gateway.domain.ids import ConversationId
-from gateway.domain.models import Channel, Consent
+from gateway.domain.models import Channel, Consent, DeliveryState, MessageSource
+from gateway.domain.ports import NewMessage
 from gateway.store import SqlStore
 from tests.contract.scenario import (
     LATER,
@@ -76,6 +77,24 @@ class TestOutboundQuotas:
             assert await tx.count_outbound(since=NOW, rule="sales") == 1
             assert await tx.count_outbound(since=NOW, address=PHONE, rule="sales") == 0
             assert await tx.count_outbound(since=NOW + timedelta(seconds=1)) == 0
+
+    async def test_notices_and_texts_refused_before_the_provider_do_not_count(
+            self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            support = await thread(tx, rule="support")
+            notice = await tx.add_message(NewMessage(
+                conversation_id=support.conversation.id, author=None, body="HELP answer",
+                source=MessageSource.SYSTEM), now=NOW)
+            await tx.add_delivery(notice.id, support.phone.id, Channel.SMS, now=NOW)
+            _, refused = await wallet_text(tx, support)
+            await tx.mark_failed(refused.id, error_code=900001, error_message="STOP",
+                                 now=NOW)
+            _, failed_later = await wallet_text(tx, support)  # sent, then failed: counted
+            await tx.mark_sent(failed_later.id, provider_id="SMx", now=NOW)
+            await tx.apply_status("SMx", DeliveryState.FAILED, error_code=30003,
+                                  error_message=None, now=NOW)
+            await wallet_text(tx, support)  # waiting to be sent: counted
+            assert await tx.count_outbound(since=NOW, address=PHONE, rule="support") == 2
 
 
 class TestChatCursors:

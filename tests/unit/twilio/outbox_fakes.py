@@ -165,6 +165,9 @@ class FakeTx:
                              rule: str | None = None) -> int:
         return sum(1 for r in self.s.rows.values()
                    if r.delivery.created_at >= since
+                   and r.job.message.source is not MessageSource.SYSTEM
+                   and (r.delivery.state is not DeliveryState.FAILED
+                        or r.delivery.provider_id is not None)
                    and (address is None or r.job.target.address == address)
                    and (rule is None or r.job.conversation.rule == rule))
 
@@ -190,6 +193,14 @@ class FakeTx:
                           error_code=error_code, error_message=error_message, now=now)
         row.update(state=DeliveryState.PENDING, next_attempt_at=next_attempt_at,
                    error_code=error_code, error_message=error_message, updated_at=now)
+        row.lease_until = None
+        return row.delivery
+
+    async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
+                        lease: datetime) -> Delivery:
+        row = self._write("hand_back", delivery_id, lease=lease, next_attempt_at=due, now=now)
+        row.update(state=DeliveryState.PENDING, next_attempt_at=due,
+                   attempts=max(row.delivery.attempts - 1, 0), updated_at=now)
         row.lease_until = None
         return row.delivery
 

@@ -157,6 +157,16 @@ class TestPolicy:
         await world.outbox.run_once()
         assert world.phone.bodies == ["Alice: new"]
 
+    async def test_the_daily_phone_quota_counts_only_the_rules_own_texts(self) -> None:
+        world = World(policies={"support": OutboundPolicy(per_phone_daily=1)})
+        world.store.texted_in(PHONE, OUR_NUMBER)
+        world.store.texted_in(PHONE, OTHER_NUMBER)
+        world.job(body="from sales", rule="sales", from_=OTHER_NUMBER, created_at=T0)
+        world.job(body="from support", created_at=T0 + timedelta(seconds=1))
+        later(world.clock, 5)
+        await world.outbox.run_once()
+        assert sorted(world.phone.bodies) == ["Alice: from sales", "Alice: from support"]
+
     async def test_the_daily_rule_quota_spans_phones(self) -> None:
         world = World(policies={"support": OutboundPolicy(per_rule_daily=1)})
         world.store.texted_in(PHONE, OUR_NUMBER)
@@ -281,10 +291,11 @@ class TestSendErrors:
         async with asyncio.timeout(2):  # a 20 s pause must not be slept inside the lease
             await world.outbox.run_once()
         assert len(world.phone.attempts) == 1
-        retries = dict(world.store.calls("mark_retry"))
-        assert retries[second.delivery.id]["next_attempt_at"] >= world.clock.now() + \
+        handed_back = dict(world.store.calls("hand_back"))
+        assert handed_back[second.delivery.id]["next_attempt_at"] >= world.clock.now() + \
             timedelta(seconds=19)
-        assert retries[second.delivery.id]["error_code"] is None  # it never tried
+        untried = world.store.state(second)
+        assert (untried.error_code, untried.attempts) == (None, 0)  # it never tried
         assert world.store.state(first).error_code == 20429
         assert [s for s, _ in world.observed] == ["retry"]
 
@@ -480,8 +491,9 @@ class TestSenders:
         world.phone.delay = 0.0
         claimed = await world.outbox._claim()
         assert claimed == 6
-        handed_back = world.store.calls("mark_retry")
+        handed_back = world.store.calls("hand_back")
         assert [d for d, _ in handed_back] == [j.delivery.id for j in busy[2:]]
+        assert {world.store.state(j).attempts for j in busy[2:]} == {0}  # waiting is no try
         dues = [kw["next_attempt_at"] for _, kw in handed_back]
         assert dues == sorted(dues) and len(set(dues)) == 3
         assert dues[0] >= T0 + timedelta(seconds=2)
