@@ -160,6 +160,15 @@ class Relay:
                     phone=_pretty(text.from_), word=text.body.strip().upper()), woken, now)
             return outcome
         if rule is None:
+            existing = await tx.find_phone_participant(text.from_, text.to)
+            if existing is not None:
+                # No rule serves this number and channel (any more), but the phone is in
+                # a conversation through it (the API made it, or a rule since changed):
+                # the text belongs there.
+                await tx.record_inbound(text.from_, text.to, now=now)
+                conversation = await _conversation(tx, existing.conversation_id)
+                await self._record(tx, conversation, existing, text, source, woken, now)
+                return Outcome.RECORDED
             log.warning("inbound text from %s to %s matches no rule; kept unrouted",
                         mask(text.from_), text.to)
             conversation, phone = await self._open_conversation(tx, None, text, [], now)

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.client import GatewayClient
+from gateway.domain.ids import PhoneNumber
+from gateway.domain.models import Channel
 from gateway.domain.policy import REFUSED_NEVER_TEXTED_IN
+from gateway.domain.ports import NewParticipant
 from tests.integration.bridge_harness import (
     ALICE,
     BOB,
+    DIAL,
     PHONE,
     PHONE_2,
     SUPPORT,
@@ -94,6 +99,25 @@ class TestApiConversationsBridge:
         bridge.wallet_says(group, BOB, "you're welcome")
         received = await bridge.sim.wait_for_inbox(PHONE, 1, within=10)
         assert received[-1].body.endswith("you're welcome")
+
+    async def test_a_text_on_a_number_and_channel_no_rule_serves_reaches_its_conversation(
+            self, bridge: Bridge) -> None:
+        # the phone is in a conversation through DIAL on WhatsApp, which no rule serves
+        # (the API made it, or the rule lost that channel since)
+        async with bridge.store.transaction() as tx:
+            conversation = await tx.create_conversation(rule=None, now=datetime.now(UTC))
+            await tx.add_participant(NewParticipant(conversation.id, Channel.XMTP,
+                                                    identity=BOB), now=datetime.now(UTC))
+            await tx.add_participant(NewParticipant(
+                conversation.id, Channel.WHATSAPP, address=PhoneNumber(PHONE),
+                proxy_address=PhoneNumber(DIAL)), now=datetime.now(UTC))
+        result = await bridge.text(PHONE, DIAL, "over whatsapp", channel="whatsapp")
+        assert result.status == 200
+        group = await eventually(lambda: bridge.group_of(BOB) if bridge.chat.groups else None)
+        await eventually(lambda: "over whatsapp" in bridge.sent_to(group))
+        bridge.wallet_says(group, BOB, "got it")
+        received = await bridge.sim.wait_for_inbox(PHONE, 1, within=10)
+        assert received[-1].body.endswith("got it")
 
     async def test_a_phone_that_never_texted_in_is_not_texted(
             self, bridge: Bridge, client: GatewayClient) -> None:
