@@ -213,7 +213,7 @@ class ConversationService:
         now = self._clock.now()
         async with self._store.transaction() as tx:
             conversation = await _open_conversation(tx, ref)
-            contact = await tx.get_contact(phone, proxy)
+            contact = await tx.get_contact(phone, proxy, channel)
             # ActivePairConflict (its own code) propagates from here
             participant = await tx.add_participant(NewParticipant(
                 conversation_id=conversation.id, channel=channel, address=phone,

@@ -172,6 +172,9 @@ class Contact:
     consent: Consent
     first_inbound_at: datetime | None
     last_inbound_at: datetime | None  # WhatsApp's 24-hour window runs from here
+    # SMS and WhatsApp are separate addresses (Twilio's "whatsapp:+1…"): their own
+    # opt-out, their own first text, their own window
+    channel: Channel = Channel.SMS
 
 
 @dataclass(frozen=True, slots=True)

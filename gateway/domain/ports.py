@@ -120,8 +120,10 @@ class StoreTx(Protocol):
     ) -> list[Participant]: ...
     async def find_phone_participant(
         self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS,
     ) -> Participant | None:
-        """The participant with this pair in an *active* conversation, if any."""
+        """The participant with this pair on this channel in an *active* conversation,
+        if any (a phone's SMS and its WhatsApp are separate addresses)."""
     async def remove_participant(self, participant_id: ParticipantId, *, now: datetime) -> None: ...
     async def set_participant_consent(
         self, participant_id: ParticipantId, consent: Consent) -> None: ...
@@ -206,15 +208,18 @@ class StoreTx(Protocol):
         reconciliation skips them, so a repeated text is never taken for an earlier one."""
 
     # contacts (per phone and proxy number)
+    # a contact is a phone on one of our numbers on one channel: SMS and WhatsApp apart
     async def get_contact(
-        self, address: PhoneNumber, proxy_address: PhoneNumber) -> Contact | None: ...
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS) -> Contact | None: ...
     async def record_inbound(
-        self, address: PhoneNumber, proxy_address: PhoneNumber, *, now: datetime,
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS, *, now: datetime,
     ) -> Contact:
         """The phone texted us: sets first_inbound_at once, last_inbound_at always."""
     async def set_contact_consent(
-        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent, *,
-        now: datetime,
+        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent,
+        channel: Channel = Channel.SMS, *, now: datetime,
     ) -> Contact: ...
 
     # quotas

@@ -148,10 +148,10 @@ class Relay:
         # STOP and START are honoured before anything else: whatever the rules say of
         # this phone, a carrier keyword changes what may be sent to it.
         if keyword in _CONSENT_KEYWORDS:
-            await tx.record_inbound(text.from_, text.to, now=now)
+            await tx.record_inbound(text.from_, text.to, text.channel, now=now)
             consent, outcome, notice = _CONSENT_KEYWORDS[keyword]
-            await tx.set_contact_consent(text.from_, text.to, consent, now=now)
-            existing = await tx.find_phone_participant(text.from_, text.to)
+            await tx.set_contact_consent(text.from_, text.to, consent, text.channel, now=now)
+            existing = await tx.find_phone_participant(text.from_, text.to, text.channel)
             if existing is not None:
                 await tx.set_participant_consent(existing.id, consent)
                 conversation = await _conversation(tx, existing.conversation_id)
@@ -160,12 +160,12 @@ class Relay:
                     phone=_pretty(text.from_), word=text.body.strip().upper()), woken, now)
             return outcome
         if rule is None:
-            existing = await tx.find_phone_participant(text.from_, text.to)
+            existing = await tx.find_phone_participant(text.from_, text.to, text.channel)
             if existing is not None:
                 # No rule serves this number and channel (any more), but the phone is in
                 # a conversation through it (the API made it, or a rule since changed):
                 # the text belongs there.
-                await tx.record_inbound(text.from_, text.to, now=now)
+                await tx.record_inbound(text.from_, text.to, text.channel, now=now)
                 conversation = await _conversation(tx, existing.conversation_id)
                 await self._record(tx, conversation, existing, text, source, woken, now)
                 return Outcome.RECORDED
@@ -180,8 +180,8 @@ class Relay:
                      mask(text.from_), rule.name, refusal)
             return Outcome.REFUSED
 
-        await tx.record_inbound(text.from_, text.to, now=now)
-        existing = await tx.find_phone_participant(text.from_, text.to)
+        await tx.record_inbound(text.from_, text.to, text.channel, now=now)
+        existing = await tx.find_phone_participant(text.from_, text.to, text.channel)
 
         if keyword is Keyword.HELP:
             if existing is None:
@@ -245,7 +245,7 @@ class Relay:
             now=now)
         if state is not ConversationState.ACTIVE:
             conversation = await tx.set_conversation_state(conversation.id, state, now=now)
-        contact = await tx.get_contact(text.from_, text.to)
+        contact = await tx.get_contact(text.from_, text.to, text.channel)
         phone = await tx.add_participant(NewParticipant(
             conversation_id=conversation.id, channel=text.channel, address=text.from_,
             proxy_address=text.to,

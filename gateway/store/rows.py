@@ -86,6 +86,7 @@ def contact(row: Mapping[Any, Any]) -> Contact:
         consent=Consent(row["consent"]),
         first_inbound_at=row["first_inbound_at"],
         last_inbound_at=row["last_inbound_at"],
+        channel=Channel(row["channel"]),
     )
 
 

@@ -184,7 +184,7 @@ SET_CONVERSATION_GROUP = (
                conversations.c.xmtp_group_id == sa.bindparam("group")))
     .values(xmtp_group_id=sa.bindparam("group")))
 
-GET_CONTACT = _where_equal(contacts, "address", "proxy_address")
+GET_CONTACT = _where_equal(contacts, "address", "proxy_address", "channel")
 GET_CURSOR = sa.select(cursors.c.value).where(cursors.c.key == sa.bindparam("key"))
 
 ADD_EVENT = events.insert().returning(*events.c)
@@ -215,14 +215,14 @@ def _upserts(insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]) ->
         add_participant=if_new(participants),
         add_message=if_new(messages),
         record_inbound=inbound.on_conflict_do_update(
-            index_elements=[contacts.c.address, contacts.c.proxy_address],
+            index_elements=[contacts.c.address, contacts.c.proxy_address, contacts.c.channel],
             set_={"first_inbound_at": sa.func.coalesce(contacts.c.first_inbound_at,
                                                        inbound.excluded.first_inbound_at),
                   "last_inbound_at": inbound.excluded.last_inbound_at,
                   "updated_at": inbound.excluded.updated_at},
         ).returning(*contacts.c),
         set_contact_consent=consent.on_conflict_do_update(
-            index_elements=[contacts.c.address, contacts.c.proxy_address],
+            index_elements=[contacts.c.address, contacts.c.proxy_address, contacts.c.channel],
             set_={"consent": consent.excluded.consent,
                   "updated_at": consent.excluded.updated_at},
         ).returning(*contacts.c),

@@ -3,10 +3,11 @@ a contract test checks that the migrated database and these tables agree.
 
 Invariants of DESIGN.md that the schema itself enforces:
 
-- an (address, proxy_address) pair is in at most one active conversation:
-  ``participants.active_pair`` holds ``"address proxy"`` while the participant is in the
-  conversation *and* the conversation is active, NULL otherwise, under a plain unique
-  index (NULLs never collide, on SQLite and PostgreSQL alike);
+- an (address, proxy_address) pair is in at most one active conversation per channel:
+  ``participants.active_pair`` holds ``"address proxy"`` (SMS) or ``"whatsapp:address
+  proxy"`` while the participant is in the conversation *and* the conversation is
+  active, NULL otherwise, under a plain unique index (NULLs never collide, on SQLite and
+  PostgreSQL alike);
 - a wallet is an active participant of a conversation at most once
   (``participants.active_wallet``, same technique);
 - (source, external_id) is unique on messages;
@@ -47,6 +48,7 @@ def _one_of(column: str, values: list[str]) -> sa.CheckConstraint:
 
 CONVERSATION_STATES = [s.value for s in ConversationState]
 CHANNELS = [c.value for c in Channel]
+PHONE_CHANNELS = [Channel.SMS.value, Channel.WHATSAPP.value]
 CONSENTS = [c.value for c in Consent]
 MESSAGE_SOURCES = [s.value for s in MessageSource]
 DELIVERY_STATES = [s.value for s in DeliveryState]
@@ -146,11 +148,13 @@ contacts = sa.Table(
     "contacts", metadata,
     sa.Column("address", PHONE, primary_key=True),
     sa.Column("proxy_address", PHONE, primary_key=True),
+    sa.Column("channel", sa.String(16), primary_key=True),  # sms | whatsapp
     sa.Column("consent", sa.String(16), nullable=False),
     sa.Column("first_inbound_at", UTCDateTime, nullable=True),
     sa.Column("last_inbound_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     _one_of("consent", CONSENTS),
+    _one_of("channel", PHONE_CHANNELS),
 )
 
 cursors = sa.Table(

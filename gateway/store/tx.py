@@ -66,8 +66,11 @@ PHONE_CHANNELS = (Channel.SMS.value, Channel.WHATSAPP.value)
 EVENT_LOG_LOCK = "gateway.events"
 
 
-def _pair(address: str, proxy_address: str) -> str:
-    return f"{address} {proxy_address}"
+def _pair(address: str, proxy_address: str, channel: Channel | str) -> str:
+    """A phone participant's key while active: SMS and WhatsApp apart (Twilio's own
+    addresses differ: "+1…" and "whatsapp:+1…")."""
+    pair = f"{address} {proxy_address}"
+    return f"whatsapp:{pair}" if channel == Channel.WHATSAPP else pair
 
 
 def _split(row: sa.Row[Any], parts: Sequence[sa.FromClause]) -> list[dict[str, Any]]:
@@ -199,7 +202,7 @@ class SqlStoreTx:
             participants.c.conversation_id == conversation_id,
             participants.c.left_at.is_(None), participants.c.address.is_not(None)))
         for member in members:
-            pair = _pair(member["address"], member["proxy_address"])
+            pair = _pair(member["address"], member["proxy_address"], member["channel"])
             holder = await self._pair_holder(pair)
             if holder is not None:
                 raise ActivePairConflict(holder)
@@ -226,7 +229,7 @@ class SqlStoreTx:
             raise BadRequest("a phone participant has an address and a proxy address")
         conversation = await self._locked_conversation(new.conversation_id)
         active = conversation["state"] == ConversationState.ACTIVE.value
-        pair = (_pair(new.address, new.proxy_address)
+        pair = (_pair(new.address, new.proxy_address, new.channel)
                 if new.address is not None and new.proxy_address is not None else None)
         inserted = await self._one(self._upserts.add_participant, {
             "id": new_participant_id(), "conversation_id": new.conversation_id,
@@ -254,9 +257,10 @@ class SqlStoreTx:
 
     async def find_phone_participant(
         self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS,
     ) -> Participant | None:
         row = await self._one(statements.PHONE_PARTICIPANT,
-                              {"active_pair": _pair(address, proxy_address)})
+                              {"active_pair": _pair(address, proxy_address, channel)})
         return rows.participant(row) if row else None
 
     async def remove_participant(self, participant_id: ParticipantId, *, now: datetime) -> None:
@@ -551,26 +555,29 @@ class SqlStoreTx:
 
     async def get_contact(
         self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS,
     ) -> Contact | None:
-        row = await self._one(statements.GET_CONTACT,
-                              {"address": address, "proxy_address": proxy_address})
+        row = await self._one(statements.GET_CONTACT, {
+            "address": address, "proxy_address": proxy_address, "channel": channel.value})
         return rows.contact(row) if row else None
 
     async def record_inbound(
-        self, address: PhoneNumber, proxy_address: PhoneNumber, *, now: datetime,
+        self, address: PhoneNumber, proxy_address: PhoneNumber,
+        channel: Channel = Channel.SMS, *, now: datetime,
     ) -> Contact:
         return await self._upsert_contact(self._upserts.record_inbound, {
-            "address": address, "proxy_address": proxy_address,
+            "address": address, "proxy_address": proxy_address, "channel": channel.value,
             "consent": Consent.UNKNOWN.value, "first_inbound_at": now, "last_inbound_at": now,
             "updated_at": now})
 
     async def set_contact_consent(
-        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent, *,
-        now: datetime,
+        self, address: PhoneNumber, proxy_address: PhoneNumber, consent: Consent,
+        channel: Channel = Channel.SMS, *, now: datetime,
     ) -> Contact:
         return await self._upsert_contact(self._upserts.set_contact_consent, {
-            "address": address, "proxy_address": proxy_address, "consent": consent.value,
-            "first_inbound_at": None, "last_inbound_at": None, "updated_at": now})
+            "address": address, "proxy_address": proxy_address, "channel": channel.value,
+            "consent": consent.value, "first_inbound_at": None, "last_inbound_at": None,
+            "updated_at": now})
 
     async def _upsert_contact(self, upsert: sa.Insert, values: Mapping[str, Any]) -> Contact:
         row = await self._one(upsert, values)

@@ -395,7 +395,7 @@ class PhoneOutbox:
         now = self._clock.now()
         policy = self._policy_for(job.conversation.rule)
         async with self._store.transaction() as tx:
-            contact = await tx.get_contact(target.address, target.proxy_address)
+            contact = await tx.get_contact(target.address, target.proxy_address, target.channel)
             to_phone, by_rule = ((await self._sent_before(tx, job, policy, now))
                                  if with_quotas else (0, 0))
         return decide_outbound(

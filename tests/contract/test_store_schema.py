@@ -13,19 +13,20 @@ from alembic.runtime.migration import MigrationContext
 
 from gateway import cli
 from gateway.domain.ids import MessageId
-from gateway.domain.models import Channel
+from gateway.domain.models import Channel, Consent
 from gateway.errors import NotFound, StoreError
 from gateway.store import SqlStore, open_store
-from gateway.store.engine import create_engine, current_revision, upgrade
+from gateway.store.engine import MIGRATIONS, create_engine, current_revision, upgrade
 from gateway.store.tables import metadata, participants
 from tests.contract.scenario import KEYS, NOW, PHONE, PROXY, OpenStore, thread
 
 REPO = Path(__file__).resolve().parents[2]
+HEAD = "0003"
 
 
 class TestMigrations:
     async def test_a_new_database_is_migrated_to_head(self, store: SqlStore) -> None:
-        assert await current_revision(store.engine) == "0002"
+        assert await current_revision(store.engine) == HEAD
 
     async def test_upgrading_again_changes_nothing(self, store: SqlStore,
                                                    open_another: OpenStore) -> None:
@@ -34,6 +35,80 @@ class TestMigrations:
         again = await open_another()
         async with again.transaction() as tx:
             assert await tx.get_conversation(on.conversation.id) == on.conversation
+
+    async def test_at_0003_sms_and_whatsapp_come_apart_keeping_what_was_known(
+            self, store_url: str) -> None:
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine, "0002")
+            async with engine.begin() as connection:  # a phone on WhatsApp, opted out
+                await connection.execute(sa.text(
+                    "INSERT INTO contacts (address, proxy_address, consent, first_inbound_at,"
+                    " last_inbound_at, updated_at) VALUES (:a, :p, 'denied', :t, :t, :t)"),
+                    {"a": PHONE, "p": PROXY, "t": NOW})
+            old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+            try:
+                async with old.transaction() as tx:
+                    conversation = await tx.create_conversation(rule="support", now=NOW)
+                async with old.engine.begin() as connection:
+                    await connection.execute(participants.insert().values(
+                        id="MB" + "1" * 32, conversation_id=conversation.id,
+                        channel="whatsapp", address=PHONE, proxy_address=PROXY,
+                        consent="denied", attributes={}, joined_at=NOW,
+                        active_pair=f"{PHONE} {PROXY}"))
+            finally:
+                await old.close()
+        finally:
+            await engine.dispose()
+        upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
+        try:
+            async with upgraded.transaction() as tx:
+                on_whatsapp = await tx.find_phone_participant(PHONE, PROXY, Channel.WHATSAPP)
+                assert on_whatsapp is not None and on_whatsapp.id == "MB" + "1" * 32
+                assert await tx.find_phone_participant(PHONE, PROXY, Channel.SMS) is None
+                for channel in (Channel.SMS, Channel.WHATSAPP):  # the opt-out holds on both
+                    contact = await tx.get_contact(PHONE, PROXY, channel)
+                    assert contact is not None and contact.consent is Consent.DENIED
+                    assert contact.channel is channel
+                # and an SMS conversation with the same phone and number may now open
+                sms = await thread(tx, rule="support")
+                assert await tx.find_phone_participant(PHONE, PROXY) == sms.phone
+        finally:
+            await upgraded.close()
+
+    async def test_downgrading_0003_merges_the_channels_keeping_every_opt_out(
+            self, store_url: str) -> None:
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine, "0003")
+            async with engine.begin() as connection:
+                await connection.execute(sa.text(
+                    "INSERT INTO contacts (address, proxy_address, channel, consent,"
+                    " first_inbound_at, last_inbound_at, updated_at) VALUES"
+                    " ('+15551230001', :p, 'sms', 'allowed', :t, :t, :t),"
+                    " ('+15551230001', :p, 'whatsapp', 'denied', :t, :t, :t),"
+                    " ('+15551230002', :p, 'whatsapp', 'allowed', :t, :t, :t)"),
+                    {"p": PROXY, "t": NOW})
+
+            def downgrade(connection: sa.Connection) -> None:
+                from alembic import command
+                from alembic.config import Config
+
+                config = Config()
+                config.set_main_option("script_location", str(MIGRATIONS))
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0002")
+
+            async with engine.begin() as connection:
+                await connection.run_sync(downgrade)
+            async with engine.connect() as connection:
+                found = (await connection.execute(sa.text(
+                    "SELECT address, consent FROM contacts ORDER BY address"))).all()
+            assert [tuple(row) for row in found] == [
+                ("+15551230001", "denied"), ("+15551230002", "allowed")]
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
 
     async def test_a_database_at_0001_upgrades_with_its_rows(self, store_url: str) -> None:
         engine = create_engine(store_url)
@@ -50,7 +125,7 @@ class TestMigrations:
             await old.close()
         upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
         try:
-            assert await current_revision(upgraded.engine) == "0002"
+            assert await current_revision(upgraded.engine) == HEAD
             async with upgraded.transaction() as tx:
                 assert await tx.get_conversation(on.conversation.id) == on.conversation
         finally:
@@ -86,7 +161,7 @@ class TestMigrations:
         assert "at revision none" in capsys.readouterr().out
         assert cli.main(["db", "upgrade", "--config", str(path)]) == 0
         assert cli.main(["db", "current", "--config", str(path)]) == 0
-        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0002")
+        assert capsys.readouterr().out.splitlines()[-1].endswith(f"at revision {HEAD}")
 
     def test_the_command_line_fails_cleanly_on_a_bad_config(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -96,6 +96,24 @@ class TestInboundSms:
         group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
         assert bridge.chat.groups[group].name == "WhatsApp · +1 555-123-0001"
 
+    async def test_the_same_phone_on_sms_and_whatsapp_is_two_conversations(
+            self, bridge: Bridge) -> None:
+        await bridge.text(PHONE, SUPPORT, "on whatsapp", channel="whatsapp")
+        await bridge.text(PHONE, SUPPORT, "by sms")
+        groups = await eventually(lambda: len(bridge.chat.groups) == 2
+                                  and {g.name: g.id for g in bridge.chat.groups.values()})
+        sms, whatsapp = groups["SMS · +1 555-123-0001"], groups["WhatsApp · +1 555-123-0001"]
+        await eventually(lambda: bridge.sent_to(sms) == ["by sms"]
+                         and bridge.sent_to(whatsapp) == ["on whatsapp"])
+        await bridge.text(PHONE, SUPPORT, "STOP")  # SMS only: WhatsApp still reaches them
+        bridge.wallet_says(whatsapp, ALICE, "still here on whatsapp")
+        bridge.wallet_says(sms, ALICE, "not by sms")
+        [received] = await bridge.sim.wait_for_inbox(PHONE, 1, within=5)
+        assert (received.channel, received.body) == ("whatsapp", "alice: still here on whatsapp")
+        await eventually(lambda: [t for t in bridge.sent_to(sms) if "STOP" in t])
+        await asyncio.sleep(0.3)
+        assert len(bridge.sim.inbox(PHONE)) == 1
+
 
 class TestWebhookSecurity:
     async def test_unsigned_webhook_is_refused_and_nothing_recorded(

@@ -89,7 +89,7 @@ class Gateway:
         """A wallet's message in a conversation with ``phone``, and its delivery."""
         now = datetime.now(UTC)
         async with self.store.transaction() as tx:
-            target = await tx.find_phone_participant(phone, proxy)
+            target = await tx.find_phone_participant(phone, proxy, channel)
             if target is None:
                 conversation = await tx.create_conversation(rule="support", now=now)
                 target = await tx.add_participant(NewParticipant(
@@ -97,7 +97,7 @@ class Gateway:
                 await tx.add_participant(NewParticipant(
                     conversation.id, Channel.XMTP, identity=WALLET), now=now)
                 if texted_in is not None:
-                    await tx.record_inbound(phone, proxy, now=now - texted_in)
+                    await tx.record_inbound(phone, proxy, channel, now=now - texted_in)
             message = await tx.add_message(NewMessage(
                 target.conversation_id, None, body, MessageSource.XMTP,
                 external_id=secrets.token_hex(8)), now=now)

@@ -89,7 +89,7 @@ class FakeStore:
 
     clock: ManualClock
     rows: dict[str, Row] = field(default_factory=dict)
-    contacts: dict[tuple[str, str], Contact] = field(default_factory=dict)
+    contacts: dict[tuple[str, str, Channel], Contact] = field(default_factory=dict)
     writes: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     dropped: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)  # lease lost
     fail_next_write: Exception | None = None
@@ -99,10 +99,12 @@ class FakeStore:
         return job
 
     def texted_in(self, phone: str = PHONE, proxy: str = OUR_NUMBER, *,
-                  at: datetime = T0, consent: Consent = Consent.UNKNOWN) -> None:
-        self.contacts[(phone, proxy)] = Contact(
-            address=PhoneNumber(phone), proxy_address=PhoneNumber(proxy), consent=consent,
-            first_inbound_at=at, last_inbound_at=at)
+                  at: datetime = T0, consent: Consent = Consent.UNKNOWN,
+                  channels: Sequence[Channel] = (Channel.SMS, Channel.WHATSAPP)) -> None:
+        for channel in channels:
+            self.contacts[(phone, proxy, channel)] = Contact(
+                address=PhoneNumber(phone), proxy_address=PhoneNumber(proxy),
+                consent=consent, first_inbound_at=at, last_inbound_at=at, channel=channel)
 
     def state(self, job: DeliveryJob) -> Delivery:
         return self.rows[job.delivery.id].delivery
@@ -158,8 +160,8 @@ class FakeTx:
         return [row.job for row in due]
 
     async def get_contact(self, address: PhoneNumber, proxy_address: PhoneNumber,
-                          ) -> Contact | None:
-        return self.s.contacts.get((address, proxy_address))
+                          channel: Channel = Channel.SMS) -> Contact | None:
+        return self.s.contacts.get((address, proxy_address, channel))
 
     async def count_outbound(self, *, since: datetime, address: PhoneNumber | None = None,
                              rule: str | None = None) -> int:

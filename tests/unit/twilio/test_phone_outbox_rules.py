@@ -180,6 +180,14 @@ class TestPolicy:
 
 
 class TestWhatsAppWindow:
+    async def test_texting_in_by_sms_opens_nothing_on_whatsapp(self) -> None:
+        world = World()
+        world.store.texted_in(PHONE, OUR_NUMBER, channels=[Channel.SMS])
+        job = world.job(channel=Channel.WHATSAPP)
+        await world.outbox.run_once()
+        assert world.phone.attempts == []
+        assert world.store.state(job).error_code == REFUSED_NEVER_TEXTED_IN
+
     async def test_inside_the_window_the_text_goes_as_is(self, world: World) -> None:
         later(world.clock, 3600)
         world.job(channel=Channel.WHATSAPP)
