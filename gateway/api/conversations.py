@@ -50,7 +50,7 @@ async def create_conversation(request: web.Request) -> web.Response:
     body = await params.json_object(request, allowed=_FIELDS)
     conversation = await request.app[API_SERVICE].create_conversation(
         friendly_name=params.optional_name(body, "friendly_name"),
-        unique_name=params.optional_name(body, "unique_name"),
+        unique_name=params.optional_unique_name(body),
         attributes=params.attributes(body))
     return web.json_response(conversation_json(conversation), status=201)
 
@@ -69,7 +69,7 @@ async def update_conversation(request: web.Request) -> web.Response:
     if "friendly_name" in body:
         changes["friendly_name"] = params.optional_name(body, "friendly_name")
     if "unique_name" in body:
-        changes["unique_name"] = params.optional_name(body, "unique_name")
+        changes["unique_name"] = params.optional_unique_name(body)
     if "attributes" in body:
         changes["attributes"] = params.attributes(body)
     state = None

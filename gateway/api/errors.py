@@ -21,19 +21,23 @@ API_PREFIX = "/v1"
 
 
 class ApiError(errors.GatewayError):
-    """A refusal the API itself decides. ``status`` is its HTTP status."""
+    """A refusal the API itself decides. ``status`` is its HTTP status; ``challenge``,
+    when set, goes out as ``WWW-Authenticate`` (RFC 6750: every 401 carries one)."""
 
     status = 400
+    challenge: str | None = None
 
 
 class MissingToken(ApiError):
     code = "missing_token"
     status = 401
+    challenge = "Bearer"
 
 
 class InvalidToken(ApiError):
     code = "invalid_token"
     status = 401
+    challenge = 'Bearer error="invalid_token"'
 
 
 class ApiDisabled(ApiError):
@@ -111,6 +115,11 @@ class AddressIsProxy(ApiError):
     status = 422
 
 
+class IdentityIsGateway(ApiError):
+    code = "identity_is_gateway"
+    status = 422
+
+
 class AuthorNotParticipant(ApiError):
     code = "author_not_participant"
     status = 422
@@ -166,7 +175,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             message = str(exc) if status == 502 else "internal error"
         else:
             message = str(exc)
-        return error_response(status, message, exc.code)
+        response = error_response(status, message, exc.code)
+        if isinstance(exc, ApiError) and exc.challenge is not None:
+            response.headers["WWW-Authenticate"] = exc.challenge
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

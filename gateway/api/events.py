@@ -16,7 +16,7 @@ from aiohttp import web
 from gateway.api import params
 from gateway.api.errors import InvalidParameter
 from gateway.api.hub import EVENT_TYPES, EventHub
-from gateway.api.keys import API_QUERIES, API_SETTINGS, EVENT_HUB
+from gateway.api.keys import API_QUERIES, API_SERVICE, API_SETTINGS, EVENT_HUB
 from gateway.domain.ids import ConversationId
 from gateway.errors import GatewayError
 
@@ -27,15 +27,11 @@ RECONNECT_HINT_MS = 2000
 
 
 def _start_after(request: web.Request) -> int | None:
+    """Event ids are the log's 64-bit keys: a larger number is no id we could have sent
+    (and the store could not compare against it)."""
     header = request.headers.get("Last-Event-ID")
     if header is not None and header.strip():
-        try:
-            value = int(header)
-        except ValueError:
-            raise InvalidParameter("Last-Event-ID must be an event id (an integer)") from None
-        if value < 0:
-            raise InvalidParameter("Last-Event-ID must not be negative")
-        return value
+        return params.bounded_int(header, "Last-Event-ID")
     return params.query_int(request, "after")
 
 
@@ -56,7 +52,9 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     hub = request.app[EVENT_HUB]
     heartbeat = request.app[API_SETTINGS].heartbeat_interval
     raw_conversation = request.query.get("conversation_id")
-    conversation_id = ConversationId(raw_conversation) if raw_conversation else None
+    # an id or a unique name, as on every other route; an unknown one is a 404
+    conversation_id = (await request.app[API_SERVICE].event_scope(raw_conversation)
+                       if raw_conversation else None)
     types = _types(request)
     after = _start_after(request)
     cursor = after if after is not None else await queries.last_event_id()

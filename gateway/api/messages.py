@@ -72,8 +72,18 @@ def _message_key(m: Message) -> list[str]:
     return [m.created_at.isoformat(), m.id]
 
 
+def _all_messages_page_size(request: web.Request) -> int:
+    """``page_size`` as on every other listing; ``limit``, its first published name here,
+    is still read (the Python client sends it)."""
+    if "page_size" in request.query and "limit" in request.query:
+        raise InvalidParameter("give page_size or limit (the same thing), not both")
+    if "limit" in request.query:
+        return page_size(request.query["limit"], name="limit")
+    return page_size(request.query.get("page_size"))
+
+
 async def list_all_messages(request: web.Request) -> web.Response:
-    limit = page_size(request.query.get("limit"), name="limit")
+    limit = _all_messages_page_size(request)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)

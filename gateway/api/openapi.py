@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.hub import EVENT_TYPES
 from gateway.api.pagination import MAX_PAGE_SIZE
+from gateway.api.params import MAX_INT64
 from gateway.domain.models import Channel, Consent, ConversationState, DeliveryState, MessageSource
 
 JSON = dict[str, Any]
@@ -29,6 +30,8 @@ _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "string"}
 _ATTRIBUTES = {"type": "object", "additionalProperties": True}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
+_UNIQUE_NAME = {**_NAME, "not": {"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
+                "description": "any name but one shaped like a conversation id (CH + 32 hex)"}
 
 
 def _object(properties: JSON, required: list[str] | None = None) -> JSON:
@@ -105,12 +108,12 @@ SCHEMAS: JSON = {
     "ParticipantList": _object({"data": {"type": "array", "items": _ref("Participant")}}),
     "ConversationCreate": _object({
         "friendly_name": _nullable(_NAME),
-        "unique_name": _nullable(_NAME),
+        "unique_name": _nullable(_UNIQUE_NAME),
         "attributes": _nullable(_ATTRIBUTES),
     }, required=[]),
     "ConversationUpdate": {**_object({
         "friendly_name": _nullable(_NAME),
-        "unique_name": _nullable(_NAME),
+        "unique_name": _nullable(_UNIQUE_NAME),
         "attributes": _nullable(_ATTRIBUTES),
         "state": {"enum": [s.value for s in ConversationState]},
     }, required=[]), "minProperties": 1},
@@ -175,10 +178,11 @@ _ERROR_TEXT = {
     401: "No or invalid bearer token (missing_token, invalid_token)",
     403: "The API is disabled: no tokens configured (api_disabled)",
     404: "Not found (conversation_not_found, participant_not_found, message_not_found)",
+    413: "The body is larger than the server accepts (body_too_large)",
     409: "Conflict (unique_name_taken, conversation_closed, invalid_state_transition, "
          "participant_exists, participant_pair_in_use)",
     422: "Refused (wallet_not_on_xmtp, proxy_address_not_ours, address_equals_proxy, "
-         "author_not_participant)",
+         "identity_is_gateway, author_not_participant)",
     502: "The chat network (XMTP) failed (chat_network_error)",
 }
 
@@ -237,7 +241,7 @@ PATHS: JSON = {
             "operationId": "createConversation",
             "summary": "Create a conversation (and its XMTP group)",
             "requestBody": _body(_ref("ConversationCreate")),
-            "responses": _responses(201, _ref("Conversation"), 409, 502,
+            "responses": _responses(201, _ref("Conversation"), 409, 413, 502,
                                     description="Created", links=_CONVERSATION_LINKS),
         },
     },
@@ -249,7 +253,7 @@ PATHS: JSON = {
             "operationId": "updateConversation",
             "summary": "Update names, attributes or state (active → inactive → closed)",
             "requestBody": _body(_ref("ConversationUpdate")),
-            "responses": _responses(200, _ref("Conversation"), 404, 409),
+            "responses": _responses(200, _ref("Conversation"), 404, 409, 413),
         },
         "delete": {"operationId": "deleteConversation", "summary": "Delete a conversation",
                    "responses": _responses(204, None, 404, 502, description="Deleted")},
@@ -267,7 +271,7 @@ PATHS: JSON = {
             "summary": "Add a chat (wallet) or non-chat (phone) participant",
             "requestBody": _body({"oneOf": [_ref("ChatParticipantCreate"),
                                             _ref("PhoneParticipantCreate")]}),
-            "responses": _responses(201, _ref("Participant"), 404, 409, 422, 502,
+            "responses": _responses(201, _ref("Participant"), 404, 409, 413, 422, 502,
                                     description="Added", links=_PARTICIPANT_LINKS),
         },
     },
@@ -297,7 +301,7 @@ PATHS: JSON = {
             "operationId": "sendMessage",
             "summary": "Send a message to every other participant on its own channel",
             "requestBody": _body(_ref("MessageCreate")),
-            "responses": _responses(201, _ref("Message"), 404, 409, 422,
+            "responses": _responses(201, _ref("Message"), 404, 409, 413, 422,
                                     description="Recorded; deliveries are under way",
                                     links=_MESSAGE_LINKS),
         },
@@ -312,7 +316,9 @@ PATHS: JSON = {
         "get": {
             "operationId": "listAllMessages",
             "summary": "Messages across conversations, oldest first",
-            "parameters": [_query("limit", _PAGE_SIZE, "messages per page"),
+            "parameters": [_query("page_size", _PAGE_SIZE, "messages per page"),
+                           _query("limit", _PAGE_SIZE,
+                                  "the same as page_size (its earlier name); not both"),
                            _SINCE, _UNTIL, _TOKEN],
             "responses": _responses(200, _ref("MessagePage")),
         },
@@ -326,16 +332,17 @@ PATHS: JSON = {
                            "`after`, only new events are sent.",
             "parameters": [
                 {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "integer", "minimum": 0},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
                  "description": "resume strictly after this event id"},
-                _query("after", {"type": "integer", "minimum": 0},
+                _query("after", {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
                        "like Last-Event-ID; 0 replays the whole log"),
-                _query("conversation_id", {"type": "string"}, "only this conversation's events"),
+                _query("conversation_id", {"type": "string"},
+                       "only this conversation's events (its id or unique name)"),
                 _query("types", {"type": "string"},
                        "comma-separated event types: " + ", ".join(EVENT_TYPES)),
             ],
             "responses": {
-                **_responses(200, None),
+                **_responses(200, None, 404),
                 "200": {"description": "An endless text/event-stream of Event objects",
                         "content": {"text/event-stream": {"schema": {"type": "string"}},
                                     }},

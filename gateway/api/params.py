@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -12,23 +13,83 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.api.errors import ApiError, InvalidBody, InvalidParameter
+from gateway.api.refs import looks_like_conversation_id
 
 E = TypeVar("E", bound=enum.Enum)
 
 MAX_NAME = 255
+MAX_INT64 = 2**63 - 1
+
+
+class _NotStrictJson(ValueError):
+    """A number JSON itself does not allow (NaN, Infinity, or one too large for a float):
+    Python's json accepts them, but what we stored would echo back as invalid JSON."""
+
+
+def _finite(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise _NotStrictJson(f"the number {raw[:20]} is too large")
+    return value
+
+
+def _no_constant(raw: str) -> Any:
+    raise _NotStrictJson(f"{raw} is not a JSON number")
+
+
+def _strict_loads(text: str) -> Any:
+    return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
 
 
 async def json_object(request: web.Request, *, allowed: set[str]) -> dict[str, Any]:
+    """The body as a JSON object of ``allowed`` fields, in strict JSON: every number
+    finite and every string valid Unicode, so whatever is stored can be echoed back."""
     try:
-        body = await request.json(loads=json.loads)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = await request.json(loads=_strict_loads)
+    except _NotStrictJson as exc:
+        raise InvalidBody(f"the body is not valid JSON: {exc}") from None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # ValueError covers JSONDecodeError and integers past Python's digit limit
         raise InvalidBody("the body must be a JSON object") from None
     if not isinstance(body, dict):
         raise InvalidBody("the body must be a JSON object")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidBody(f"unknown field(s): {', '.join(unknown)}")
+    broken = _lone_surrogate_at(body)
+    if broken is not None:
+        raise InvalidBody(f"{broken} is not valid Unicode (it holds a lone surrogate)")
     return body
+
+
+def _lone_surrogate_at(body: dict[str, Any]) -> str | None:
+    """Where a string (a value or a key) that UTF-8 cannot encode sits, as a path
+    such as ``attributes.tags[2]``; JSON's ``\\ud800`` escapes decode to such strings, and
+    the store (or the response) would then fail with a 500. Walked without recursion:
+    the parser already went as deep as the input does. Top-level names are checked
+    against the allowed fields before this."""
+    pending: list[tuple[str, Any]] = [(key, value) for key, value in body.items()]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if not _encodable(key):
+                    return path
+                pending.append((f"{path}.{key}", item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{i}]", item) for i, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def optional_name(body: Mapping[str, Any], field: str) -> str | None:
@@ -37,6 +98,14 @@ def optional_name(body: Mapping[str, Any], field: str) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidBody(f"{field} must be a non-empty string of at most {MAX_NAME} characters")
+    return value
+
+
+def optional_unique_name(body: Mapping[str, Any], field: str = "unique_name") -> str | None:
+    value = optional_name(body, field)
+    if value is not None and looks_like_conversation_id(value):
+        raise InvalidBody(f"{field} must not look like a conversation id (CH and 32 hex "
+                          "digits): routes would take it for one")
     return value
 
 
@@ -92,12 +161,19 @@ def query_int(request: web.Request, name: str, *, minimum: int = 0) -> int | Non
     raw = request.query.get(name)
     if raw is None:
         return None
+    return bounded_int(raw, name, minimum=minimum)
+
+
+def bounded_int(raw: str, name: str, *, minimum: int = 0) -> int:
+    """An integer the store can hold (a 64-bit signed column), at least ``minimum``."""
     try:
         value = int(raw)
     except ValueError:
         raise InvalidParameter(f"{name} must be an integer") from None
     if value < minimum:
         raise InvalidParameter(f"{name} must be at least {minimum}")
+    if value > MAX_INT64:
+        raise InvalidParameter(f"{name} must be at most {MAX_INT64}")
     return value
 
 

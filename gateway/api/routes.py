@@ -50,7 +50,7 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
     wake = app.get(WAKE_DELIVERIES)
     app[API_SERVICE] = ConversationService(
         store=store, queries=queries, chat=app[CHAT], clock=app[CLOCK],
-        proxies=settings.proxies, hub=hub,
+        routes=settings.routes, gateway_wallet=settings.gateway_wallet, hub=hub,
         **({"wake": wake} if wake is not None else {}))
 
     tasks = [asyncio.create_task(hub.poll(), name="api-event-poll")]

@@ -10,7 +10,6 @@ join, both harmless and repaired by the next attempt.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,10 +17,17 @@ from typing import Any
 from gateway.api import errors as api_errors
 from gateway.api.hub import EventHub
 from gateway.api.queries import ApiQueries
+from gateway.api.refs import is_conversation_id
 from gateway.api.views import conversation_json, participant_json
 from gateway.domain.clock import Clock
 from gateway.domain.fanout import fan_out
-from gateway.domain.ids import ConversationId, MessageId, ParticipantId, PhoneNumber
+from gateway.domain.ids import (
+    ConversationId,
+    MessageId,
+    ParticipantId,
+    PhoneNumber,
+    WalletAddress,
+)
 from gateway.domain.models import (
     Channel,
     Consent,
@@ -39,8 +45,6 @@ from gateway.domain.rules import normalize_address
 from gateway.errors import BadRequest, Conflict, WalletNotReachable
 
 log = logging.getLogger(__name__)
-
-_CONVERSATION_ID = re.compile(r"^CH[0-9a-f]{32}$")
 
 # Where a conversation may go from each state; staying put is always allowed.
 _TRANSITIONS = {
@@ -66,14 +70,17 @@ class ConversationChanges:
 class ConversationService:
     def __init__(
         self, *, store: Store, queries: ApiQueries, chat: ChatNetwork, clock: Clock,
-        proxies: frozenset[PhoneNumber], hub: EventHub,
+        routes: frozenset[tuple[PhoneNumber, Channel]], hub: EventHub,
+        gateway_wallet: WalletAddress | None = None,
         wake: Callable[[set[Channel]], None] = lambda _channels: None,
     ) -> None:
         self._store = store
         self._queries = queries
         self._chat = chat
         self._clock = clock
-        self._proxies = proxies
+        self._routes = routes
+        self._proxies = frozenset(proxy for proxy, _channel in routes)
+        self._gateway_wallet = gateway_wallet
         self._hub = hub
         self._wake = wake
 
@@ -113,31 +120,53 @@ class ConversationService:
             return await resolve(tx, ref)
 
     async def update_conversation(self, ref: str, changes: ConversationChanges) -> Conversation:
+        """Applies the fields whose value differs; ``conversation.updated`` lists just
+        those, and a request that changes nothing writes nothing and announces nothing."""
         now = self._clock.now()
         try:
             async with self._store.transaction() as tx:
                 conversation = await resolve(tx, ref)
                 renames = {name: getattr(changes, name)
                            for name in ("friendly_name", "unique_name", "attributes")
-                           if name in changes.given}
-                if renames:
-                    conversation = await self._queries.update_conversation(
-                        tx, conversation.id, now=now, **renames)
+                           if name in changes.given
+                           and getattr(changes, name) != getattr(conversation, name)}
+                changed: set[str] = set(renames)
                 if changes.state is not None and changes.state is not conversation.state:
                     if changes.state not in _TRANSITIONS[conversation.state]:
                         raise api_errors.InvalidStateTransition(
                             f"a conversation cannot go from {conversation.state.value} "
                             f"to {changes.state.value}")
+                    changed.add("state")
+                if not changed:
+                    return conversation
+                if renames:
+                    conversation = await self._queries.update_conversation(
+                        tx, conversation.id, now=now, **renames)
+                if changes.state is not None and "state" in changed:
                     conversation = await tx.set_conversation_state(
                         conversation.id, changes.state, now=now)
                 await tx.add_event("conversation.updated", conversation_id=conversation.id,
                                    data={"conversation": conversation_json(conversation),
-                                         "changed": sorted(changes.given)}, now=now)
+                                         "changed": sorted(changed)}, now=now)
         except Conflict:
             raise api_errors.UniqueNameTaken(
                 f"unique_name {changes.unique_name!r} is taken") from None
         self._hub.notify()
         return conversation
+
+    async def event_scope(self, ref: str) -> ConversationId:
+        """The conversation whose events a stream filters on. A deleted one still counts
+        while the log holds its ``conversation.removed`` (a client resuming its stream
+        must still get that event); any other unknown reference is not found."""
+        try:
+            return (await self.get_conversation(ref)).id
+        except api_errors.ConversationNotFound:
+            if is_conversation_id(ref):
+                conversation_id = ConversationId(ref)
+                if await self._queries.list_events(after=0, limit=1,
+                                                   conversation_id=conversation_id):
+                    return conversation_id
+            raise
 
     async def delete_conversation(self, ref: str) -> None:
         """Deletes the conversation; its wallets are first removed from its group."""
@@ -162,6 +191,10 @@ class ConversationService:
         wallet = normalize_address(identity)
         if wallet is None:
             raise api_errors.InvalidIdentity("identity must be a wallet address (0x + 40 hex)")
+        if wallet == self._gateway_wallet:
+            raise api_errors.IdentityIsGateway(
+                "identity is the gateway's own wallet, which is in every conversation's "
+                "group already")
         async with self._store.transaction() as tx:
             conversation = await _open_conversation(tx, ref)
             if any(p.identity == wallet for p in await tx.list_participants(conversation.id)):
@@ -208,8 +241,17 @@ class ConversationService:
         if proxy not in self._proxies:
             raise api_errors.ProxyNotOurs(
                 f"proxy_address {mask(proxy)} is not one of the gateway's numbers")
+        if (proxy, channel) not in self._routes:
+            served = sorted(ch.value for number, ch in self._routes if number == proxy)
+            raise api_errors.ProxyNotOurs(
+                f"proxy_address {mask(proxy)} is not served on {channel.value} by any "
+                f"rule (only on {', '.join(served)})")
         if phone == proxy:
             raise api_errors.AddressIsProxy("address and proxy_address must differ")
+        if phone in self._proxies:
+            # the gateway would be texting itself
+            raise api_errors.AddressIsProxy(
+                f"address {mask(phone)} is one of the gateway's own numbers")
         now = self._clock.now()
         async with self._store.transaction() as tx:
             conversation = await _open_conversation(tx, ref)
@@ -294,7 +336,7 @@ class ConversationService:
 async def resolve(tx: StoreTx, ref: str) -> Conversation:
     """A conversation by id or, failing that, by unique name (as Twilio resolves both)."""
     conversation = None
-    if _CONVERSATION_ID.match(ref):
+    if is_conversation_id(ref):
         conversation = await tx.get_conversation(ConversationId(ref))
     if conversation is None:
         conversation = await tx.get_conversation_by_unique_name(ref)

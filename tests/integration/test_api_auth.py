@@ -29,6 +29,7 @@ class TestBearerAuthentication:
         resp = await api.get("/v1/conversations", headers=headers)
         assert resp.status == 401
         assert (await resp.json())["code"] == "missing_token"
+        assert resp.headers["WWW-Authenticate"] == "Bearer"  # RFC 6750, section 3
 
     @pytest.mark.parametrize("token", [TOKEN + "x", TOKEN[:-1], "wrong", SECOND.upper()])
     async def test_a_wrong_token_is_401(self, api, token):
@@ -36,6 +37,7 @@ class TestBearerAuthentication:
         assert resp.status == 401
         assert await resp.json() == {"error": "the bearer token is not valid",
                                      "code": "invalid_token"}
+        assert resp.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
     async def test_the_openapi_document_needs_no_token(self, api):
         resp = await api.get("/v1/openapi.json")
@@ -63,6 +65,13 @@ class TestErrorShape:
         assert resp.status == 405
         assert (await resp.json())["code"] == "method_not_allowed"
         assert "GET" in resp.headers["Allow"]
+
+    async def test_a_body_past_the_server_s_limit_is_a_json_413(self, api):
+        attributes = {"blob": "x" * (1024 * 1024 + 1)}  # past the test app's 1 MiB limit
+        resp = await api.post("/v1/conversations", json={"attributes": attributes},
+                              headers=AUTH)
+        assert resp.status == 413
+        assert (await resp.json())["code"] == "body_too_large"
 
     async def test_routes_outside_v1_are_left_alone(self, api):
         resp = await api.get("/elsewhere")

@@ -4,6 +4,7 @@ list with cursor pagination."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -256,3 +257,122 @@ class TestListingConversations:
         resp = await client.get("/v1/conversations", params={"page_token": token},
                                 headers=AUTH)
         assert resp.status == 400 and (await resp.json())["code"] == "invalid_page_token"
+
+
+async def post_raw(client, raw: str, path: str = "/v1/conversations"):  # type: ignore[no-untyped-def]
+    """Posts JSON text as written, escapes and all (aiohttp's json= would re-encode it)."""
+    return await client.post(path, data=raw.encode(),
+                             headers={**AUTH, "Content-Type": "application/json"})
+
+
+async def patch(client, ref: str, **body: Any) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    resp = await client.patch(f"/v1/conversations/{ref}", json=body, headers=AUTH)
+    data = await resp.json()
+    assert resp.status == 200, data
+    return data  # type: ignore[no-any-return]
+
+
+async def get_list(client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return await (await client.get("/v1/conversations", headers=AUTH)).json()  # type: ignore[no-any-return]
+
+
+class TestStrictJsonBodies:
+    @pytest.mark.parametrize(("raw", "field"), [
+        ('{"friendly_name": "\\ud800"}', "friendly_name"),
+        ('{"unique_name": "a\\udc00b"}', "unique_name"),
+        ('{"attributes": {"tags": ["fine", "x\\udfffy"]}}', "attributes.tags[1]"),
+        ('{"attributes": {"k\\ud800": 1}}', "attributes"),
+    ])
+    async def test_a_lone_surrogate_is_refused_naming_its_field(self, api, raw, field):
+        client, parts = api
+        resp = await post_raw(client, raw)
+        refused = await resp.json()
+        assert resp.status == 400, refused
+        assert refused["code"] == "invalid_body"
+        assert refused["error"].startswith(f"{field} ")
+        assert parts.chat.groups == {}  # refused before anything was made
+
+    @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e400", "-1e400"])
+    async def test_numbers_json_does_not_have_are_refused(self, api, number):
+        client, _ = api
+        resp = await post_raw(client, f'{{"attributes": {{"n": {number}}}}}')
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "invalid_body"
+        assert (await get_list(client))["data"] == []
+
+    async def test_an_integer_past_python_s_digit_limit_is_refused(self, api):
+        client, _ = api
+        resp = await post_raw(client, '{"attributes": {"n": 1' + "0" * 5000 + "}}")
+        assert resp.status == 400
+        assert (await resp.json())["code"] == "invalid_body"
+
+    async def test_large_finite_numbers_are_kept_and_echoed_as_valid_json(self, api):
+        client, _ = api
+        resp = await post_raw(client, '{"attributes": {"n": 1e300, "m": -2.5e-300}}')
+        assert resp.status == 201
+        created = json.loads(await resp.text())  # strict: would fail on NaN/Infinity
+        # PostgreSQL's jsonb keeps numbers as numeric: 1e300 may come back as an integer
+        assert {k: float(v) for k, v in created["attributes"].items()} == {
+            "n": 1e300, "m": -2.5e-300}
+
+
+class TestUniqueNamesShapedLikeIds:
+    @pytest.mark.parametrize("name", ["CH" + "0" * 32, "CH" + "ab" * 16, "ch" + "AB" * 16])
+    async def test_an_id_shaped_unique_name_is_refused_on_create_and_update(self, api, name):
+        client, _ = api
+        refused = await create(client, 400, unique_name=name)
+        assert refused["code"] == "invalid_body" and "conversation id" in refused["error"]
+        await create(client, unique_name="plain")
+        resp = await client.patch("/v1/conversations/plain", json={"unique_name": name},
+                                  headers=AUTH)
+        assert resp.status == 400 and "conversation id" in (await resp.json())["error"]
+
+    async def test_an_id_of_another_conversation_cannot_be_taken_as_a_name(self, api):
+        client, _ = api
+        first = await create(client)
+        await create(client, 400, unique_name=first["id"])
+        fetched = await (await client.get(f"/v1/conversations/{first['id']}",
+                                          headers=AUTH)).json()
+        assert fetched["id"] == first["id"]
+
+    @pytest.mark.parametrize("name", ["CH-support", "CH" + "0" * 31, "CH" + "0" * 33,
+                                      "CH" + "g" * 32])
+    async def test_names_that_merely_resemble_ids_are_accepted(self, api, name):
+        client, _ = api
+        created = await create(client, unique_name=name)
+        resp = await client.get(f"/v1/conversations/{name}", headers=AUTH)
+        assert (await resp.json())["id"] == created["id"]
+
+
+async def logged_events(parts) -> list[Any]:  # type: ignore[no-untyped-def]
+    async with parts.store.transaction() as tx:
+        return await tx.list_events(after=0, limit=1000)
+
+
+class TestUpdatesThatChangeNothing:
+    async def test_closing_a_closed_conversation_is_200_and_announces_nothing(self, api):
+        client, parts = api
+        conv = await create(client, unique_name="c")
+        closed = await patch(client, "c", state="closed")
+        before = await logged_events(parts)
+        again = await patch(client, "c", state="closed")
+        assert again == closed  # updated_at included: nothing was written
+        assert await logged_events(parts) == before
+        assert again["id"] == conv["id"]
+
+    async def test_only_fields_whose_value_changes_are_listed_as_changed(self, api):
+        client, parts = api
+        await create(client, unique_name="c", friendly_name="A", attributes={"x": 1})
+        await patch(client, "c", friendly_name="A", unique_name="c", attributes={"x": 2},
+                    state="active")
+        last = (await logged_events(parts))[-1]
+        assert last.type == "conversation.updated"
+        assert last.data["changed"] == ["attributes"]
+
+    async def test_renaming_to_the_same_names_writes_no_event(self, api):
+        client, parts = api
+        await create(client, unique_name="c", friendly_name="A", attributes={"x": [1]})
+        before = await logged_events(parts)
+        await patch(client, "c", friendly_name="A", unique_name="c", attributes={"x": [1]})
+        assert await logged_events(parts) == before
+

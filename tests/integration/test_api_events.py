@@ -103,6 +103,26 @@ class TestReplayingTheLog:
         resp = await client.get("/v1/events", headers={**AUTH, "Last-Event-ID": "abc"})
         assert resp.status == 400 and (await resp.json())["code"] == "invalid_parameter"
 
+    @pytest.mark.parametrize("position", [str(2**63), "99999999999999999999999", "-1"])
+    async def test_a_position_that_is_no_int64_event_id_is_refused(self, api, position):
+        client, _ = api
+        for request in ({"headers": {**AUTH, "Last-Event-ID": position}},
+                        {"headers": AUTH, "params": {"after": position}}):
+            resp = await client.get("/v1/events", **request)
+            assert resp.status == 400 and (await resp.json())["code"] == "invalid_parameter"
+
+    async def test_the_largest_int64_is_a_position_the_stream_keeps_working_from(self, api):
+        client, _ = api
+        resp = await client.get("/v1/events", headers={**AUTH, "Last-Event-ID": str(2**63 - 1)})
+        assert resp.status == 200
+        first = await asyncio.wait_for(resp.content.readuntil(b"\n\n"), 5)
+        assert f"id: {2**63 - 1}".encode() in first
+        await client.post("/v1/conversations", json={}, headers=AUTH)
+        # the new event (id 1) is behind the position: nothing arrives, nor does it crash
+        with pytest.raises(TimeoutError):
+            await read_events(resp, 1, within=0.5)
+        resp.close()
+
 
 class TestLiveEvents:
     async def test_without_a_position_only_new_events_arrive_and_promptly(self, api):
@@ -194,6 +214,34 @@ class TestFilteringEvents:
         events = await read_events(resp, 2)
         resp.close()
         assert [e["data"]["message"]["body"] for e in events] == ["secret words", "two"]
+
+    async def test_by_unique_name_as_on_every_other_route(self, api):
+        client, _ = api
+        cid = await activity(client)
+        await client.post("/v1/conversations", json={"unique_name": "other"}, headers=AUTH)
+        resp = await client.get("/v1/events", params={"after": "0", "conversation_id": "c1"},
+                                headers=AUTH)
+        events = await read_events(resp, 4)
+        resp.close()
+        assert {e["conversation_id"] for e in events} == {cid}
+
+    @pytest.mark.parametrize("ref", ["nope", "CH" + "0" * 32])
+    async def test_an_unknown_conversation_is_404(self, api, ref):
+        client, _ = api
+        resp = await client.get("/v1/events", params={"conversation_id": ref}, headers=AUTH)
+        assert resp.status == 404
+        assert (await resp.json())["code"] == "conversation_not_found"
+
+    async def test_a_deleted_conversation_s_stream_can_still_be_resumed(self, api):
+        client, _ = api
+        cid = await activity(client)
+        await client.delete(f"/v1/conversations/{cid}", headers=AUTH)
+        resp = await client.get("/v1/events", params={"after": "0", "conversation_id": cid},
+                                headers=AUTH)
+        assert resp.status == 200
+        (removed,) = await read_events(resp, 1)
+        resp.close()
+        assert removed["type"] == "conversation.removed"
 
     async def test_an_unknown_type_is_refused(self, api):
         client, _ = api

@@ -89,6 +89,20 @@ class TestSendingAMessage:
         client, _ = api
         assert (await send(client, expect=400, **body))["code"] == code
 
+    @pytest.mark.parametrize(("raw", "field"), [
+        ('{"body": "x\\udc00y"}', "body"),
+        ('{"body": "x", "attributes": {"a": ["\\ud83d"]}}', "attributes.a[0]"),
+        ('{"author": "\\ud800", "body": "x"}', "author"),
+    ])
+    async def test_a_lone_surrogate_is_refused_naming_its_field(self, api, raw, field):
+        client, _ = api
+        resp = await client.post("/v1/conversations/c1/messages", data=raw.encode(),
+                                 headers={**AUTH, "Content-Type": "application/json"})
+        refused = await resp.json()
+        assert resp.status == 400, refused
+        assert refused["code"] == "invalid_body" and refused["error"].startswith(f"{field} ")
+        assert (await get(client, "/v1/conversations/c1/messages"))["data"] == []
+
     async def test_indexes_stay_gap_free_under_concurrent_sends(self, api):
         client, _ = api
         sent = await asyncio.gather(*(send(client, body=str(i)) for i in range(20)))
@@ -188,6 +202,7 @@ class TestListingAConversationsMessages:
         assert [m["body"] for m in page["data"]] == ["new"]
 
     @pytest.mark.parametrize("query", [{"order": "up"}, {"anchor": "-1"}, {"since": "soon"},
+                                       {"anchor": str(2**63)},
                                        {"since": "2026-02-01T00:00:00+00:00",
                                         "until": "2026-01-01T00:00:00+00:00"}])
     async def test_bad_parameters_are_refused(self, api, query):
@@ -218,6 +233,23 @@ class TestListingMessagesAcrossConversations:
         assert [m["body"] for m in everything] == bodies
         assert {m["conversation_id"] for m in everything} == {
             c["id"] for c in (await get(client, "/v1/conversations"))["data"]}
+
+    async def test_page_size_names_the_page_size_as_on_every_other_listing(self, api):
+        client, _ = api
+        for i in range(3):
+            await send(client, body=f"m{i}")
+        page = await get(client, "/v1/messages", page_size=2)
+        assert [m["body"] for m in page["data"]] == ["m0", "m1"] and page["has_next"]
+        rest = await get(client, "/v1/messages", page_token=page["next_page_token"],
+                         page_size=2)
+        assert [m["body"] for m in rest["data"]] == ["m2"]
+
+    @pytest.mark.parametrize("query", [{"page_size": "0"}, {"page_size": "101"},
+                                       {"page_size": "2", "limit": "2"}])
+    async def test_bad_page_sizes_are_refused(self, api, query):
+        client, _ = api
+        resp = await client.get("/v1/messages", params=query, headers=AUTH)
+        assert resp.status == 400 and (await resp.json())["code"] == "invalid_parameter"
 
     async def test_since_and_until(self, api):
         client, parts = api

@@ -10,6 +10,7 @@ import pytest
 from tests.fixtures.api_app import (
     AUTH,
     BACKENDS,
+    GATEWAY_WALLET,
     OTHER_PROXY,
     PHONE,
     PHONE_2,
@@ -51,6 +52,14 @@ class TestAddingAWallet:
         assert refused["code"] == "wallet_not_on_xmtp"
         assert parts.chat.groups[conv["xmtp_group_id"]].members == set()
 
+    @pytest.mark.parametrize("form", [GATEWAY_WALLET, GATEWAY_WALLET.lower()])
+    async def test_the_gateway_s_own_wallet_is_refused(self, api, form):
+        client, parts, conv = api
+        parts.chat.reachable.add(GATEWAY_WALLET)  # it is on XMTP: that is not the reason
+        refused = await add(client, "c1", 422, identity=form)
+        assert refused["code"] == "identity_is_gateway"
+        assert parts.chat.groups[conv["xmtp_group_id"]].members == set()
+
     async def test_the_same_wallet_twice_is_refused(self, api):
         client, _, _ = api
         await add(client, "c1", identity=WALLET)
@@ -77,6 +86,22 @@ class TestAddingAPhone:
         client, _, _ = api
         refused = await add(client, "c1", 422, address=PHONE, proxy_address=PHONE_2)
         assert refused["code"] == "proxy_address_not_ours"
+
+    async def test_a_channel_no_rule_serves_on_that_proxy_is_refused(self, api):
+        client, _, _ = api
+        # OTHER_PROXY's rule serves sms only
+        refused = await add(client, "c1", 422, address=PHONE, proxy_address=OTHER_PROXY,
+                            channel="whatsapp")
+        assert refused["code"] == "proxy_address_not_ours"
+        assert "whatsapp" in refused["error"] and "sms" in refused["error"]
+        await add(client, "c1", address=PHONE, proxy_address=OTHER_PROXY, channel="sms")
+
+    async def test_one_of_our_own_numbers_as_the_phone_is_refused(self, api):
+        client, parts, conv = api
+        refused = await add(client, "c1", 422, address=OTHER_PROXY, proxy_address=PROXY)
+        assert refused["code"] == "address_equals_proxy"
+        async with parts.store.transaction() as tx:
+            assert await tx.list_participants(conv["id"]) == []
 
     async def test_address_and_proxy_must_differ(self, api):
         client, _, _ = api
