@@ -113,6 +113,7 @@ class ConversationService:
             return await resolve(tx, ref)
 
     async def update_conversation(self, ref: str, changes: ConversationChanges) -> Conversation:
+        await self._rename_group(ref, changes)
         now = self._clock.now()
         try:
             async with self._store.transaction() as tx:
@@ -124,10 +125,7 @@ class ConversationService:
                     conversation = await self._queries.update_conversation(
                         tx, conversation.id, now=now, **renames)
                 if changes.state is not None and changes.state is not conversation.state:
-                    if changes.state not in _TRANSITIONS[conversation.state]:
-                        raise api_errors.InvalidStateTransition(
-                            f"a conversation cannot go from {conversation.state.value} "
-                            f"to {changes.state.value}")
+                    _check_transition(conversation, changes.state)
                     conversation = await tx.set_conversation_state(
                         conversation.id, changes.state, now=now)
                 await tx.add_event("conversation.updated", conversation_id=conversation.id,
@@ -138,6 +136,32 @@ class ConversationService:
                 f"unique_name {changes.unique_name!r} is taken") from None
         self._hub.notify()
         return conversation
+
+    async def _rename_group(self, ref: str, changes: ConversationChanges) -> None:
+        """A new friendly_name renames the conversation's XMTP group first, as members
+        join and leave first: a chat network failure answers 502 with nothing recorded.
+        The update's own refusals are checked before, so a refused update leaves the
+        group alone. (Should the write still fail, the group already has the new name;
+        repeating the update, as after any error, makes the two agree again.)"""
+        if "friendly_name" not in changes.given:
+            return
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            group_id = conversation.xmtp_group_id
+            if group_id is None or changes.friendly_name == conversation.friendly_name:
+                return
+            if changes.state is not None and changes.state is not conversation.state:
+                _check_transition(conversation, changes.state)
+            unique_name = conversation.unique_name
+            if "unique_name" in changes.given:
+                unique_name = changes.unique_name
+                holder = (await tx.get_conversation_by_unique_name(unique_name)
+                          if unique_name is not None else None)
+                if holder is not None and holder.id != conversation.id:
+                    raise api_errors.UniqueNameTaken(f"unique_name {unique_name!r} is taken")
+        # named as at creation
+        await self._chat.rename_group(
+            group_id, changes.friendly_name or unique_name or DEFAULT_GROUP_NAME)
 
     async def delete_conversation(self, ref: str) -> None:
         """Deletes the conversation; its wallets are first removed from its group."""
@@ -308,6 +332,12 @@ async def _conversation(tx: StoreTx, conversation_id: ConversationId) -> Convers
     if conversation is None:
         raise api_errors.ConversationNotFound(f"no conversation {conversation_id!r}")
     return conversation
+
+
+def _check_transition(conversation: Conversation, state: ConversationState) -> None:
+    if state not in _TRANSITIONS[conversation.state]:
+        raise api_errors.InvalidStateTransition(
+            f"a conversation cannot go from {conversation.state.value} to {state.value}")
 
 
 async def _open_conversation(tx: StoreTx, ref: str) -> Conversation:
