@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 class TestMigrations:
     async def test_a_new_database_is_migrated_to_head(self, store: SqlStore) -> None:
-        assert await current_revision(store.engine) == "0003"
+        assert await current_revision(store.engine) == "0004"
 
     async def test_upgrading_again_changes_nothing(self, store: SqlStore,
                                                    open_another: OpenStore) -> None:
@@ -59,16 +59,16 @@ class TestMigrations:
             await old.close()
         upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
         try:
-            assert await current_revision(upgraded.engine) == "0003"
+            assert await current_revision(upgraded.engine) == "0004"
             async with upgraded.transaction() as tx:
                 assert await tx.get_conversation(on.conversation.id) == on.conversation
         finally:
             await upgraded.close()
 
-    async def test_events_detached_before_0003_get_their_conversation_back(
+    async def test_events_detached_before_0004_get_their_conversation_back(
             self, store_url: str) -> None:
         """Up to 0002 a deleted conversation's events had their conversation_id nulled;
-        0003 restores it wherever the event's own data names the conversation."""
+        0004 restores it wherever the event's own data names the conversation."""
         engine = create_engine(store_url)
         try:
             await upgrade(engine, "0002")
@@ -142,7 +142,7 @@ class TestMigrations:
         assert "at revision none" in capsys.readouterr().out
         assert cli.main(["db", "upgrade", "--config", str(path)]) == 0
         assert cli.main(["db", "current", "--config", str(path)]) == 0
-        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0003")
+        assert capsys.readouterr().out.splitlines()[-1].endswith("at revision 0004")
 
     def test_the_command_line_fails_cleanly_on_a_bad_config(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
