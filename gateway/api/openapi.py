@@ -253,7 +253,7 @@ PATHS: JSON = {
             "operationId": "updateConversation",
             "summary": "Update names, attributes or state (active → inactive → closed)",
             "requestBody": _body(_ref("ConversationUpdate")),
-            "responses": _responses(200, _ref("Conversation"), 404, 409, 413),
+            "responses": _responses(200, _ref("Conversation"), 404, 409, 413, 502),
         },
         "delete": {"operationId": "deleteConversation", "summary": "Delete a conversation",
                    "responses": _responses(204, None, 404, 502, description="Deleted")},

@@ -59,8 +59,9 @@ class ApiQueries(Protocol):
     async def list_events(
         self, *, after: int, limit: int, conversation_id: ConversationId | None = None,
     ) -> list[Event]:
-        """Like ``StoreTx.list_events``, but a conversation's filter also matches its
-        ``conversation.removed`` event, which outlives the conversation's row."""
+        """Like ``StoreTx.list_events``, read outside the store's write transactions.
+        A conversation's events keep its id after it is deleted, ``conversation.removed``
+        included."""
 
     async def update_conversation(
         self, tx: StoreTx, conversation_id: ConversationId, *, now: datetime,
@@ -75,5 +76,5 @@ class ApiQueries(Protocol):
     ) -> Event:
         """Deletes the conversation with its participants, messages and deliveries, and
         writes ``conversation.removed`` with ``removed_event`` as its data. Earlier events
-        stay in the log (resumed streams must not lose them) but are detached from the
-        deleted row."""
+        stay in the log with the conversation's id (resumed and filtered streams must not
+        lose them)."""

@@ -122,6 +122,7 @@ class ConversationService:
     async def update_conversation(self, ref: str, changes: ConversationChanges) -> Conversation:
         """Applies the fields whose value differs; ``conversation.updated`` lists just
         those, and a request that changes nothing writes nothing and announces nothing."""
+        await self._rename_group(ref, changes)
         now = self._clock.now()
         try:
             async with self._store.transaction() as tx:
@@ -132,10 +133,7 @@ class ConversationService:
                            and getattr(changes, name) != getattr(conversation, name)}
                 changed: set[str] = set(renames)
                 if changes.state is not None and changes.state is not conversation.state:
-                    if changes.state not in _TRANSITIONS[conversation.state]:
-                        raise api_errors.InvalidStateTransition(
-                            f"a conversation cannot go from {conversation.state.value} "
-                            f"to {changes.state.value}")
+                    _check_transition(conversation, changes.state)
                     changed.add("state")
                 if not changed:
                     return conversation
@@ -167,6 +165,32 @@ class ConversationService:
                                                    conversation_id=conversation_id):
                     return conversation_id
             raise
+
+    async def _rename_group(self, ref: str, changes: ConversationChanges) -> None:
+        """A new friendly_name renames the conversation's XMTP group first, as members
+        join and leave first: a chat network failure answers 502 with nothing recorded.
+        The update's own refusals are checked before, so a refused update leaves the
+        group alone. (Should the write still fail, the group already has the new name;
+        repeating the update, as after any error, makes the two agree again.)"""
+        if "friendly_name" not in changes.given:
+            return
+        async with self._store.transaction() as tx:
+            conversation = await resolve(tx, ref)
+            group_id = conversation.xmtp_group_id
+            if group_id is None or changes.friendly_name == conversation.friendly_name:
+                return
+            if changes.state is not None and changes.state is not conversation.state:
+                _check_transition(conversation, changes.state)
+            unique_name = conversation.unique_name
+            if "unique_name" in changes.given:
+                unique_name = changes.unique_name
+                holder = (await tx.get_conversation_by_unique_name(unique_name)
+                          if unique_name is not None else None)
+                if holder is not None and holder.id != conversation.id:
+                    raise api_errors.UniqueNameTaken(f"unique_name {unique_name!r} is taken")
+        # named as at creation
+        await self._chat.rename_group(
+            group_id, changes.friendly_name or unique_name or DEFAULT_GROUP_NAME)
 
     async def delete_conversation(self, ref: str) -> None:
         """Deletes the conversation; its wallets are first removed from its group."""
@@ -350,6 +374,12 @@ async def _conversation(tx: StoreTx, conversation_id: ConversationId) -> Convers
     if conversation is None:
         raise api_errors.ConversationNotFound(f"no conversation {conversation_id!r}")
     return conversation
+
+
+def _check_transition(conversation: Conversation, state: ConversationState) -> None:
+    if state not in _TRANSITIONS[conversation.state]:
+        raise api_errors.InvalidStateTransition(
+            f"a conversation cannot go from {conversation.state.value} to {state.value}")
 
 
 async def _open_conversation(tx: StoreTx, ref: str) -> Conversation:

@@ -307,6 +307,8 @@ class ChatNetwork(Protocol):
         ``WalletNotReachable`` for a member not on XMTP."""
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
     async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
+    async def rename_group(self, group_id: str, name: str) -> None:
+        """Sets the group's name, as its members see it."""
     async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
         """Sends text into the group; returns the message id. ``key`` names the send
         for retries: a second send with the same key (after an error whose outcome was

@@ -162,20 +162,11 @@ class SqlApiQueries:
     ) -> list[Event]:
         query = events.select().where(events.c.id > after)
         if conversation_id is not None:
-            # a deleted conversation's removal event is detached from its row (see below)
-            # Matched in SQL, so LIMIT counts only this conversation's events: other
-            # conversations' removals must not fill a page and stall the stream.
-            query = query.where(sa.or_(
-                events.c.conversation_id == conversation_id,
-                sa.and_(events.c.conversation_id.is_(None),
-                        events.c.type == "conversation.removed",
-                        events.c.data["conversation_id"].as_string() == conversation_id)))
-        found = [rows.event(r) for r in
-                 await self._rows(query.order_by(events.c.id).limit(limit))]
-        if conversation_id is None:
-            return found
-        return [e for e in found if e.conversation_id == conversation_id
-                or e.data.get("conversation_id") == conversation_id]
+            # Matched in SQL, so LIMIT counts only this conversation's events; a deleted
+            # conversation's events, its removal included, keep its id.
+            query = query.where(events.c.conversation_id == conversation_id)
+        return [rows.event(r) for r in
+                await self._rows(query.order_by(events.c.id).limit(limit))]
 
     # ---- writes in the caller's transaction ----------------------------------------------
 
@@ -227,13 +218,11 @@ class SqlApiQueries:
             messages.c.conversation_id == conversation_id))
         await connection.execute(participants.delete().where(
             participants.c.conversation_id == conversation_id))
-        # Earlier events stay in the log for streams that resume past them; the rows they
-        # pointed at are gone, so they keep the id only in their data.
-        await connection.execute(events.update().where(
-            events.c.conversation_id == conversation_id).values(conversation_id=None))
+        # Earlier events stay in the log, still naming the conversation (no foreign key
+        # holds them to its row), for streams that resume or filter by it.
         await connection.execute(conversations.delete().where(
             conversations.c.id == conversation_id))
-        return await tx.add_event("conversation.removed", conversation_id=None,
+        return await tx.add_event("conversation.removed", conversation_id=conversation_id,
                                   data=removed_event, now=now)
 
 

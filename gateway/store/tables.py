@@ -163,13 +163,14 @@ cursors = sa.Table(
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 
-# Append-only; ids only grow, so readers page with ``id > after``.
+# Append-only; ids only grow, so readers page with ``id > after``. ``conversation_id``
+# has no foreign key: events are history and keep naming a conversation after it is
+# deleted, so a stream filtered by it sees everything up to ``conversation.removed``.
 events = sa.Table(
     "events", metadata,
     sa.Column("id", serial_id_type(), primary_key=True, autoincrement=True),
     sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("conversation_id", ID, sa.ForeignKey("conversations.id"), nullable=True,
-              index=True),
+    sa.Column("conversation_id", ID, nullable=True, index=True),
     sa.Column("data", json_type(), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )

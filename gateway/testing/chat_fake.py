@@ -77,6 +77,10 @@ class RecordingChatNetwork:
             group.members.discard(wallet)
             self.removed.append((group_id, wallet))
 
+    async def rename_group(self, group_id: str, name: str) -> None:
+        self._check()
+        self._group(group_id).name = name
+
     async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
         self._check()
         self._group(group_id)

@@ -308,6 +308,11 @@ class Conversation:
         with _library_errors("remove members"):
             await self._ffi.remove_members_by_identity([_ethereum(a) for a in addresses])
 
+    async def rename(self, name: str) -> None:
+        """Sets the group's name (a commit every member receives)."""
+        with _library_errors("rename group"):
+            await self._ffi.update_group_name(name)
+
     def consent(self) -> Consent:
         with _library_errors("read consent"):
             return _CONSENT_FROM_FFI[self._ffi.consent_state()]

@@ -137,6 +137,12 @@ class XmtpChatNetwork:
 
         await self._thread.run(remove())
 
+    async def rename_group(self, group_id: str, name: str) -> None:
+        async def rename() -> None:
+            await self._group(group_id).rename(name)
+
+        await self._thread.run(rename())
+
     async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
         return await self._thread.run(self._send(group_id, text, key))
 

@@ -1,5 +1,6 @@
 """A conversation's event stream is not stalled by other conversations' removals: the
-filter is applied before the page limit, on every backend."""
+filter is applied before the page limit, on every backend. A deleted conversation's
+events keep its id, so its filtered stream still holds its whole history."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import open_store
+from gateway.store import SqlStore, open_store
 from gateway.store.queries import queries_for
 from tests.contract.scenario import KEYS
 
@@ -45,3 +46,31 @@ async def test_other_conversations_removals_do_not_fill_a_filtered_page(
     finally:
         await queries.close()
         await store.close()
+
+
+
+async def test_a_deleted_conversation_s_events_keep_its_id(store: SqlStore) -> None:
+    queries = queries_for(store)
+    now = datetime.datetime.now(datetime.UTC)
+    try:
+        async with store.transaction() as tx:
+            gone = await tx.create_conversation(rule=None, now=now)
+            await tx.add_event("conversation.added", conversation_id=gone.id, data={},
+                               now=now)
+            await tx.add_event("message.added", conversation_id=gone.id,
+                               data={"message_id": "IM" + "1" * 32, "index": 0}, now=now)
+        async with store.transaction() as tx:
+            removed = await queries.delete_conversation(
+                tx, gone.id, removed_event={"conversation_id": gone.id}, now=now)
+        assert removed.conversation_id == gone.id
+        expected = [("conversation.added", gone.id), ("message.added", gone.id),
+                    ("conversation.removed", gone.id)]
+        everything = await queries.list_events(after=0, limit=10)
+        assert [(e.type, e.conversation_id) for e in everything] == expected
+        filtered = await queries.list_events(after=0, limit=10, conversation_id=gone.id)
+        assert [(e.type, e.conversation_id) for e in filtered] == expected
+        async with store.transaction() as tx:  # the relay's own reader agrees
+            assert [e.type for e in await tx.list_events(
+                after=0, limit=10, conversation_id=gone.id)] == [t for t, _ in expected]
+    finally:
+        await queries.close()

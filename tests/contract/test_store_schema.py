@@ -17,11 +17,20 @@ from gateway.domain.models import Channel, Consent
 from gateway.errors import NotFound, StoreError
 from gateway.store import SqlStore, open_store
 from gateway.store.engine import MIGRATIONS, create_engine, current_revision, upgrade
-from gateway.store.tables import metadata, participants
-from tests.contract.scenario import KEYS, NOW, PHONE, PROXY, OpenStore, thread
+from gateway.store.tables import conversations, events, metadata, participants
+from tests.contract.scenario import (
+    KEYS,
+    NOW,
+    OTHER_PHONE,
+    OTHER_WALLET,
+    PHONE,
+    PROXY,
+    OpenStore,
+    thread,
+)
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "0003"
+HEAD = "0004"
 
 
 class TestMigrations:
@@ -130,6 +139,53 @@ class TestMigrations:
                 assert await tx.get_conversation(on.conversation.id) == on.conversation
         finally:
             await upgraded.close()
+
+    async def test_events_detached_before_0004_get_their_conversation_back(
+            self, store_url: str) -> None:
+        """Up to 0002 a deleted conversation's events had their conversation_id nulled;
+        0004 restores it wherever the event's own data names the conversation."""
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine, "0002")
+        finally:
+            await engine.dispose()
+        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        try:
+            async with old.transaction() as tx:
+                gone = (await thread(tx)).conversation
+                kept = (await thread(tx, phone=OTHER_PHONE, wallet=OTHER_WALLET)).conversation
+                for event_type, data in [
+                        ("conversation.added", {"conversation": {"id": gone.id}}),
+                        ("participant.added", {"participant": {"conversation_id": gone.id}}),
+                        ("message.added", {"message_id": "IM" + "5" * 32, "index": 0})]:
+                    await tx.add_event(event_type, conversation_id=gone.id, data=data, now=NOW)
+                await tx.add_event("conversation.updated", conversation_id=kept.id,
+                                   data={"conversation": {"id": kept.id}}, now=NOW)
+                await tx.add_event("delivery.updated", conversation_id=None,
+                                   data={"delivery_id": "DL" + "6" * 32}, now=NOW)
+            async with old.transaction() as tx:  # what deleting did up to 0002
+                await tx.connection.execute(events.update().where(
+                    events.c.conversation_id == gone.id).values(conversation_id=None))
+                await tx.connection.execute(participants.delete().where(
+                    participants.c.conversation_id == gone.id))
+                await tx.connection.execute(conversations.delete().where(
+                    conversations.c.id == gone.id))
+                await tx.add_event("conversation.removed", conversation_id=None,
+                                   data={"conversation_id": gone.id}, now=NOW)
+        finally:
+            await old.close()
+        upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
+        try:
+            async with upgraded.transaction() as tx:
+                logged = [(e.type, e.conversation_id)
+                          for e in await tx.list_events(after=0, limit=100)]
+        finally:
+            await upgraded.close()
+        assert logged == [
+            ("conversation.added", gone.id), ("participant.added", gone.id),
+            ("message.added", None),  # names only its message, deleted with the rest
+            ("conversation.updated", kept.id), ("delivery.updated", None),
+            ("conversation.removed", gone.id)]
 
     async def test_the_migrated_schema_matches_the_tables(self, store: SqlStore) -> None:
         def differences(connection: sa.Connection) -> list[object]:

@@ -59,6 +59,17 @@ class TestGroups:
         assert group.name == "SMS · +1 555-123-0001"
         assert await network.is_reachable(WalletAddress(wallet.address))
 
+    async def test_a_renamed_group_shows_its_new_name_to_its_wallets(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="Support",
+                                              members=[WalletAddress(wallet.address)])
+        await wallet.sync_all()
+        assert wallet.conversation(group_id).name == "Support"
+        await network.rename_group(group_id, "Support One")
+        await wallet.sync_all()
+        assert wallet.conversation(group_id).name == "Support One"
+
     async def test_a_wallet_not_on_xmtp_is_refused(self, network: XmtpChatNetwork) -> None:
         stranger = WalletAddress("0x" + "ab" * 20)
         assert not await network.is_reachable(stranger)

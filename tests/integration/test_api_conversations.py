@@ -376,3 +376,61 @@ class TestUpdatesThatChangeNothing:
         await patch(client, "c", friendly_name="A", unique_name="c", attributes={"x": [1]})
         assert await logged_events(parts) == before
 
+
+class TestRenamingAConversationRenamesItsGroup:
+    async def test_a_new_friendly_name_is_the_group_s_new_name(self, api):
+        client, parts = api
+        created = await create(client, friendly_name="Support", unique_name="s1")
+        resp = await client.patch("/v1/conversations/s1", json={"friendly_name": "Support One"},
+                                  headers=AUTH)
+        assert resp.status == 200 and (await resp.json())["friendly_name"] == "Support One"
+        assert parts.chat.groups[created["xmtp_group_id"]].name == "Support One"
+
+    async def test_a_cleared_friendly_name_names_the_group_as_creation_would(self, api):
+        client, parts = api
+        named = await create(client, friendly_name="Support", unique_name="s1")
+        unnamed = await create(client, friendly_name="Sales")
+        for conversation, ref, expected in ((named, "s1", "s1"),
+                                            (unnamed, unnamed["id"], "Conversation")):
+            resp = await client.patch(f"/v1/conversations/{ref}",
+                                      json={"friendly_name": None}, headers=AUTH)
+            assert resp.status == 200
+            assert parts.chat.groups[conversation["xmtp_group_id"]].name == expected
+
+    async def test_other_changes_leave_the_group_s_name_alone(self, api):
+        client, parts = api
+        created = await create(client, friendly_name="Support", unique_name="s1")
+        group = parts.chat.groups[created["xmtp_group_id"]]
+        group.name = "SMS · +1 415-555-0123"  # as the relay names the groups it makes
+        for change in ({"unique_name": "s2"}, {"attributes": {"x": 1}},
+                       {"friendly_name": "Support"}, {"state": "inactive"}):
+            resp = await client.patch(f"/v1/conversations/{created['id']}", json=change,
+                                      headers=AUTH)
+            assert resp.status == 200, await resp.json()
+        assert group.name == "SMS · +1 415-555-0123"
+
+    async def test_a_failed_rename_is_a_502_and_records_nothing(self, api):
+        client, parts = api
+        created = await create(client, friendly_name="Support", unique_name="s1")
+        parts.chat.failing = True
+        resp = await client.patch("/v1/conversations/s1", json={"friendly_name": "Support One"},
+                                  headers=AUTH)
+        assert resp.status == 502 and (await resp.json())["code"] == "chat_network_error"
+        parts.chat.failing = False
+        fetched = await (await client.get("/v1/conversations/s1", headers=AUTH)).json()
+        assert fetched["friendly_name"] == "Support"
+        assert fetched["updated_at"] == created["updated_at"]
+        assert parts.chat.groups[created["xmtp_group_id"]].name == "Support"
+
+    async def test_a_refused_update_leaves_the_group_s_name_alone(self, api):
+        client, parts = api
+        await create(client, unique_name="taken")
+        created = await create(client, friendly_name="Support", unique_name="s1")
+        await client.patch("/v1/conversations/s1", json={"state": "closed"}, headers=AUTH)
+        for change, code in (
+                ({"friendly_name": "Support One", "unique_name": "taken"}, "unique_name_taken"),
+                ({"friendly_name": "Support One", "state": "active"},
+                 "invalid_state_transition")):
+            resp = await client.patch("/v1/conversations/s1", json=change, headers=AUTH)
+            assert resp.status == 409 and (await resp.json())["code"] == code
+        assert parts.chat.groups[created["xmtp_group_id"]].name == "Support"

@@ -239,9 +239,10 @@ class TestFilteringEvents:
         resp = await client.get("/v1/events", params={"after": "0", "conversation_id": cid},
                                 headers=AUTH)
         assert resp.status == 200
-        (removed,) = await read_events(resp, 1)
+        history = await read_events(resp, 5)  # its whole history, the removal last
         resp.close()
-        assert removed["type"] == "conversation.removed"
+        assert [e["type"] for e in history][::4] == ["conversation.added",
+                                                      "conversation.removed"]
 
     async def test_an_unknown_type_is_refused(self, api):
         client, _ = api
@@ -260,6 +261,19 @@ class TestFilteringEvents:
         assert removed["type"] == "conversation.removed"
         assert removed["data"]["conversation_id"] == cid
         assert removed["data"]["conversation"]["unique_name"] == "c1"
+
+    async def test_a_deleted_conversation_s_history_replays_whole_with_its_id(self, api):
+        client, _ = api
+        cid = await activity(client)
+        assert (await client.delete("/v1/conversations/c1", headers=AUTH)).status == 204
+        expected = ["conversation.added", "participant.added", "participant.added",
+                    "message.added", "conversation.removed"]
+        for params in ({"after": "0"}, {"after": "0", "conversation_id": cid}):
+            resp = await client.get("/v1/events", params=params, headers=AUTH)
+            events = await read_events(resp, len(expected))
+            resp.close()
+            assert [e["type"] for e in events] == expected
+            assert [e["conversation_id"] for e in events] == [cid] * len(expected)
 
 
 class TestKeepAlive:
