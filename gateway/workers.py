@@ -30,7 +30,7 @@ from gateway.domain.models import (
 from gateway.domain.ports import ChatMessage, ChatNetwork, NewMessage, Store, StoreTx
 from gateway.domain.relay import Relay
 from gateway.domain.rules import short_address
-from gateway.errors import Conflict, GatewayError, WalletNotReachable
+from gateway.errors import ChatNetworkError, Conflict, GatewayError, WalletNotReachable
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class Waker:
 
 def backoff(attempt: int, *, base: float = 1.0, cap: float = 300.0) -> float:
     """Exponential backoff with full jitter (attempt 1 waits up to ``base``)."""
-    return random.uniform(0, min(cap, base * 2 ** max(attempt - 1, 0)))  # noqa: S311 - jitter, not crypto
+    return random.uniform(0, min(cap, base * 2 ** min(max(attempt - 1, 0), 30)))  # noqa: S311 - jitter, not crypto
 
 
 _OPEN_STATES = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.UNKNOWN)
@@ -235,9 +235,16 @@ class ChatDeliveryWorker:
             await self._relay.wallet_unreachable(job.conversation.id,
                                                  WalletAddress(exc.wallet))
             return
-        except (GatewayError, TimeoutError) as exc:
-            # Unknown or failed: the retry posts the same prepared message (keyed send).
-            await self._retry_or_fail(job, str(exc) or "the XMTP send timed out")
+        except (ChatNetworkError, TimeoutError) as exc:
+            # The node did not answer, or failed: the message may be prepared already,
+            # and libxmtp publishes a prepared message once the node answers again. So it
+            # is retried (the same prepared message: a keyed send) as long as it takes,
+            # never marked failed while it may still arrive.
+            await self._retry_or_fail(job, str(exc) or "the XMTP send timed out",
+                                      give_up=False)
+            return
+        except GatewayError as exc:
+            await self._retry_or_fail(job, str(exc))
             return
         self._posted.append((job, message_id))
         self._flush_wanted.set()
@@ -375,15 +382,21 @@ class ChatDeliveryWorker:
                                          now=now)
                     self._metrics.deliveries.labels(Channel.XMTP.value, "failed").inc()
 
-    async def _retry_or_fail(self, job: DeliveryJob, reason: str) -> None:
-        if job.delivery.attempts >= self._max_attempts:
+    async def _retry_or_fail(self, job: DeliveryJob, reason: str, *,
+                             give_up: bool = True) -> None:
+        attempts = job.delivery.attempts
+        if give_up and attempts >= self._max_attempts:
             log.error("giving up on XMTP delivery %s: %s", job.delivery.id, reason)
             await self._fail_messages([job], reason)
             return
         now = self._clock.now()
-        delay = timedelta(seconds=backoff(job.delivery.attempts))
-        log.warning("XMTP delivery %s failed (%s); retrying in %.1fs", job.delivery.id,
-                    reason, delay.total_seconds())
+        delay = timedelta(seconds=backoff(attempts))
+        if attempts % self._max_attempts == 0:  # loud now and then, not on every retry
+            log.error("XMTP delivery %s still failing after %d attempts (%s); retrying "
+                      "until the node answers", job.delivery.id, attempts, reason)
+        else:
+            log.warning("XMTP delivery %s failed (%s); retrying in %.1fs", job.delivery.id,
+                        reason, delay.total_seconds())
         async with self._store.transaction() as tx:
             for delivery in await self._open_deliveries(tx, job):
                 await tx.mark_retry(delivery.id, next_attempt_at=now + delay, error_code=None,

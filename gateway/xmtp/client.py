@@ -39,7 +39,17 @@ def _library_errors(action: str) -> Iterator[None]:
     try:
         yield
     except _LIBRARY_ERRORS as exc:
-        raise ChatNetworkError(f"{action}: {exc}") from exc
+        raise ChatNetworkError(f"{action}: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """libxmtp's message without what follows its first line: some errors append a
+    twenty-line table of API call counts, which every retry would log again."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    return first if first == text else f"{first} …"
 
 
 class Consent(enum.Enum):

@@ -69,6 +69,30 @@ class TestChatDeliveryRecovery:
         assert delivery.state is DeliveryState.SENT
         assert delivery.provider_id == chat.sent[0].message_id
 
+    async def test_a_node_down_past_every_attempt_delays_the_post_but_never_fails_it(
+            self, store: Store, tmp_path: Path) -> None:
+        clock, relay, chat = await _phone_texted(store, tmp_path, "SM" + "b" * 32,
+                                                 "anyone?")
+        worker = ChatDeliveryWorker(store, chat, relay, clock, Metrics(), Waker(),
+                                    max_attempts=3)
+        chat.failing = True  # the node does not answer, for longer than 3 attempts
+        for _ in range(6):
+            assert await worker.run_once() == 1
+            clock.advance(timedelta(minutes=6))  # past the longest backoff
+        async with store.transaction() as tx:
+            message = await tx.find_message(MessageSource.SMS, "SM" + "b" * 32)
+            assert message is not None
+            [waiting] = await tx.list_deliveries(message.id)
+        assert (waiting.state, waiting.attempts) == (DeliveryState.PENDING, 6)
+        assert waiting.error_message is not None and "down" in waiting.error_message
+
+        chat.failing = False  # back: the post goes out, and only now is it sent
+        assert await worker.run_once() == 1
+        assert [s.text for s in chat.sent] == ["anyone?"]
+        async with store.transaction() as tx:
+            [sent] = await tx.list_deliveries(message.id)
+        assert sent.state is DeliveryState.SENT
+
     async def test_a_group_stored_meanwhile_wins_over_the_one_just_made(
             self, store: Store, tmp_path: Path) -> None:
         clock, relay, chat = await _phone_texted(store, tmp_path, "SM" + "b" * 32,

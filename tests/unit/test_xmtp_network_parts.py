@@ -108,3 +108,14 @@ class TestLoopThread:
                 await thread.run(fail())
         finally:
             thread.stop()
+
+
+class TestLibraryErrorText:
+    def test_only_the_first_line_of_libxmtps_message_is_kept(self) -> None:
+        from gateway.xmtp.client import _first_line
+
+        table = "publish failed: tcp connect error\n============ Api Stats ============\n" \
+                "UploadKeyPackage 0\nFetchKeyPackage 0"
+        assert _first_line(RuntimeError(table)) == "publish failed: tcp connect error …"
+        assert _first_line(RuntimeError("one line")) == "one line"
+        assert _first_line(RuntimeError("")) == "RuntimeError"
