@@ -506,10 +506,12 @@ class ChatStreamConsumer:
                 raise GatewayError("the chat stream ended")
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the stream must come back; the failure is counted and logged
+            except Exception as exc:  # the stream must come back; counted and logged
                 failures += 1
                 self._metrics.stream_failures.inc()
                 delay = backoff(failures, base=0.5, cap=self._max_backoff)
-                log.exception("chat stream failed (%d in a row); reopening in %.1fs",
-                              failures, delay)
+                # the trace once per outage: the reopens after it say one line each
+                log.error("chat stream failed (%d in a row): %s; reopening in %.1fs",
+                          failures, str(exc).splitlines()[0] if str(exc) else
+                          type(exc).__name__, delay, exc_info=failures == 1)
                 await asyncio.sleep(delay)
