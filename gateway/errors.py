@@ -14,6 +14,16 @@ class GatewayError(Exception):
     code = "gateway_error"
 
 
+def first_line(exc: BaseException) -> str:
+    """An error's message without what follows its first line (libxmtp appends a
+    twenty-line table of API call counts to some), for logs that repeat it."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    return first if first == text else f"{first} …"
+
+
 # --- configuration -------------------------------------------------------------------
 
 

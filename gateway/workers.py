@@ -30,7 +30,13 @@ from gateway.domain.models import (
 from gateway.domain.ports import ChatMessage, ChatNetwork, NewMessage, Store, StoreTx
 from gateway.domain.relay import Relay
 from gateway.domain.rules import short_address
-from gateway.errors import ChatNetworkError, Conflict, GatewayError, WalletNotReachable
+from gateway.errors import (
+    ChatNetworkError,
+    Conflict,
+    GatewayError,
+    WalletNotReachable,
+    first_line,
+)
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -512,6 +518,5 @@ class ChatStreamConsumer:
                 delay = backoff(failures, base=0.5, cap=self._max_backoff)
                 # the trace once per outage: the reopens after it say one line each
                 log.error("chat stream failed (%d in a row): %s; reopening in %.1fs",
-                          failures, str(exc).splitlines()[0] if str(exc) else
-                          type(exc).__name__, delay, exc_info=failures == 1)
+                          failures, first_line(exc), delay, exc_info=failures == 1)
                 await asyncio.sleep(delay)

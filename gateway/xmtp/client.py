@@ -22,7 +22,7 @@ import xmtp_bindings as xb
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from gateway.errors import ChatNetworkError, WalletNotReachable
+from gateway.errors import ChatNetworkError, WalletNotReachable, first_line
 
 TEXT_CONTENT_TYPE = "xmtp.org/text:1.0"
 _STREAM_QUEUE_LIMIT = 10_000
@@ -39,17 +39,7 @@ def _library_errors(action: str) -> Iterator[None]:
     try:
         yield
     except _LIBRARY_ERRORS as exc:
-        raise ChatNetworkError(f"{action}: {_first_line(exc)}") from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    """libxmtp's message without what follows its first line: some errors append a
-    twenty-line table of API call counts, which every retry would log again."""
-    text = str(exc).strip()
-    if not text:
-        return type(exc).__name__
-    first = text.splitlines()[0]
-    return first if first == text else f"{first} …"
+        raise ChatNetworkError(f"{action}: {first_line(exc)}") from exc
 
 
 class Consent(enum.Enum):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import parse_config
+from gateway.errors import first_line
 from gateway.xmtp.loop_thread import LoopThread
 from gateway.xmtp.network import NETWORK_HOSTS, content_name, node_url_for
 from gateway.xmtp.send_log import SendLog
@@ -112,10 +113,8 @@ class TestLoopThread:
 
 class TestLibraryErrorText:
     def test_only_the_first_line_of_libxmtps_message_is_kept(self) -> None:
-        from gateway.xmtp.client import _first_line
-
         table = "publish failed: tcp connect error\n============ Api Stats ============\n" \
                 "UploadKeyPackage 0\nFetchKeyPackage 0"
-        assert _first_line(RuntimeError(table)) == "publish failed: tcp connect error …"
-        assert _first_line(RuntimeError("one line")) == "one line"
-        assert _first_line(RuntimeError("")) == "RuntimeError"
+        assert first_line(RuntimeError(table)) == "publish failed: tcp connect error …"
+        assert first_line(RuntimeError("one line")) == "one line"
+        assert first_line(RuntimeError("")) == "RuntimeError"
