@@ -362,12 +362,10 @@ class Relay:
         async with self._store.transaction() as tx:
             conversation = await _conversation(tx, conversation_id)
             now = self._clock.now()
-            for phone in await tx.list_participants(conversation.id):
-                if not phone.is_chat:
-                    await self._notice_to_phone(
-                        tx, conversation, phone,
-                        f"Sorry, {short_address(wallet)} cannot receive messages: that wallet "
-                        "is not on XMTP.", woken, now)
+            await self._notice_to_phones(
+                tx, conversation, await tx.list_participants(conversation.id),
+                f"Sorry, {short_address(wallet)} cannot receive messages: that wallet "
+                "is not on XMTP.", woken, now)
         self._settle(woken)
 
     async def wallets_left_out(self, conversation_id: ConversationId,
@@ -387,12 +385,10 @@ class Relay:
                                        data={"participant_id": p.id}, now=now)
             names = ", ".join(short_address(w) for w in wallets)
             one = len(wallets) == 1
-            for phone in participants:
-                if not phone.is_chat:
-                    await self._notice_to_phone(
-                        tx, conversation, phone,
-                        f"Sorry, {names} cannot receive messages: not on XMTP. The others "
-                        "in this conversation get your texts.", woken, now)
+            await self._notice_to_phones(
+                tx, conversation, participants,
+                f"Sorry, {names} cannot receive messages: not on XMTP. The others in this "
+                "conversation get your texts.", woken, now)
             await self._notice_to_wallets(
                 tx, conversation, f"{names} {'is' if one else 'are'} not on XMTP and "
                 f"{'was' if one else 'were'} left out of this conversation.", woken, now)
@@ -405,6 +401,13 @@ class Relay:
             conversation_id=conversation.id, author=None, body=text,
             source=MessageSource.SYSTEM), now=now)
         await self._add_delivery(tx, conversation, message, phone, None, woken, now)
+
+    async def _notice_to_phones(self, tx: StoreTx, conversation: Conversation,
+                                participants: Sequence[Participant], text: str,
+                                woken: _Wake, now: datetime) -> None:
+        for phone in participants:
+            if not phone.is_chat:
+                await self._notice_to_phone(tx, conversation, phone, text, woken, now)
 
     async def _notice_to_wallets(self, tx: StoreTx, conversation: Conversation, text: str,
                                  woken: _Wake, now: datetime) -> None:
