@@ -195,7 +195,7 @@ def _waking(app: web.Application) -> Callable[[set[Channel]], None]:
     def wake(channels: set[Channel]) -> None:
         app[WAKER].wake(channels)
         outbox = app.get(OUTBOX)
-        if outbox is not None and channels & {Channel.SMS, Channel.WHATSAPP}:
+        if outbox is not None and any(channel.is_phone for channel in channels):
             outbox.wake()
         hub = app.get(EVENT_HUB)
         if hub is not None:  # the relay wrote events: event streams read them now

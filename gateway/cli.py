@@ -19,7 +19,7 @@ DESCRIPTION = (
     "to a number reaches a wallet's XMTP conversation, and the wallet's reply goes back "
     "to the phone. Run 'gateway COMMAND --help' for a command's options.")
 
-# The same names as the config's server.log_level (gateway.config_types.LogLevel), kept
+# The same names as the config's server.log_level (gateway.config.types.LogLevel), kept
 # here so parsing arguments does not import pydantic.
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -28,7 +28,7 @@ _COMMANDS = {
     "serve": "gateway.serve:run",
     "devnode": "gateway.xmtp.devnode.cli:run",
     "demo": "gateway.demo:run",
-    "check-config": "gateway.config_report:run",
+    "check-config": "gateway.config.report:run",
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
 }

@@ -40,7 +40,7 @@ from aiohttp import web
 
 from gateway.app import SIMULATOR, create_app
 from gateway.config import GatewayConfig
-from gateway.config_report import load_for_command
+from gateway.config.report import load_for_command
 from gateway.data_dir import exclusive_data_dir
 from gateway.domain.rules import Rule, RuleMode
 from gateway.errors import GatewayError

@@ -17,7 +17,7 @@ import uvloop
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config_report import load_for_command
+from gateway.config.report import load_for_command
 from gateway.data_dir import exclusive_data_dir
 from gateway.errors import CannotListen, GatewayError
 from gateway.logs import setup_logging

@@ -11,7 +11,6 @@ from gateway.api import params
 from gateway.api.errors import InvalidBody
 from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
-    Window,
     decode_token,
     make_page,
     page_size,
@@ -20,6 +19,7 @@ from gateway.api.pagination import (
 from gateway.api.service import ConversationChanges
 from gateway.api.views import conversation_json, page_json
 from gateway.domain.models import Conversation, ConversationState
+from gateway.domain.ports import Window
 
 _FIELDS = {"friendly_name", "unique_name", "attributes"}
 

@@ -16,7 +16,6 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from gateway.api.queries import ApiQueries
 from gateway.api.views import (
     JSON,
     conversation_json,
@@ -27,7 +26,7 @@ from gateway.api.views import (
 )
 from gateway.domain.ids import ConversationId, DeliveryId, MessageId, ParticipantId
 from gateway.domain.models import Event
-from gateway.domain.ports import Store, StoreTx
+from gateway.domain.ports import ApiQueries, Store, StoreTx
 from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)

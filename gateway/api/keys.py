@@ -11,9 +11,9 @@ from gateway.domain.models import Channel
 
 if TYPE_CHECKING:
     from gateway.api.hub import EventHub
-    from gateway.api.queries import ApiQueries
     from gateway.api.service import ConversationService
     from gateway.api.settings import ApiSettings
+    from gateway.domain.ports import ApiQueries
 
 API_SETTINGS: web.AppKey[ApiSettings] = web.AppKey("api_settings")
 API_QUERIES: web.AppKey[ApiQueries] = web.AppKey("api_queries")

@@ -11,16 +11,15 @@ from gateway.api import params
 from gateway.api.errors import InvalidParameter
 from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
-    Window,
     decode_token,
     make_page,
     page_size,
     token_time,
     window_from_token,
 )
-from gateway.api.queries import TimeRange
 from gateway.api.views import message_json, page_json
 from gateway.domain.models import Message
+from gateway.domain.ports import TimeRange, Window
 
 
 def _token_period(payload: dict[str, Any]) -> TimeRange:

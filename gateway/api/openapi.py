@@ -13,7 +13,14 @@ from aiohttp import web
 from gateway.api.hub import EVENT_TYPES
 from gateway.api.pagination import MAX_PAGE_SIZE
 from gateway.api.params import MAX_INT64
-from gateway.domain.models import Channel, Consent, ConversationState, DeliveryState, MessageSource
+from gateway.domain.models import (
+    PHONE_CHANNELS,
+    Channel,
+    Consent,
+    ConversationState,
+    DeliveryState,
+    MessageSource,
+)
 
 JSON = dict[str, Any]
 
@@ -126,7 +133,7 @@ SCHEMAS: JSON = {
     "PhoneParticipantCreate": _object({
         "address": {"type": "string", "description": "the phone, E.164"},
         "proxy_address": {"type": "string", "description": "one of the gateway's numbers"},
-        "channel": {"enum": ["sms", "whatsapp"], "default": "sms"},
+        "channel": {"enum": [c.value for c in PHONE_CHANNELS], "default": "sms"},
         "attributes": _nullable(_ATTRIBUTES),
     }, required=["address", "proxy_address"]),
     "MessageCreate": _object({

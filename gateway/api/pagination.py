@@ -17,35 +17,11 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from gateway.api.errors import InvalidPageToken, InvalidParameter
+from gateway.domain.ports.queries import DEFAULT_PAGE_SIZE, Slice, Window
 
 T = TypeVar("T")
 
-DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """Which rows a query should return: up to ``limit`` rows past ``start`` (a listing
-    key; None = from the edge) travelling ``forward`` in the listing's order, or
-    backward towards its beginning. ``inclusive`` keeps the row at ``start`` itself
-    (an explicit anchor)."""
-
-    start: Any
-    forward: bool = True
-    limit: int = DEFAULT_PAGE_SIZE
-    inclusive: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class Slice(Generic[T]):
-    """What a query found for a window: ``items`` in listing order; ``more`` when rows
-    continue past them in the travel direction; ``behind`` when rows exist on the other
-    side of the window's start."""
-
-    items: list[T]
-    more: bool
-    behind: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,7 @@ from gateway.api import params
 from gateway.api.errors import InvalidBody
 from gateway.api.keys import API_SERVICE
 from gateway.api.views import participant_json
-from gateway.domain.models import Channel
-
-_PHONE_CHANNELS = {Channel.SMS, Channel.WHATSAPP}
+from gateway.domain.models import PHONE_CHANNELS, Channel
 
 
 async def list_participants(request: web.Request) -> web.Response:
@@ -37,7 +35,7 @@ async def add_participant(request: web.Request) -> web.Response:
         address = params.required_text(body, "address")
         proxy = params.required_text(body, "proxy_address")
         channel = params.enum_value(Channel, body.get("channel", "sms"), "channel",
-                                    allowed=_PHONE_CHANNELS, error=InvalidBody)
+                                    allowed=set(PHONE_CHANNELS), error=InvalidBody)
         participant = await service.add_phone_participant(
             ref, address=address, proxy_address=proxy, channel=channel, attributes=attributes)
     return web.json_response(participant_json(participant), status=201)

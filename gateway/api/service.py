@@ -16,7 +16,6 @@ from typing import Any
 
 from gateway.api import errors as api_errors
 from gateway.api.hub import EventHub
-from gateway.api.queries import ApiQueries
 from gateway.api.refs import is_conversation_id
 from gateway.api.views import conversation_json, participant_json
 from gateway.domain.clock import Clock
@@ -40,7 +39,7 @@ from gateway.domain.models import (
     Participant,
 )
 from gateway.domain.phones import mask, parse_phone
-from gateway.domain.ports import ChatNetwork, NewMessage, NewParticipant, Store, StoreTx
+from gateway.domain.ports import ApiQueries, ChatNetwork, NewMessage, NewParticipant, Store, StoreTx
 from gateway.domain.rules import normalize_address
 from gateway.errors import BadRequest, Conflict, WalletNotReachable
 

@@ -22,10 +22,9 @@ from collections.abc import Callable
 import aiohttp
 
 from gateway.api.hub import EventHub
-from gateway.api.queries import ApiQueries
 from gateway.api.settings import WebhookSettings
 from gateway.api.views import JSON
-from gateway.domain.ports import Store
+from gateway.domain.ports import ApiQueries, Store
 from gateway.errors import StoreError
 
 log = logging.getLogger(__name__)

@@ -34,6 +34,14 @@ class Channel(enum.StrEnum):
     WHATSAPP = "whatsapp"
     XMTP = "xmtp"
 
+    @property
+    def is_phone(self) -> bool:
+        return self in PHONE_CHANNELS
+
+
+# The channels that reach a phone through Twilio, named once.
+PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
+
 
 class MessageSource(enum.StrEnum):
     SMS = "sms"

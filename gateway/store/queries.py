@@ -17,11 +17,9 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gateway.api.pagination import Slice, Window
-from gateway.api.queries import TimeRange
 from gateway.domain.ids import ConversationId, MessageId
 from gateway.domain.models import Conversation, ConversationState, Event, Message
-from gateway.domain.ports import Store, StoreTx
+from gateway.domain.ports import Slice, Store, StoreTx, TimeRange, Window
 from gateway.errors import Conflict, NotFound, StoreError
 from gateway.store import engine as engines
 from gateway.store import rows

@@ -23,7 +23,14 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from gateway.domain.models import Channel, Consent, ConversationState, DeliveryState, MessageSource
+from gateway.domain.models import (
+    PHONE_CHANNELS,
+    Channel,
+    Consent,
+    ConversationState,
+    DeliveryState,
+    MessageSource,
+)
 from gateway.store.columns import UTCDateTime, json_type, serial_id_type
 
 NAMING_CONVENTION = {
@@ -48,7 +55,7 @@ def _one_of(column: str, values: list[str]) -> sa.CheckConstraint:
 
 CONVERSATION_STATES = [s.value for s in ConversationState]
 CHANNELS = [c.value for c in Channel]
-PHONE_CHANNELS = [Channel.SMS.value, Channel.WHATSAPP.value]
+PHONE_CHANNEL_VALUES = [c.value for c in PHONE_CHANNELS]
 CONSENTS = [c.value for c in Consent]
 MESSAGE_SOURCES = [s.value for s in MessageSource]
 DELIVERY_STATES = [s.value for s in DeliveryState]
@@ -154,7 +161,7 @@ contacts = sa.Table(
     sa.Column("last_inbound_at", UTCDateTime, nullable=True),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     _one_of("consent", CONSENTS),
-    _one_of("channel", PHONE_CHANNELS),
+    _one_of("channel", PHONE_CHANNEL_VALUES),
 )
 
 cursors = sa.Table(

@@ -62,7 +62,6 @@ from gateway.store.tables import (
     pending_statuses,
 )
 
-PHONE_CHANNELS = (Channel.SMS.value, Channel.WHATSAPP.value)
 EVENT_LOG_LOCK = "gateway.events"
 
 

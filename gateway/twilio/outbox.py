@@ -55,7 +55,13 @@ from datetime import datetime, timedelta
 
 from gateway.domain.clock import Clock
 from gateway.domain.ids import PhoneNumber
-from gateway.domain.models import Channel, Delivery, DeliveryJob, DeliveryState, Participant
+from gateway.domain.models import (
+    PHONE_CHANNELS,
+    Delivery,
+    DeliveryJob,
+    DeliveryState,
+    Participant,
+)
 from gateway.domain.phones import mask
 from gateway.domain.policy import (
     OutboundDecision,
@@ -78,7 +84,6 @@ from gateway.twilio.split import MAX_BODY, split_body
 
 log = logging.getLogger(__name__)
 
-PHONE_CHANNELS = (Channel.SMS, Channel.WHATSAPP)
 DAY = timedelta(hours=24)
 
 PolicyFor = Callable[[str | None], OutboundPolicy]

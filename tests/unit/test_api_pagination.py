@@ -8,8 +8,6 @@ from hypothesis import strategies as st
 
 from gateway.api.errors import InvalidPageToken, InvalidParameter
 from gateway.api.pagination import (
-    Slice,
-    Window,
     decode_token,
     encode_token,
     make_page,
@@ -17,6 +15,7 @@ from gateway.api.pagination import (
     token_time,
     window_from_token,
 )
+from gateway.domain.ports import Slice, Window
 
 
 class TestPageTokens:

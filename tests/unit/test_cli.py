@@ -9,7 +9,7 @@ import pytest
 
 from gateway import cli
 from gateway.cli import build_parser
-from gateway.config_types import LogLevel
+from gateway.config.types import LogLevel
 
 REPO = Path(__file__).resolve().parents[2]
 PORTED = ["devnode", "twilio-sim"]  # every subcommand that takes --port

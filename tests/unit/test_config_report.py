@@ -10,7 +10,7 @@ import yaml
 
 from gateway.cli import main
 from gateway.config import load_config
-from gateway.config_report import check
+from gateway.config.report import check
 from tests.unit.config_fixtures import minimal
 
 REPO = Path(__file__).resolve().parents[2]

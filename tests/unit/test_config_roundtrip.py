@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import parse_config
-from gateway.config_sources import find_placeholders
+from gateway.config.sources import find_placeholders
 from gateway.domain.ids import PhoneNumber, WalletAddress
 from gateway.domain.models import Channel
 from gateway.domain.policy import OutboundPolicy, WhatsAppTemplate

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from gateway.config import load_config, parse_config
-from gateway.config_sources import SECRETS_FILE
+from gateway.config.sources import SECRETS_FILE
 from gateway.errors import ConfigError
 from tests.unit.config_fixtures import AUTH_TOKEN, minimal
 

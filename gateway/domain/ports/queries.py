@@ -1,9 +1,9 @@
-"""What the API needs from the store beyond ``StoreTx``: keyset-paged listings and the
+"""What the API reads from the store beyond ``StoreTx``: keyset-paged listings and the
 few writes the relay never makes (renaming, deleting a conversation).
 
 Reads open their own short read transaction; writes take the caller's ``StoreTx`` so
-they commit together with the event that announces them.
-Implemented over SQLAlchemy in ``gateway.store.queries``.
+they commit together with the event that announces them. Implemented over SQLAlchemy in
+``gateway.store.queries``; the API's pagination turns windows and slices into pages.
 """
 
 from __future__ import annotations
@@ -11,12 +11,40 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from gateway.api.pagination import Slice, Window
 from gateway.domain.ids import ConversationId, MessageId
 from gateway.domain.models import Conversation, ConversationState, Event, Message
-from gateway.domain.ports import StoreTx
+from gateway.domain.ports.store import StoreTx
+
+T = TypeVar("T")
+
+DEFAULT_PAGE_SIZE = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Which rows a query should return: up to ``limit`` rows past ``start`` (a listing
+    key; None = from the edge) travelling ``forward`` in the listing's order, or
+    backward towards its beginning. ``inclusive`` keeps the row at ``start`` itself
+    (an explicit anchor)."""
+
+    start: Any
+    forward: bool = True
+    limit: int = DEFAULT_PAGE_SIZE
+    inclusive: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Slice(Generic[T]):
+    """What a query found for a window: ``items`` in listing order; ``more`` when rows
+    continue past them in the travel direction; ``behind`` when rows exist on the other
+    side of the window's start."""
+
+    items: list[T]
+    more: bool
+    behind: bool
+
 
 
 @dataclass(frozen=True, slots=True)

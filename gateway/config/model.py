@@ -3,8 +3,8 @@
 ``load_config(path)`` reads the file; ``parse_config(mapping, base_dir=...)`` does the
 rest: ``${ENV}`` interpolation, placeholder refusal, ``generate`` secrets and the checks
 that span rules (unique names, one rule per proxy and channel, aliases that resolve),
-all in config_sources.py; then pydantic validation with the field types of
-config_types.py. Every problem found is collected into one ``ConfigError`` whose
+all in sources.py; then pydantic validation with the field types of
+types.py. Every problem found is collected into one ``ConfigError`` whose
 entries name the key path.
 
 Paths: ``data_dir`` is relative to the config file's directory; every other relative
@@ -33,9 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from gateway import config_sources
-from gateway.config_sources import KeyPath, Problems, format_path
-from gateway.config_types import (
+from gateway.config import sources as config_sources
+from gateway.config.sources import KeyPath, Problems, format_path
+from gateway.config.types import (
     E164,
     Alias,
     Country,

@@ -1,12 +1,8 @@
-"""Ports: what the relay and the workers need from the outside world.
-
-Each is a ``Protocol`` with a real implementation (SQLAlchemy, twilio, libxmtp) and a
-test double; the same contract tests run against every implementation.
-"""
+"""The store: one transaction at a time (``StoreTx``), opened by ``Store``."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -35,25 +31,6 @@ from gateway.domain.models import (
     MessageSource,
     Participant,
 )
-
-# --- workers ---------------------------------------------------------------------------
-
-
-class DeliveryTaker(Protocol):
-    """A channel's delivery worker in this process, taking deliveries claimed at birth:
-    the relay creates them already leased to it (``StoreTx.add_delivery(lease_until=…)``)
-    and hands them over once the transaction commits, which saves a claim transaction
-    and a wake-up on every relayed message. A taker that goes away without sending leaves
-    leased rows, which its channel's reconciler takes when the lease runs out, exactly as
-    after a claim."""
-
-    def lease_for(self, target: Participant, now: datetime) -> datetime | None:
-        """The lease for a delivery to ``target`` this worker will take, or None when it
-        has no room for more now (the delivery is then left pending, for a claim)."""
-
-    def take(self, job: DeliveryJob, lease_until: datetime) -> None:
-        """A committed delivery claimed at birth under ``lease_until``."""
-
 
 # --- store -----------------------------------------------------------------------------
 
@@ -250,74 +227,3 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raises ``StoreError`` when the database cannot be reached."""
     async def close(self) -> None: ...
-
-
-# --- phone network (Twilio) ------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class OutboundText:
-    to: PhoneNumber
-    from_: PhoneNumber
-    channel: Channel  # sms or whatsapp; the sender adds the ``whatsapp:`` prefix
-    body: str | None
-    media_urls: tuple[str, ...] = ()
-    status_callback: str | None = None
-    content_sid: str | None = None  # WhatsApp template outside the 24-hour window
-    content_variables: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class SentText:
-    provider_id: str  # Twilio's MessageSid (SM… or MM…: opaque)
-    status: str
-
-
-class PhoneNetwork(Protocol):
-    async def send(self, text: OutboundText) -> SentText:
-        """Raises ``RetryableSendError`` (429/5xx/connect errors; ``retry_after`` when
-        the provider said), ``PermanentSendError`` (with the provider's code), or
-        ``UnknownOutcomeError`` when the request may have left (timeout, dropped
-        connection)."""
-    async def find_sent(
-        self, *, to: PhoneNumber, from_: PhoneNumber, channel: Channel, sent_after: datetime,
-        body: str | None, skip: Collection[str] = frozenset(),
-    ) -> SentText | None:
-        """Reconciliation: the message we may have sent, looked up at the provider; the
-        earliest match whose id is not in ``skip`` (ids other deliveries already own)."""
-
-
-# --- chat network (XMTP) ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    group_id: str
-    message_id: str
-    sender: WalletAddress
-    sent_at_ns: int
-    text: str | None  # None when the content is not text (attachment, reaction, ...)
-    content_type: str  # "text", "attachment", "reaction", ...
-
-
-class ChatNetwork(Protocol):
-    async def is_reachable(self, wallet: WalletAddress) -> bool: ...
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
-        """Creates a group of the gateway and ``members``; returns its id. Raises
-        ``WalletNotReachable`` for a member not on XMTP."""
-    async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
-    async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
-    async def rename_group(self, group_id: str, name: str) -> None:
-        """Sets the group's name, as its members see it."""
-    async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
-        """Sends text into the group; returns the message id. ``key`` names the send
-        for retries: a second send with the same key (after an error whose outcome was
-        unknown) publishes the message prepared the first time, never a second one."""
-    def messages(
-        self, high_water: Callable[[str], Awaitable[int | None]],
-    ) -> AsyncIterator[ChatMessage]:
-        """Messages from others in the gateway's groups: first every message newer than
-        ``high_water(group_id)`` (catch-up), then live ones; after a stream failure it
-        catches up again before streaming. The gateway's own messages are left out.
-        Messages may repeat across restarts; the store's (source, external_id)
-        uniqueness absorbs that."""

@@ -1,0 +1,22 @@
+"""Ports: what the relay, the delivery engine and the API need from the outside world.
+
+Each is a ``Protocol`` with a real implementation (SQLAlchemy, twilio, libxmtp) and a
+test double; the same contract tests run against every implementation.
+"""
+
+from gateway.domain.ports.networks import (
+    ChatMessage,
+    ChatNetwork,
+    OutboundText,
+    PhoneNetwork,
+    SentText,
+)
+from gateway.domain.ports.queries import ApiQueries, Slice, TimeRange, Window
+from gateway.domain.ports.store import NewMessage, NewParticipant, StatusChange, Store, StoreTx
+from gateway.domain.ports.taker import DeliveryTaker
+
+__all__ = [
+    "ApiQueries", "ChatMessage", "ChatNetwork", "DeliveryTaker", "NewMessage",
+    "NewParticipant", "OutboundText", "PhoneNetwork", "SentText", "Slice", "StatusChange",
+    "Store", "StoreTx", "TimeRange", "Window",
+]
