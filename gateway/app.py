@@ -17,26 +17,39 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from gateway.api import add_api_routes
-from gateway.api.keys import EVENT_HUB, WAKE_DELIVERIES
-from gateway.appkeys import CHAT, CLOCK, CONFIG, METRICS, PHONE, RELAY, STORE, TASKS, WAKER
+from gateway.api.keys import EVENT_HUB
+from gateway.appkeys import CHAT, CLOCK, CONFIG, METRICS, PHONE, RELAY, STORE, TASKS
 from gateway.config import GatewayConfig
+from gateway.config.model import RetryConfig
+from gateway.delivery import (
+    Backoff,
+    ChatChannel,
+    EngineSettings,
+    Holder,
+    Outbox,
+    PacingSettings,
+    PhoneChannel,
+    PhoneSettings,
+    holder_id_for,
+)
+from gateway.delivery.holder import new_holder_id
 from gateway.domain.clock import Clock, SystemClock
-from gateway.domain.models import Channel
-from gateway.domain.policy import OutboundPolicy
+from gateway.domain.models import Channel, DeliveryJob
 from gateway.domain.ports import ChatNetwork, DeliveryTaker, PhoneNetwork, Store
 from gateway.domain.relay import Relay
+from gateway.domain.writer import AfterCommit
 from gateway.health import add_health_routes
 from gateway.metrics import Metrics
 from gateway.testing.twilio_sim import TwilioSimulator
-from gateway.twilio.outbox import OutboxSettings, PhoneOutbox
 from gateway.twilio.webhooks import MESSAGES_PATH, STATUS_PATH, add_twilio_routes
-from gateway.workers import ChatDeliveryWorker, ChatStreamConsumer, Departures, Waker
+from gateway.workers import ChatStreamConsumer
 
 log = logging.getLogger(__name__)
 
 SIMULATOR: web.AppKey[TwilioSimulator] = web.AppKey("twilio_simulator")
-OUTBOX: web.AppKey[PhoneOutbox] = web.AppKey("phone_outbox")
-CHAT_DELIVERY: web.AppKey[ChatDeliveryWorker] = web.AppKey("chat_delivery")
+PHONE_OUTBOX: web.AppKey[Outbox] = web.AppKey("phone_outbox")
+CHAT_OUTBOX: web.AppKey[Outbox] = web.AppKey("chat_outbox")
+HOLDER_ID: web.AppKey[str] = web.AppKey("outbox_holder_id")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +61,9 @@ class Parts:
     chat: ChatNetwork | None = None
     clock: Clock | None = None
     run_workers: bool = True
+    # This process as an outbox holder. None: the id kept in data_dir (a restart takes
+    # back what it held at once) when the store is the config's, a fresh one otherwise.
+    holder_id: str | None = None
 
 
 def create_app(config: GatewayConfig, parts: Parts | None = None) -> web.Application:
@@ -56,8 +72,9 @@ def create_app(config: GatewayConfig, parts: Parts | None = None) -> web.Applica
     app[CONFIG] = config
     app[CLOCK] = parts.clock or SystemClock()
     app[METRICS] = Metrics()
-    app[WAKER] = Waker()
     app[TASKS] = {}
+    app[HOLDER_ID] = parts.holder_id or (holder_id_for(config.data_dir)
+                                         if parts.store is None else new_holder_id())
 
     app.cleanup_ctx.append(_store_context(parts.store))
     app.cleanup_ctx.append(_phone_context(parts.phone))
@@ -177,44 +194,48 @@ def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], Asyn
 
 
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
-    wake = _waking(app)
-    app[RELAY] = Relay(app[STORE], app[CONFIG].rulebook(), app[CLOCK], wake=wake,
+    app[RELAY] = Relay(app[STORE], app[CONFIG].rulebook(), app[CLOCK],
+                       wake=lambda after: _woken(app, after),
                        takers=lambda channel: _taker(app, channel))
-    app[WAKE_DELIVERIES] = wake
     yield
 
 
 def _taker(app: web.Application, channel: Channel) -> DeliveryTaker | None:
-    """This process's worker for the channel, which takes what the relay claims at birth."""
-    if channel is Channel.XMTP:
-        return app.get(CHAT_DELIVERY)
-    return app.get(OUTBOX)
+    """This process's engine for the channel, which takes what the relay claims at birth."""
+    return app.get(CHAT_OUTBOX) if channel is Channel.XMTP else app.get(PHONE_OUTBOX)
 
 
-def _waking(app: web.Application) -> Callable[[set[Channel]], None]:
-    def wake(channels: set[Channel]) -> None:
-        app[WAKER].wake(channels)
-        outbox = app.get(OUTBOX)
-        if outbox is not None and any(channel.is_phone for channel in channels):
-            outbox.wake()
-        hub = app.get(EVENT_HUB)
-        if hub is not None:  # the relay wrote events: event streams read them now
-            hub.notify()
+def _woken(app: web.Application, after: AfterCommit) -> None:
+    """After a relay transaction commits: the engines with new pending work look for it
+    now, and event streams read the events it wrote."""
+    for key, wanted in ((PHONE_OUTBOX, any(c.is_phone for c in after.channels)),
+                        (CHAT_OUTBOX, Channel.XMTP in after.channels)):
+        engine = app.get(key)
+        if wanted and engine is not None:
+            engine.wake()
+    hub = app.get(EVENT_HUB)
+    if hub is not None and after.events:
+        hub.notify()
 
-    return wake
+
+def _retry(config: RetryConfig) -> Backoff:
+    return Backoff(base=config.base_delay_seconds, cap=config.max_delay_seconds,
+                   max_attempts=config.max_attempts)
 
 
-def outbox_settings(config: GatewayConfig) -> OutboxSettings:
+def phone_engine_settings(config: GatewayConfig) -> EngineSettings:
     twilio = config.twilio
-    return OutboxSettings(
-        rate_per_second=twilio.rate_limits.default_per_second,
-        rate_overrides=dict(twilio.rate_limits.numbers),
-        max_attempts=twilio.retry.max_attempts,
-        backoff_base=twilio.retry.base_delay_seconds,
-        backoff_cap=twilio.retry.max_delay_seconds,
-        send_timeout=twilio.send_timeout_seconds,
-        lease=twilio.lease_seconds,
-    )
+    return EngineSettings(
+        lease=twilio.lease_seconds, send_timeout=twilio.send_timeout_seconds,
+        backoff=_retry(twilio.retry),
+        pacing=PacingSettings(default=twilio.rate_limits.default_per_second,
+                              rates=dict(twilio.rate_limits.numbers)))
+
+
+def chat_engine_settings(config: GatewayConfig) -> EngineSettings:
+    xmtp = config.xmtp
+    return EngineSettings(lease=xmtp.lease_seconds, send_timeout=xmtp.send_timeout_seconds,
+                          backoff=_retry(xmtp.retry), poll_interval=1.0)
 
 
 def _stream_leadership(
@@ -229,32 +250,39 @@ def _stream_leadership(
 
 
 async def _workers_context(app: web.Application) -> AsyncIterator[None]:
-    config, store, relay, metrics = app[CONFIG], app[STORE], app[RELAY], app[METRICS]
+    config, store, relay, metrics, clock = (app[CONFIG], app[STORE], app[RELAY], app[METRICS],
+                                            app[CLOCK])
     rules = config.rulebook()
+    holder = Holder(store, clock, holder_id=app[HOLDER_ID])
+    await holder.beat()
+    released = await relay.release_held(holder.id)
+    if released:
+        log.info("took back %d deliveries this gateway held when it last stopped", released)
 
-    def policy_for(rule_name: str | None) -> OutboundPolicy:
-        rule = rules.get(rule_name) if rule_name else None
-        return rule.outbound if rule is not None else OutboundPolicy()
+    def observe(engine: str) -> Callable[[str, DeliveryJob | None], None]:
+        def observed(outcome: str, job: DeliveryJob | None) -> None:
+            metrics.deliveries.labels(engine, outcome).inc()
+            if outcome == "sent" and job is not None:
+                metrics.delivery_latency.labels(engine).observe(
+                    max((clock.now() - job.message.created_at).total_seconds(), 0.0))
+        return observed
 
-    def observe(outcome: str, seconds: float) -> None:
-        metrics.deliveries.labels("phone", outcome).inc()
-        if outcome == "sent":
-            metrics.delivery_latency.labels("phone").observe(seconds)
-
-    outbox = PhoneOutbox(
-        store, app[PHONE], app[CLOCK], outbox_settings(config),
-        status_callback_url=config.server.public_url.rstrip("/") + STATUS_PATH,
-        policy_for=policy_for, render=relay.text_for_phone, on_failed=relay.delivery_failed,
-        observer=observe)
-    app[OUTBOX] = outbox
-    chat_delivery = ChatDeliveryWorker(store, app[CHAT], relay, app[CLOCK], metrics, app[WAKER])
-    app[CHAT_DELIVERY] = chat_delivery
+    phone = Outbox(relay, PhoneChannel(
+        store, app[PHONE], rules, clock, PhoneSettings(
+            status_callback_url=config.server.public_url.rstrip("/") + STATUS_PATH)),
+        holder, clock, phone_engine_settings(config), observer=observe("phone"))
+    chat = Outbox(relay, ChatChannel(
+        store, app[CHAT], rules, group_made=relay.group_made,
+        send_timeout=config.xmtp.send_timeout_seconds),
+        holder, clock, chat_engine_settings(config), observer=observe("xmtp"))
+    app[PHONE_OUTBOX] = phone
+    app[CHAT_OUTBOX] = chat
     stream = ChatStreamConsumer(store, app[CHAT], relay, metrics,
-                                departures=Departures(store, app[CLOCK], _waking(app)),
                                 leadership=_stream_leadership(store))
     tasks = app[TASKS]
-    tasks["phone_outbox"] = asyncio.create_task(outbox.run(), name="phone-outbox")
-    tasks["chat_delivery"] = asyncio.create_task(chat_delivery.run(), name="chat-delivery")
+    tasks["outbox_holder"] = asyncio.create_task(holder.run(), name="outbox-holder")
+    tasks["phone_outbox"] = asyncio.create_task(phone.run(), name="phone-outbox")
+    tasks["chat_outbox"] = asyncio.create_task(chat.run(), name="chat-outbox")
     tasks["chat_stream"] = asyncio.create_task(stream.run(), name="chat-stream")
     try:
         yield

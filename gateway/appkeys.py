@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from gateway.domain.ports import ChatNetwork, PhoneNetwork, Store
     from gateway.domain.relay import Relay
     from gateway.metrics import Metrics
-    from gateway.workers import Waker
 
 CONFIG: web.AppKey[GatewayConfig] = web.AppKey("config")
 CLOCK: web.AppKey[Clock] = web.AppKey("clock")
@@ -22,5 +21,4 @@ RELAY: web.AppKey[Relay] = web.AppKey("relay")
 PHONE: web.AppKey[PhoneNetwork] = web.AppKey("phone")
 CHAT: web.AppKey[ChatNetwork] = web.AppKey("chat")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
-WAKER: web.AppKey[Waker] = web.AppKey("waker")
 TASKS: web.AppKey[dict[str, asyncio.Task[None]]] = web.AppKey("tasks")

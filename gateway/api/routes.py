@@ -16,17 +16,17 @@ from gateway.api import conversations, events, messages, openapi, participants
 from gateway.api.auth import auth_middleware
 from gateway.api.errors import API_PREFIX, error_middleware
 from gateway.api.hub import EventHub
-from gateway.api.keys import API_QUERIES, API_SERVICE, API_SETTINGS, EVENT_HUB, WAKE_DELIVERIES
+from gateway.api.keys import API_QUERIES, API_SERVICE, API_SETTINGS, EVENT_HUB
 from gateway.api.service import ConversationService
 from gateway.api.settings import ApiSettings
 from gateway.api.webhooks import WebhookSender
-from gateway.appkeys import CHAT, CLOCK, CONFIG, STORE
+from gateway.appkeys import CHAT, CLOCK, CONFIG, RELAY, STORE
 
 
 def add_api_routes(app: web.Application) -> None:
-    """Expects STORE, CHAT and CLOCK on the app by startup, and CONFIG unless
-    API_SETTINGS was set directly. API_QUERIES defaults to the SQL store's queries;
-    WAKE_DELIVERIES, when set, is called after the API records a message."""
+    """Expects STORE, CHAT, CLOCK and RELAY (which records what the API sends) on the
+    app by startup, and CONFIG unless API_SETTINGS was set directly. API_QUERIES
+    defaults to the SQL store's queries."""
     # error handling wraps authentication, which refuses by raising
     app.middlewares.extend([error_middleware, auth_middleware])
     for module in (conversations, participants, messages, events, openapi):
@@ -47,11 +47,10 @@ async def _api_context(app: web.Application) -> AsyncIterator[None]:
     store, queries = app[STORE], app[API_QUERIES]
     hub = EventHub(store=store, queries=queries, poll_interval=settings.event_poll_interval)
     app[EVENT_HUB] = hub
-    wake = app.get(WAKE_DELIVERIES)
     app[API_SERVICE] = ConversationService(
         store=store, queries=queries, chat=app[CHAT], clock=app[CLOCK],
         routes=settings.routes, gateway_wallet=settings.gateway_wallet, hub=hub,
-        **({"wake": wake} if wake is not None else {}))
+        relay=app[RELAY])
 
     tasks = [asyncio.create_task(hub.poll(), name="api-event-poll")]
     session = None

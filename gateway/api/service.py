@@ -10,7 +10,7 @@ join, both harmless and repaired by the next attempt.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,6 @@ from gateway.api.hub import EventHub
 from gateway.api.refs import is_conversation_id
 from gateway.api.views import conversation_json, participant_json
 from gateway.domain.clock import Clock
-from gateway.domain.fanout import fan_out
 from gateway.domain.ids import (
     ConversationId,
     MessageId,
@@ -35,11 +34,11 @@ from gateway.domain.models import (
     Delivery,
     Media,
     Message,
-    MessageSource,
     Participant,
 )
 from gateway.domain.phones import mask, parse_phone
-from gateway.domain.ports import ApiQueries, ChatNetwork, NewMessage, NewParticipant, Store, StoreTx
+from gateway.domain.ports import ApiQueries, ChatNetwork, NewParticipant, Store, StoreTx
+from gateway.domain.relay import Relay
 from gateway.domain.rules import normalize_address
 from gateway.errors import BadRequest, Conflict, WalletNotReachable
 
@@ -69,9 +68,8 @@ class ConversationChanges:
 class ConversationService:
     def __init__(
         self, *, store: Store, queries: ApiQueries, chat: ChatNetwork, clock: Clock,
-        routes: frozenset[tuple[PhoneNumber, Channel]], hub: EventHub,
+        routes: frozenset[tuple[PhoneNumber, Channel]], hub: EventHub, relay: Relay,
         gateway_wallet: WalletAddress | None = None,
-        wake: Callable[[set[Channel]], None] = lambda _channels: None,
     ) -> None:
         self._store = store
         self._queries = queries
@@ -81,7 +79,7 @@ class ConversationService:
         self._proxies = frozenset(proxy for proxy, _channel in routes)
         self._gateway_wallet = gateway_wallet
         self._hub = hub
-        self._wake = wake
+        self._relay = relay
 
     # ---- conversations ----------------------------------------------------------------
 
@@ -325,22 +323,18 @@ class ConversationService:
         attributes: Mapping[str, Any],
     ) -> Message:
         """Records the message and its deliveries to every other participant, on their
-        own channels, through the same outbox as bridged messages."""
+        own channels, through the relay: the same outbox and the same events as bridged
+        messages."""
         if not (body and body.strip()) and not media_urls:
             raise api_errors.EmptyMessage("a message needs a body or media_url")
-        now = self._clock.now()
-        async with self._store.transaction() as tx:
+
+        async def prepare(tx: StoreTx) -> tuple[Conversation, ParticipantId | None]:
             conversation = await _open_conversation(tx, ref)
-            author_id = await _author(tx, conversation, author)
-            message = await tx.add_message(NewMessage(
-                conversation_id=conversation.id, author=author_id, body=body,
-                source=MessageSource.API, media=tuple(Media(url) for url in media_urls),
-                attributes=attributes), now=now)
-            deliveries = await fan_out(tx, message, now=now)
-            await tx.add_event("message.added", conversation_id=conversation.id,
-                               data={"message_id": message.id, "index": message.index},
-                               now=now)
-        self._wake({d.channel for d in deliveries})
+            return conversation, await _author(tx, conversation, author)
+
+        message = await self._relay.post(prepare, body=body,
+                                         media=[Media(url) for url in media_urls],
+                                         attributes=dict(attributes))
         self._hub.notify()
         return message
 

@@ -211,6 +211,13 @@ class XmtpConfig(_Section):
     db_path: DataPath = Field(Path("xmtp/gateway.db3"),
                                                                   validate_default=True)
     db_encryption_key: Hex32Key  # libxmtp encrypts its database with it
+    send_timeout_seconds: Positive = 30.0  # the longest one post into a group may take
+    # A claimed post not finished within its lease is reconciled then (a keyed post
+    # again); a process that died is noticed sooner, by its heartbeat.
+    lease_seconds: Positive = 120.0
+    # A node that does not answer is retried as long as it takes (the post may still
+    # arrive); other errors give up after max_attempts.
+    retry: RetryConfig = RetryConfig(max_attempts=10)
 
     @model_validator(mode="after")
     def _node(self) -> XmtpConfig:

@@ -1,13 +1,12 @@
 """Who a recorded message must reach: one Delivery per other active participant, on that
-participant's channel, created in the caller's transaction (the transactional outbox)."""
+participant's channel (``Writer.record`` creates them in the message's transaction: the
+transactional outbox)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
-from gateway.domain.models import Channel, Consent, Delivery, Message, MessageSource, Participant
-from gateway.domain.ports import StoreTx
+from gateway.domain.models import Channel, Consent, Message, MessageSource, Participant
 
 
 def delivery_targets(message: Message, participants: Sequence[Participant]) -> list[Participant]:
@@ -25,11 +24,3 @@ def delivery_targets(message: Message, participants: Sequence[Participant]) -> l
             continue
         targets.append(p)
     return targets
-
-
-async def fan_out(tx: StoreTx, message: Message, *, now: datetime) -> list[Delivery]:
-    participants = await tx.list_participants(message.conversation_id)
-    return [
-        await tx.add_delivery(message.id, p.id, p.channel, now=now)
-        for p in delivery_targets(message, participants)
-    ]

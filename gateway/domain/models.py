@@ -1,4 +1,4 @@
-"""The domain, shaped like Twilio Conversations (see ../shared/DESIGN.md).
+"""The domain, shaped like Twilio Conversations (see docs/architecture.md).
 
 Frozen dataclasses only: no I/O, no ORM. The store maps these to rows.
 """
@@ -155,6 +155,17 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A claim on a delivery: who holds it (an outbox holder, one per process), the
+    fencing token the claim gave the row, and when it runs out. Results are written only
+    under ``token``; once another claim took the row, the token no longer matches."""
+
+    holder: str
+    token: int
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
     id: DeliveryId
     message_id: MessageId
@@ -168,6 +179,7 @@ class Delivery:
     error_message: str | None
     created_at: datetime
     updated_at: datetime
+    lease: Lease | None = None  # while a process holds it (sending, or being reconciled)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +206,26 @@ class DeliveryJob:
     target: Participant
     conversation: Conversation
     author: Participant | None
+    # claimed for reconciling: an earlier attempt's outcome is not known
+    reconciling: bool = False
+
+    @property
+    def lease(self) -> Lease | None:
+        return self.delivery.lease
+
+    @property
+    def lane(self) -> str:
+        return lane_of(self.target)
+
+    @property
+    def position(self) -> int:
+        return self.message.index
+
+
+def lane_of(target: Participant) -> str:
+    """The order deliveries keep: a phone's texts one after another (its participant), a
+    conversation's posts into its group one after another (the conversation)."""
+    return target.conversation_id if target.is_chat else target.id
 
 
 @dataclass(frozen=True, slots=True)

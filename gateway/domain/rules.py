@@ -162,6 +162,16 @@ class RuleBook:
         """The rule owning this proxy number on this channel."""
         return self._by_route.get((proxy, channel))
 
+    def governing(self, proxy: str | None, channel: Channel,
+                  conversation_rule: str | None) -> Rule | None:
+        """The rule a text to a phone goes out under: the one owning the number and
+        channel it leaves from (a conversation the API made is governed by its number's
+        rule like any other), else the rule that made the conversation."""
+        rule = self.match(proxy, channel) if proxy is not None else None
+        if rule is None and conversation_rule is not None:
+            rule = self.get(conversation_rule)
+        return rule
+
     def get(self, name: str) -> Rule | None:
         """A rule by name (conversations keep the name of the rule that created them)."""
         return self._by_name.get(name)

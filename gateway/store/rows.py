@@ -23,6 +23,7 @@ from gateway.domain.models import (
     Delivery,
     DeliveryState,
     Event,
+    Lease,
     Media,
     Message,
     MessageSource,
@@ -76,6 +77,8 @@ def delivery(row: Mapping[Any, Any]) -> Delivery:
         error_message=row["error_message"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        lease=(Lease(holder=row["holder"], token=row["lease_token"], until=row["lease_until"])
+               if row["holder"] is not None and row["lease_until"] is not None else None),
     )
 
 

@@ -27,6 +27,7 @@ from gateway.store.tables import (
     deliveries,
     events,
     messages,
+    outbox_holders,
     participants,
     pending_statuses,
 )
@@ -65,14 +66,37 @@ FIND_MESSAGE = _where_equal(messages, "source", "external_id")
 # The next index is taken by an UPDATE of the conversation's row: its row lock (SQLite:
 # the write lock) is held to commit, so concurrent writers queue here and indexes come
 # out with no gap and no repeat.
+# last_message_at only moves forward: two writers of one conversation may take their
+# times in one order and the row in the other (PostgreSQL), and the newest message's time
+# is what it says.
 TAKE_MESSAGE_INDEX = (
     conversations.update().where(conversations.c.id == sa.bindparam("conversation"))
     .values(next_message_index=conversations.c.next_message_index + 1,
-            last_message_at=sa.bindparam("now"))
+            last_message_at=sa.case(
+                (sa.or_(conversations.c.last_message_at.is_(None),
+                        conversations.c.last_message_at < sa.bindparam("now")),
+                 sa.bindparam("now")),
+                else_=conversations.c.last_message_at))
     .returning(conversations.c.next_message_index - 1))
 
 GET_DELIVERY = _where_equal(deliveries, "id")
 ADD_DELIVERY = deliveries.insert().returning(*deliveries.c)
+_OPEN = [DeliveryState.PENDING.value, DeliveryState.SENDING.value,
+         DeliveryState.UNKNOWN.value]
+# Whether a new delivery of a lane may be claimed at birth by ``holder``: not while an
+# earlier one is open and not held by it (pending, in a backoff, or another process's).
+LANE_BLOCKED = (
+    sa.select(deliveries.c.id)
+    .where(deliveries.c.lane == sa.bindparam("lane"), _one_of(deliveries.c.state, _OPEN),
+           sa.or_(deliveries.c.holder.is_(None),
+                  deliveries.c.holder != sa.bindparam("holder")))
+    .limit(1))
+LANE_OPEN = (deliveries.select()
+             .where(deliveries.c.lane == sa.bindparam("lane"),
+                    _one_of(deliveries.c.state, _OPEN))
+             .order_by(deliveries.c.position, deliveries.c.id))
+# A result, and every other write the mark_* calls make, leaves the row unleased.
+UNLEASED = {"holder": None, "lease_until": None}
 # the columns to set come as execute parameters named after them
 UPDATE_DELIVERY = (deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
                    .returning(*deliveries.c))
@@ -80,21 +104,23 @@ UPDATE_DELIVERY = (deliveries.update().where(deliveries.c.id == sa.bindparam("de
 # own response): states only move up in rank.
 MARK_SENT = (
     deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
-    .values(provider_id=sa.bindparam("provider"), lease_until=None, next_attempt_at=None,
-            updated_at=sa.bindparam("now"),
+    .values(provider_id=sa.bindparam("provider"), next_attempt_at=None,
+            updated_at=sa.bindparam("now"), **UNLEASED,
             state=sa.case((_one_of(deliveries.c.state, [
                 s.value for s in DeliveryState if s.rank < DeliveryState.SENT.rank]),
                 DeliveryState.SENT.value), else_=deliveries.c.state))
     .returning(*deliveries.c))
-# The same, written only while the caller still holds its lease: once a lease ran out the
-# row may belong to another worker or the reconciler, under a lease of their own.
-_LEASE_HELD = deliveries.c.lease_until == sa.bindparam("held_lease")
+# The same, written only while the caller still holds its lease: once another claim took
+# the row (a new token), it belongs to that claim's holder.
+_LEASE_HELD = sa.and_(deliveries.c.lease_token == sa.bindparam("held_token"),
+                      deliveries.c.holder == sa.bindparam("held_by"))
 UPDATE_LEASED_DELIVERY = UPDATE_DELIVERY.where(_LEASE_HELD)
 MARK_SENT_LEASED = MARK_SENT.where(_LEASE_HELD)
 # Back to pending without having tried (pacing, a lease too short, a stop): the claim's
 # attempt is taken back, so waiting never uses up a delivery's attempts.
-HAND_BACK = UPDATE_LEASED_DELIVERY.values(
+HAND_BACK = UPDATE_DELIVERY.values(
     attempts=sa.case((deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0))
+HAND_BACK_LEASED = HAND_BACK.where(_LEASE_HELD)
 MESSAGE_DELIVERIES = (_where_equal(deliveries, "message_id")
                       .order_by(deliveries.c.created_at, deliveries.c.id))
 PROVIDER_DELIVERIES = _where_equal(deliveries, "provider_id").order_by(deliveries.c.id)
@@ -117,29 +143,70 @@ TAKE_EARLY_STATUS = (
 # first open XMTP delivery of a message is ever claimed (its siblings are marked with it):
 # two workers can never each claim a sibling and post the message twice.
 _sibling = deliveries.alias("sibling")
-_OPEN = [DeliveryState.PENDING.value, DeliveryState.SENDING.value,
-         DeliveryState.UNKNOWN.value]
 FIRST_OF_ITS_MESSAGE = sa.or_(
     deliveries.c.channel != Channel.XMTP.value,
     ~sa.exists().where(_sibling.c.message_id == deliveries.c.message_id,
                        _sibling.c.channel == Channel.XMTP.value,
                        _sibling.c.id < deliveries.c.id,
                        _one_of(_sibling.c.state, _OPEN)))
+# A lane's deliveries go out in order: one is due for ``holder`` only when every earlier
+# open one of its lane is held by that same holder (it sends them first, in its own lane
+# queue). A text in its backoff (pending, unheld) holds back the phone's next one; so does
+# one another process holds.
+_earlier = deliveries.alias("earlier")
+FIRST_OF_ITS_LANE = ~sa.exists().where(
+    _earlier.c.lane == deliveries.c.lane, _earlier.c.position < deliveries.c.position,
+    _one_of(_earlier.c.state, _OPEN),
+    sa.or_(_earlier.c.holder.is_(None), _earlier.c.holder != sa.bindparam("holder")))
+_CLAIMABLE = (deliveries.c.state == DeliveryState.PENDING.value,
+              deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
+              FIRST_OF_ITS_MESSAGE, FIRST_OF_ITS_LANE)
 DUE_DELIVERIES = (
     sa.select(deliveries.c.id)
-    .where(deliveries.c.state == sa.bindparam("state"),
-           deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
-           deliveries.c.next_attempt_at <= sa.bindparam("now"),
-           FIRST_OF_ITS_MESSAGE)
+    .where(*_CLAIMABLE, deliveries.c.next_attempt_at <= sa.bindparam("now"))
     .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+    .limit(sa.bindparam("limit"))
+    .with_for_update(skip_locked=True))
+# The soonest one of those falls due (the engine sleeps until then rather than polling).
+NEXT_DUE = sa.select(sa.func.min(deliveries.c.next_attempt_at).label("due")).where(*_CLAIMABLE)
+# Outcomes nobody will report: ``unknown`` and free, or held under a lease that ran out or
+# by a process that stopped beating (it died between claim and result).
+_ALIVE = (sa.select(outbox_holders.c.id)
+          .where(outbox_holders.c.alive_until > sa.bindparam("now")))
+RECONCILABLE = (
+    sa.select(deliveries.c.id)
+    .where(sa.or_(
+        sa.and_(deliveries.c.state == DeliveryState.UNKNOWN.value,
+                deliveries.c.holder.is_(None)),
+        sa.and_(_one_of(deliveries.c.state, [DeliveryState.SENDING.value,
+                                             DeliveryState.UNKNOWN.value]),
+                deliveries.c.holder.is_not(None),
+                sa.or_(deliveries.c.lease_until <= sa.bindparam("now"),
+                       deliveries.c.holder.not_in(_ALIVE)))),
+        deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
+        FIRST_OF_ITS_MESSAGE)
+    .order_by(deliveries.c.lane, deliveries.c.position, deliveries.c.id)
     .limit(sa.bindparam("limit"))
     .with_for_update(skip_locked=True))
 _LEASE = (deliveries.update()
           .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
           .values(state=sa.bindparam("new_state"), lease_until=sa.bindparam("lease"),
+                  holder=sa.bindparam("holder"), lease_token=deliveries.c.lease_token + 1,
                   updated_at=sa.bindparam("now")))
 LEASE_FOR_SENDING = _LEASE.values(attempts=deliveries.c.attempts + 1)
 LEASE = _LEASE
+RENEW_LEASE = (deliveries.update()
+               .where(deliveries.c.id == sa.bindparam("delivery"), _LEASE_HELD)
+               .values(lease_until=sa.bindparam("until")))
+# A process starting again under its holder id: its previous life's leases are over.
+RELEASE_HELD = (
+    deliveries.update()
+    .where(deliveries.c.holder == sa.bindparam("held_by"),
+           _one_of(deliveries.c.state, [DeliveryState.SENDING.value,
+                                        DeliveryState.UNKNOWN.value]))
+    .values(state=DeliveryState.UNKNOWN.value, holder=None, lease_until=None,
+            lease_token=deliveries.c.lease_token + 1, updated_at=sa.bindparam("now"))
+    .returning(*deliveries.c))
 
 
 # A claimed delivery with everything its sender needs, in one statement: each row is the
@@ -155,25 +222,21 @@ JOBS = (
     .outerjoin(_author, messages.c.author_id == _author.c.id)
     .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True))))
 
-# Phone deliveries since a time, in all or by phone or by rule (the send quotas). Not
-# counted: the gateway's own notices (a phone texting HELP must not use up the wallets'
-# quota) and deliveries that failed without reaching the provider (refused, say).
-_PHONE_DELIVERIES = (
+# Phone deliveries since a time from one of our numbers on some channels (a rule's), in
+# all or to one phone (the send quotas). Not counted: the gateway's own notices (a phone
+# texting HELP must not use up the wallets' quota) and deliveries that failed without
+# reaching the provider (refused, say).
+COUNT_OUTBOUND = (
     sa.select(sa.func.count().label("sent"))
     .select_from(deliveries.join(participants, deliveries.c.participant_id == participants.c.id)
                  .join(messages, deliveries.c.message_id == messages.c.id))
-    .where(_one_of(deliveries.c.channel, [Channel.SMS.value, Channel.WHATSAPP.value]),
+    .where(deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
+           participants.c.proxy_address == sa.bindparam("proxy"),
            deliveries.c.created_at >= sa.bindparam("since"),
            messages.c.source != MessageSource.SYSTEM.value,
            sa.or_(deliveries.c.state != DeliveryState.FAILED.value,
                   deliveries.c.provider_id.is_not(None))))
-COUNT_OUTBOUND = _PHONE_DELIVERIES
-COUNT_OUTBOUND_TO = _PHONE_DELIVERIES.where(participants.c.address == sa.bindparam("address"))
-_BY_RULE = (participants.c.conversation_id == conversations.c.id,
-            conversations.c.rule == sa.bindparam("rule"))
-COUNT_OUTBOUND_BY_RULE = _PHONE_DELIVERIES.join(conversations, _BY_RULE[0]).where(_BY_RULE[1])
-COUNT_OUTBOUND_TO_BY_RULE = (COUNT_OUTBOUND_TO.join(conversations, _BY_RULE[0])
-                             .where(_BY_RULE[1]))
+COUNT_OUTBOUND_TO = COUNT_OUTBOUND.where(participants.c.address == sa.bindparam("address"))
 
 # A group, once set, is never replaced: the first writer wins (two processes, or the API
 # and a worker, may each create a group for the same new conversation).
@@ -201,6 +264,7 @@ class Upserts:
     record_inbound: sa.Insert
     set_contact_consent: sa.Insert
     set_cursor: sa.Insert
+    beat: sa.Insert
 
 
 def _upserts(insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]) -> Upserts:
@@ -210,6 +274,7 @@ def _upserts(insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]) ->
     inbound = insert(contacts)
     consent = insert(contacts)
     cursor = insert(cursors)
+    beat = insert(outbox_holders)
     return Upserts(
         add_conversation=if_new(conversations),
         add_participant=if_new(participants),
@@ -229,6 +294,10 @@ def _upserts(insert: Callable[[sa.Table], postgresql.Insert | sqlite.Insert]) ->
         set_cursor=cursor.on_conflict_do_update(
             index_elements=[cursors.c.key], set_={"value": cursor.excluded.value},
             where=cursors.c.value < cursor.excluded.value),
+        beat=beat.on_conflict_do_update(
+            index_elements=[outbox_holders.c.id],
+            set_={"alive_until": beat.excluded.alive_until,
+                  "description": beat.excluded.description}),
     )
 
 

@@ -94,6 +94,7 @@ participants = sa.Table(
     sa.Column("active_wallet", WALLET, nullable=True),
     sa.UniqueConstraint("conversation_id", "active_wallet"),
     sa.Index(None, "address", "proxy_address"),
+    sa.Index(None, "proxy_address"),  # a rule's quota counts the texts from its number
     _one_of("channel", CHANNELS),
     _one_of("consent", CONSENTS),
 )
@@ -132,11 +133,30 @@ deliveries = sa.Table(
     sa.Column("error_message", sa.Text, nullable=True),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
+    # The order a delivery keeps: nothing is claimed while an earlier delivery of its
+    # lane (a phone's texts; a conversation's posts into its group) is still open.
+    sa.Column("lane", sa.String(34), nullable=False),
+    sa.Column("position", sa.Integer, nullable=False),  # the message's index
+    # Who holds the lease (an ``outbox_holders`` row) and the fencing token every claim
+    # increments: results are written only under the token they were claimed with.
+    sa.Column("holder", sa.String(64), nullable=True, index=True),
+    sa.Column("lease_token", sa.Integer, nullable=False),
     sa.UniqueConstraint("message_id", "participant_id"),
     sa.Index(None, "state", "next_attempt_at"),
     sa.Index(None, "participant_id", "created_at"),
+    sa.Index(None, "lane", "position"),
     _one_of("channel", CHANNELS),
     _one_of("state", DELIVERY_STATES),
+)
+
+# The processes holding outbox leases, each alive until its last heartbeat says: rows
+# held by one that stopped beating are taken back at once (it died).
+outbox_holders = sa.Table(
+    "outbox_holders", metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("description", sa.String(255), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("alive_until", UTCDateTime, nullable=False),
 )
 
 # Status callbacks that arrived before the send's own response stored the provider id.

@@ -8,6 +8,7 @@ caller that catches ``DuplicateMessage`` must still be able to use it.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from gateway.domain.models import (
     DeliveryJob,
     DeliveryState,
     Event,
+    Lease,
     Message,
     MessageSource,
     Participant,
@@ -55,7 +57,6 @@ from gateway.store.crypto import ContentCipher
 from gateway.store.inline import InlineConnection
 from gateway.store.tables import (
     conversations,
-    deliveries,
     events,
     messages,
     participants,
@@ -70,6 +71,11 @@ def _pair(address: str, proxy_address: str, channel: Channel | str) -> str:
     addresses differ: "+1…" and "whatsapp:+1…")."""
     pair = f"{address} {proxy_address}"
     return f"whatsapp:{pair}" if channel == Channel.WHATSAPP else pair
+
+
+def _held(lease: Lease) -> dict[str, Any]:
+    """The parameters a fenced write checks: the lease's token and holder."""
+    return {"held_token": lease.token, "held_by": lease.holder}
 
 
 def _split(row: sa.Row[Any], parts: Sequence[sa.FromClause]) -> list[dict[str, Any]]:
@@ -339,15 +345,21 @@ class SqlStoreTx:
 
     async def add_delivery(
         self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
-        now: datetime, not_before: datetime | None = None, lease_until: datetime | None = None,
+        lane: str, position: int, now: datetime, not_before: datetime | None = None,
+        holder: str | None = None, lease_until: datetime | None = None,
     ) -> Delivery:
-        claimed = lease_until is not None
+        claimed = holder is not None and lease_until is not None
+        if claimed and await self._one(statements.LANE_BLOCKED,
+                                       {"lane": lane, "holder": holder}):
+            claimed = False  # order first: an earlier one of the lane is still open
         row = await self._one(statements.ADD_DELIVERY, {
             "id": new_delivery_id(), "message_id": message_id, "participant_id": participant_id,
             "channel": channel.value,
             "state": (DeliveryState.SENDING if claimed else DeliveryState.PENDING).value,
             "attempts": 1 if claimed else 0, "next_attempt_at": not_before or now,
-            "lease_until": lease_until, "provider_id": None,
+            "lease_until": lease_until if claimed else None,
+            "holder": holder if claimed else None, "lease_token": 1 if claimed else 0,
+            "lane": lane, "position": position, "provider_id": None,
             "error_code": None, "error_message": None, "created_at": now, "updated_at": now})
         assert row is not None
         return rows.delivery(row)
@@ -361,36 +373,55 @@ class SqlStoreTx:
         return [rows.delivery(row) for row in found]
 
     async def claim_deliveries(
-        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
+        self, channels: Sequence[Channel], *, holder: str, now: datetime,
+        lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
         if limit <= 0 or not channels:
             return []
         due = await self._all(statements.DUE_DELIVERIES, {
-            "state": DeliveryState.PENDING.value, "channels": [c.value for c in channels],
-            "now": now, "limit": limit})
+            "channels": [c.value for c in channels], "holder": holder, "now": now,
+            "limit": limit})
         return await self._lease(statements.LEASE_FOR_SENDING, [row["id"] for row in due],
-                                 state=DeliveryState.SENDING, now=now, lease_until=lease_until)
+                                 state=DeliveryState.SENDING, holder=holder, now=now,
+                                 lease_until=lease_until)
+
+    async def open_in_lane(self, lane: str) -> list[Delivery]:
+        found = await self._all(statements.LANE_OPEN, {"lane": lane})
+        return [rows.delivery(row) for row in found]
+
+    async def next_due(self, channels: Sequence[Channel], *, holder: str) -> datetime | None:
+        row = await self._one(statements.NEXT_DUE, {"channels": [c.value for c in channels],
+                                                    "holder": holder})
+        return row["due"] if row else None
 
     async def claim_reconcilable(
-        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
+        self, channels: Sequence[Channel], *, holder: str, now: datetime,
+        lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
         if limit <= 0 or not channels:
             return []
-        unknown = sa.and_(deliveries.c.state == DeliveryState.UNKNOWN.value,
-                          sa.or_(deliveries.c.lease_until.is_(None),
-                                 deliveries.c.lease_until <= now))
-        abandoned = sa.and_(deliveries.c.state == DeliveryState.SENDING.value,
-                            deliveries.c.lease_until <= now)
-        due = (sa.select(deliveries.c.id)
-               .where(sa.or_(unknown, abandoned),
-                      deliveries.c.channel.in_([channel.value for channel in channels]),
-                      statements.FIRST_OF_ITS_MESSAGE)
-               .order_by(deliveries.c.updated_at, deliveries.c.id)
-               .limit(limit)
-               .with_for_update(skip_locked=True))
+        due = await self._all(statements.RECONCILABLE, {
+            "channels": [c.value for c in channels], "now": now, "limit": limit})
         # an abandoned send's outcome is unknown from now on, whoever holds it next
-        return await self._lease(statements.LEASE, [row["id"] for row in await self._all(due)],
-                                 state=DeliveryState.UNKNOWN, now=now, lease_until=lease_until)
+        return await self._lease(statements.LEASE, [row["id"] for row in due],
+                                 state=DeliveryState.UNKNOWN, holder=holder, now=now,
+                                 lease_until=lease_until)
+
+    async def release_held(self, holder: str, *, now: datetime) -> list[Delivery]:
+        found = await self._all(statements.RELEASE_HELD, {"held_by": holder, "now": now})
+        return [rows.delivery(row) for row in found]
+
+    async def renew_lease(self, delivery_id: DeliveryId, lease: Lease, *,
+                          until: datetime) -> Lease | None:
+        result = await self._conn.execute(statements.RENEW_LEASE, {
+            "delivery": delivery_id, **_held(lease), "until": until})
+        return replace(lease, until=until) if result.rowcount else None
+
+    async def beat(self, holder: str, *, description: str, now: datetime,
+                   alive_until: datetime) -> None:
+        await self._conn.execute(self._upserts.beat, {
+            "id": holder, "description": description[:255], "started_at": now,
+            "alive_until": alive_until})
 
     async def provider_ids_sent_to(
         self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
@@ -402,11 +433,11 @@ class SqlStoreTx:
         return {row["provider_id"] for row in found}
 
     async def _lease(self, lease: sa.Update, ids: list[str], *, state: DeliveryState,
-                     now: datetime, lease_until: datetime) -> list[DeliveryJob]:
+                     holder: str, now: datetime, lease_until: datetime) -> list[DeliveryJob]:
         if not ids:
             return []
         await self._conn.execute(lease, {"ids": ids, "new_state": state.value,
-                                         "lease": lease_until, "now": now})
+                                         "lease": lease_until, "holder": holder, "now": now})
         return await self._jobs(ids)
 
     async def _jobs(self, ids: list[str]) -> list[DeliveryJob]:
@@ -424,20 +455,20 @@ class SqlStoreTx:
                 author=rows.participant(author) if author["id"] is not None else None)
         return [by_delivery[delivery_id] for delivery_id in ids]
 
-    async def _update_delivery(self, delivery_id: DeliveryId, *, lease: datetime | None = None,
+    async def _update_delivery(self, delivery_id: DeliveryId, *, lease: Lease | None = None,
                                **values: Any) -> Delivery:
         if lease is None:
             row = await self._one(statements.UPDATE_DELIVERY,
                                   {"delivery": delivery_id, **values})
         else:
-            row = await self._one(statements.UPDATE_LEASED_DELIVERY,
-                                  {"delivery": delivery_id, "held_lease": lease, **values})
+            row = await self._one(statements.UPDATE_LEASED_DELIVERY, {
+                "delivery": delivery_id, **_held(lease), **values})
         if row is None:
             raise await self._missing(delivery_id, lease)
         return rows.delivery(row)
 
     async def _missing(self, delivery_id: DeliveryId,
-                       lease: datetime | None) -> NotFound | LeaseLost:
+                       lease: Lease | None) -> NotFound | LeaseLost:
         """Why an update of ``delivery_id`` matched no row."""
         if lease is not None and await self._one(statements.GET_DELIVERY, {"id": delivery_id}):
             return LeaseLost(delivery_id)
@@ -445,16 +476,16 @@ class SqlStoreTx:
 
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
-        lease: datetime | None = None,
+        lease: Lease | None = None,
     ) -> Delivery:
-        # the same lock as apply_status, so a callback racing this call either sees the
+        # the same lock as record_status, so a callback racing this call either sees the
         # provider id or leaves its status for us to find below
         await self._lock(f"provider:{provider_id}")
         values = {"delivery": delivery_id, "provider": provider_id, "now": now}
         if lease is None:
             row = await self._one(statements.MARK_SENT, values)
         else:
-            row = await self._one(statements.MARK_SENT_LEASED, {**values, "held_lease": lease})
+            row = await self._one(statements.MARK_SENT_LEASED, {**values, **_held(lease)})
         if row is None:
             raise await self._missing(delivery_id, lease)
         delivery = rows.delivery(row)
@@ -467,38 +498,40 @@ class SqlStoreTx:
 
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime, lease: datetime | None = None,
+        error_message: str | None, now: datetime, lease: Lease | None = None,
     ) -> Delivery:
         return await self._update_delivery(
             delivery_id, lease=lease, state=DeliveryState.PENDING.value,
-            next_attempt_at=next_attempt_at,
-            lease_until=None, error_code=error_code, error_message=error_message,
-            updated_at=now)
+            next_attempt_at=next_attempt_at, error_code=error_code,
+            error_message=error_message, updated_at=now, **statements.UNLEASED)
 
     async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
-                        lease: datetime) -> Delivery:
-        row = await self._one(statements.HAND_BACK, {
-            "delivery": delivery_id, "held_lease": lease, "state": DeliveryState.PENDING.value,
-            "next_attempt_at": due, "lease_until": None, "updated_at": now})
+                        lease: Lease | None) -> Delivery:
+        values = {"delivery": delivery_id, "state": DeliveryState.PENDING.value,
+                  "next_attempt_at": due, "updated_at": now, **statements.UNLEASED}
+        if lease is None:
+            row = await self._one(statements.HAND_BACK, values)
+        else:
+            row = await self._one(statements.HAND_BACK_LEASED, {**values, **_held(lease)})
         if row is None:
             raise await self._missing(delivery_id, lease)
         return rows.delivery(row)
 
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime, lease: datetime | None = None,
+        now: datetime, lease: Lease | None = None,
     ) -> Delivery:
         return await self._update_delivery(
             delivery_id, lease=lease, state=DeliveryState.FAILED.value, next_attempt_at=None,
-            lease_until=None, error_code=error_code, error_message=error_message,
-            updated_at=now)
+            error_code=error_code, error_message=error_message, updated_at=now,
+            **statements.UNLEASED)
 
     async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
-                           lease: datetime | None = None) -> Delivery:
+                           lease: Lease | None = None) -> Delivery:
         # no lease: the reconciler may take it at once
         return await self._update_delivery(
             delivery_id, lease=lease, state=DeliveryState.UNKNOWN.value, next_attempt_at=None,
-            lease_until=None, updated_at=now)
+            updated_at=now, **statements.UNLEASED)
 
     async def apply_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
@@ -531,7 +564,8 @@ class SqlStoreTx:
                        now: datetime) -> Delivery:
         if state.rank <= delivery.state.rank:
             return delivery  # late or repeated news: delivered never goes back to sent
-        values: dict[str, Any] = {"state": state.value, "updated_at": now, "lease_until": None}
+        values: dict[str, Any] = {"state": state.value, "updated_at": now,
+                                  **statements.UNLEASED}
         if error_code is not None or error_message is not None:
             values |= {"error_code": error_code, "error_message": error_message}
         return await self._update_delivery(delivery.id, **values)
@@ -586,15 +620,12 @@ class SqlStoreTx:
     # --- quotas ----------------------------------------------------------------------
 
     async def count_outbound(
-        self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
+        self, *, since: datetime, proxy: PhoneNumber, channels: Sequence[Channel],
+        address: PhoneNumber | None = None,
     ) -> int:
-        if address is None:
-            query = statements.COUNT_OUTBOUND if rule is None else statements.COUNT_OUTBOUND_BY_RULE
-        elif rule is None:
-            query = statements.COUNT_OUTBOUND_TO
-        else:
-            query = statements.COUNT_OUTBOUND_TO_BY_RULE
-        row = await self._one(query, {"since": since, "address": address, "rule": rule})
+        query = statements.COUNT_OUTBOUND if address is None else statements.COUNT_OUTBOUND_TO
+        row = await self._one(query, {"since": since, "proxy": proxy, "address": address,
+                                      "channels": [c.value for c in channels]})
         assert row is not None  # a count always answers
         return int(row["sent"])
 

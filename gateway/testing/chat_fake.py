@@ -37,6 +37,9 @@ class RecordingChatNetwork:
         self.removed: list[tuple[str, WalletAddress]] = []
         self.failing = False  # when set, every call raises ChatNetworkError
         self.inbox: asyncio.Queue[ChatMessage] = asyncio.Queue()
+        self.republished: list[SentChat] = []  # keyed sends that found their message
+        self.hold: asyncio.Event | None = None  # awaited after a send, before it answers
+        self._by_key: dict[tuple[str, str], SentChat] = {}
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -82,10 +85,21 @@ class RecordingChatNetwork:
         self._group(group_id).name = name
 
     async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
+        """As the port promises: a second send under the same key (into the same group)
+        publishes the message prepared the first time, never a second one."""
         self._check()
         self._group(group_id)
+        prepared = self._by_key.get((group_id, key)) if key is not None else None
+        if prepared is not None:
+            self.republished.append(prepared)
+            return prepared.message_id
         message_id = f"msg-{next(self._ids)}"
-        self.sent.append(SentChat(group_id, text, message_id, key))
+        sent = SentChat(group_id, text, message_id, key)
+        self.sent.append(sent)
+        if key is not None:
+            self._by_key[(group_id, key)] = sent
+        if self.hold is not None:
+            await self.hold.wait()
         return message_id
 
     async def messages(

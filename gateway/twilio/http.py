@@ -1,5 +1,5 @@
 """The HTTP client under the twilio library, fixed where twilio-python 9.13 falls short
-(see ../shared/twilio-notes.md):
+(each point seen against a stand-in of Twilio's Messages API):
 
 * a real timeout per request (the library's ``timeout`` never reaches aiohttp), with a
   separate connect timeout so "could not connect" stays distinguishable from "sent, no

@@ -1,5 +1,6 @@
 """``PhoneNetwork`` over Twilio's Messages API, with the library's errors translated into
-ours at this edge (see ../shared/twilio-notes.md for why each case looks the way it does).
+ours at this edge (``TwilioRestException`` for HTTP errors, the built-in ``TimeoutError`` and
+aiohttp's connection errors for the rest: each checked against the simulator).
 
 Sends never use the library's ``max_retries``: it re-POSTs on 5xx, which can create the
 message twice, ignores ``Retry-After`` and skips dropped connections. The outbox retries.

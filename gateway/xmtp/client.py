@@ -1,7 +1,8 @@
 """A small async XMTP client over the pinned libxmtp uniffi bindings (``xmtp_bindings``).
 
 Why not the ``xmtp`` SDK from PyPI: as released (0.1.8) it cannot create a client, and
-it hides stream errors (see shared/xmtp-node-notes.md). The bindings are complete; this
+it hides stream errors (its DbOptions call misses arguments; its can_message raises;
+its stream errors go to a fire-and-forget task). The bindings are complete; this
 module is the thin, typed layer the gateway's XMTP adapter and the devnode tests share.
 
 Everything here talks to one network (``node_url``: the local devnode, or a v3 node of

@@ -8,13 +8,14 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from gateway.domain.ids import DeliveryId
-from gateway.domain.models import Channel, DeliveryState, MessageSource
+from gateway.domain.ids import DeliveryId, PhoneNumber
+from gateway.domain.models import Channel, DeliveryJob, DeliveryState, Lease, MessageSource
 from gateway.domain.ports import NewMessage, NewParticipant
 from gateway.errors import LeaseLost, NotFound
 from gateway.store import SqlStore
 from gateway.store.tables import pending_statuses
 from tests.contract.scenario import (
+    HOLDER,
     LATER,
     NOW,
     OTHER_PHONE,
@@ -23,6 +24,7 @@ from tests.contract.scenario import (
     PROXY,
     OpenStore,
     Thread,
+    deliver,
     thread,
     wallet_text,
 )
@@ -31,11 +33,25 @@ LEASE = NOW + timedelta(seconds=30)
 MISSING = DeliveryId("DY" + "0" * 32)
 
 
-async def claim(store: SqlStore, *, now: datetime = NOW, limit: int = 10,
-                channels: tuple[Channel, ...] = (Channel.SMS,)) -> list[DeliveryId]:
+async def claim_jobs(store: SqlStore, *, now: datetime = NOW, limit: int = 10,
+                     channels: tuple[Channel, ...] = (Channel.SMS,), holder: str = HOLDER,
+                     lease_until: datetime = LEASE) -> list[DeliveryJob]:
     async with store.transaction() as tx:
-        jobs = await tx.claim_deliveries(channels, now=now, lease_until=LEASE, limit=limit)
-    return [job.delivery.id for job in jobs]
+        return await tx.claim_deliveries(channels, holder=holder, now=now,
+                                         lease_until=lease_until, limit=limit)
+
+
+async def claim(store: SqlStore, *, now: datetime = NOW, limit: int = 10,
+                channels: tuple[Channel, ...] = (Channel.SMS,),
+                holder: str = HOLDER) -> list[DeliveryId]:
+    return [job.delivery.id
+            for job in await claim_jobs(store, now=now, limit=limit, channels=channels,
+                                        holder=holder)]
+
+
+def lease_of(job: DeliveryJob) -> Lease:
+    assert job.lease is not None
+    return job.lease
 
 
 async def state_of(store: SqlStore, delivery_id: DeliveryId) -> DeliveryState:
@@ -48,6 +64,8 @@ async def state_of(store: SqlStore, delivery_id: DeliveryId) -> DeliveryState:
 @pytest.fixture
 async def on(store: SqlStore) -> Thread:
     async with store.transaction() as tx:
+        # the claiming process is alive throughout (its leases run out only by time)
+        await tx.beat(HOLDER, description="tests", now=NOW, alive_until=NOW + timedelta(days=1))
         return await thread(tx)
 
 
@@ -65,7 +83,8 @@ class TestOutbox:
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             message, delivery = await wallet_text(tx, on, "to the phone")
-            jobs = await tx.claim_deliveries([Channel.SMS], now=NOW, lease_until=LEASE,
+            jobs = await tx.claim_deliveries([Channel.SMS], holder=HOLDER, now=NOW,
+                                             lease_until=LEASE,
                                              limit=10)
         [job] = jobs
         assert job.delivery.id == delivery.id and job.delivery.state is DeliveryState.SENDING
@@ -77,24 +96,25 @@ class TestOutbox:
     async def test_a_batch_comes_in_due_order_and_carries_notices_without_author(
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
-            other = await tx.add_participant(NewParticipant(
-                on.conversation.id, Channel.XMTP, identity=OTHER_WALLET), now=NOW)
+            elsewhere = await thread(tx, phone=OTHER_PHONE, wallet=OTHER_WALLET)
+            other = elsewhere.wallet
             notice = await tx.add_message(NewMessage(
                 on.conversation.id, None, "a notice", MessageSource.SYSTEM), now=NOW)
             earlier = await tx.add_message(NewMessage(
-                on.conversation.id, None, "an earlier notice", MessageSource.SYSTEM), now=NOW)
-            to_wallet = await tx.add_delivery(notice.id, on.wallet.id, Channel.XMTP, now=NOW,
-                                              not_before=NOW - timedelta(seconds=1))
-            to_other = await tx.add_delivery(earlier.id, other.id, Channel.XMTP, now=NOW,
-                                             not_before=NOW - timedelta(seconds=2))
+                elsewhere.conversation.id, None, "an earlier notice", MessageSource.SYSTEM),
+                now=NOW)
+            to_wallet = await deliver(tx, notice, on.wallet,
+                                      not_before=NOW - timedelta(seconds=1))
+            to_other = await deliver(tx, earlier, other, not_before=NOW - timedelta(seconds=2))
             text, to_phone = await wallet_text(tx, on)
-            jobs = await tx.claim_deliveries([Channel.SMS, Channel.XMTP], now=NOW,
+            jobs = await tx.claim_deliveries([Channel.SMS, Channel.XMTP], holder=HOLDER, now=NOW,
                                              lease_until=LEASE, limit=10)
         assert [job.delivery.id for job in jobs] == [to_other.id, to_wallet.id, to_phone.id]
         assert [job.target for job in jobs] == [other, on.wallet, on.phone]
         assert [job.message for job in jobs] == [earlier, notice, text]
         assert [job.author for job in jobs] == [None, None, on.wallet]
-        assert all(job.conversation.id == on.conversation.id for job in jobs)
+        assert [job.conversation.id for job in jobs] == [
+            elsewhere.conversation.id, on.conversation.id, on.conversation.id]
 
     async def test_a_claimed_delivery_is_not_claimed_again(
             self, store: SqlStore, on: Thread) -> None:
@@ -108,8 +128,10 @@ class TestOutbox:
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             message, _ = await wallet_text(tx, on)
-            to_wallet = await tx.add_delivery(message.id, on.wallet.id, Channel.XMTP, now=NOW)
-            later = [(await wallet_text(tx, on))[1] for _ in range(3)]
+            to_wallet = await deliver(tx, message, on.wallet)
+            later = [(await wallet_text(tx, await thread(tx,
+                                                         phone=PhoneNumber(f"+1555010090{n}"))))[1]
+                     for n in range(3)]  # three phones: three lanes
             for delivery in later:
                 await tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=None,
                                     error_message=None, now=NOW)
@@ -119,13 +141,14 @@ class TestOutbox:
         assert len(await claim(store, now=LATER, limit=2)) == 2
         assert len(await claim(store, now=LATER, limit=2)) == 1
         async with store.transaction() as tx:
-            assert await tx.claim_deliveries([Channel.SMS], now=LATER, lease_until=LEASE,
+            assert await tx.claim_deliveries([Channel.SMS], holder=HOLDER, now=LATER,
+                                             lease_until=LEASE,
                                              limit=0) == []
 
     async def test_a_delivery_due_later_waits(self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             message, _ = await wallet_text(tx, on)
-            await tx.add_delivery(message.id, on.wallet.id, Channel.XMTP, now=NOW,
+            await deliver(tx, message, on.wallet,
                                   not_before=LATER)
         assert await claim(store, channels=(Channel.XMTP,)) == []
         assert len(await claim(store, channels=(Channel.XMTP,), now=LATER)) == 1
@@ -142,7 +165,8 @@ class TestOutbox:
         assert (retry.error_code, retry.error_message) == (20429, "Too Many Requests")
         assert await claim(store) == []
         async with store.transaction() as tx:
-            [job] = await tx.claim_deliveries([Channel.SMS], now=LATER, lease_until=LEASE,
+            [job] = await tx.claim_deliveries([Channel.SMS], holder=HOLDER, now=LATER,
+                                              lease_until=LEASE,
                                               limit=5)
         assert job.delivery.attempts == 2
 
@@ -155,13 +179,14 @@ class TestOutbox:
             await tx.mark_retry(delivery.id, next_attempt_at=NOW, error_code=20429,
                                 error_message="Too Many Requests", now=NOW)
         for _ in range(3):  # then claimed and handed back three times, never tried
-            await claim(store)
+            [job] = await claim_jobs(store)
             async with store.transaction() as tx:
-                back = await tx.hand_back(delivery.id, due=NOW, now=NOW, lease=LEASE)
+                back = await tx.hand_back(delivery.id, due=NOW, now=NOW, lease=lease_of(job))
             assert back.state is DeliveryState.PENDING
         assert (back.attempts, back.error_code) == (1, 20429)
         async with store.transaction() as tx:
-            [job] = await tx.claim_deliveries([Channel.SMS], now=NOW, lease_until=LEASE,
+            [job] = await tx.claim_deliveries([Channel.SMS], holder=HOLDER, now=NOW,
+                                              lease_until=LEASE,
                                               limit=5)
         assert job.delivery.attempts == 2  # the second real attempt
 
@@ -180,17 +205,20 @@ class TestOutbox:
 
     async def test_two_workers_never_claim_the_same_delivery(
             self, store: SqlStore, open_another: OpenStore, on: Thread) -> None:
-        """Two gateway processes drain one outbox of 200 deliveries concurrently."""
+        """Two gateway processes drain one outbox of 200 deliveries (to 50 phones, four
+        each, in order) concurrently."""
         async with store.transaction() as tx:
-            for _ in range(200):
-                await wallet_text(tx, on)
+            phones = [await thread(tx, phone=PhoneNumber(f"+155501{n:05d}")) for n in range(50)]
+            for _ in range(4):
+                for phone in phones:
+                    await wallet_text(tx, phone)
         other = await open_another()
 
-        async def worker(target: SqlStore) -> list[DeliveryId]:
+        async def worker(target: SqlStore, holder: str) -> list[DeliveryId]:
             claimed: list[DeliveryId] = []
             while True:
                 async with target.transaction() as tx:
-                    jobs = await tx.claim_deliveries([Channel.SMS], now=NOW,
+                    jobs = await tx.claim_deliveries([Channel.SMS], holder=holder, now=NOW,
                                                      lease_until=LEASE, limit=7)
                     await asyncio.sleep(0.002)  # hold the claim open while the other claims
                     for job in jobs:
@@ -200,7 +228,7 @@ class TestOutbox:
                     return claimed
                 claimed += [job.delivery.id for job in jobs]
 
-        first, second = await asyncio.gather(worker(store), worker(other))
+        first, second = await asyncio.gather(worker(store, HOLDER), worker(other, "HOother"))
         assert len(first) + len(second) == 200
         assert len(set(first) | set(second)) == 200
         if store.dialect == "postgresql":
@@ -219,7 +247,7 @@ class TestSiblingWalletDeliveries:
             message = await tx.add_message(NewMessage(
                 on.conversation.id, on.phone.id, "to the team", MessageSource.SMS,
                 external_id="SMteam"), now=NOW)
-            return [(await tx.add_delivery(message.id, wallet.id, Channel.XMTP, now=NOW)).id
+            return [(await deliver(tx, message, wallet)).id
                     for wallet in (on.wallet, other)]
 
     async def test_only_one_of_them_is_ever_claimed(
@@ -227,7 +255,8 @@ class TestSiblingWalletDeliveries:
         first, second = await self._team_message(store, on)
         other = await open_another()
         async with store.transaction() as tx:  # one worker claims
-            jobs = await tx.claim_deliveries([Channel.XMTP], now=NOW, lease_until=LEASE,
+            jobs = await tx.claim_deliveries([Channel.XMTP], holder=HOLDER, now=NOW,
+                                             lease_until=LEASE,
                                              limit=10)
             assert [job.delivery.id for job in jobs] == [min(first, second)]
             if store.dialect == "postgresql":  # and, while its claim is open, another tries
@@ -245,7 +274,7 @@ class TestSiblingWalletDeliveries:
         async with store.transaction() as tx:  # born claimed, both, by a worker that died
             for delivery in await tx.list_deliveries((await tx.get_delivery(first)).message_id):  # type: ignore[union-attr]
                 await tx.mark_unknown(delivery.id, now=NOW)
-            jobs = await tx.claim_reconcilable([Channel.XMTP], now=LATER,
+            jobs = await tx.claim_reconcilable([Channel.XMTP], holder=HOLDER, now=LATER,
                                                lease_until=LATER + timedelta(seconds=30),
                                                limit=10)
         assert [job.delivery.id for job in jobs] == [min(first, second)]
@@ -391,25 +420,28 @@ class TestReconciliation:
     async def test_unknown_and_abandoned_sends_are_reconcilable(
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
-            for _ in range(3):
-                await wallet_text(tx, on)
+            for n in range(3):  # three phones, three lanes
+                await wallet_text(tx, await thread(tx, phone=PhoneNumber(f"+1555010090{n}")))
         unknown, abandoned = await claim(store, limit=2)  # abandoned: its worker died
         async with store.transaction() as tx:
             await tx.mark_unknown(unknown, now=NOW)
             [in_flight] = [job.delivery.id for job in await tx.claim_deliveries(
-                [Channel.SMS], now=NOW, lease_until=LATER, limit=5)]
+                [Channel.SMS], holder=HOLDER, now=NOW, lease_until=LATER, limit=5)]
         after_lease = LEASE + timedelta(seconds=1)  # abandoned's lease ran out, not in_flight's
         async with store.transaction() as tx:
-            jobs = await tx.claim_reconcilable(PHONES, now=after_lease, lease_until=LATER, limit=10)
+            jobs = await tx.claim_reconcilable(PHONES, holder=HOLDER, now=after_lease,
+                                               lease_until=LATER, limit=10)
         assert {job.delivery.id for job in jobs} == {unknown, abandoned}
         assert all(job.delivery.state is DeliveryState.UNKNOWN for job in jobs)
         assert all(job.message.body == "hello phone" for job in jobs)
         assert await state_of(store, in_flight) is DeliveryState.SENDING
         async with store.transaction() as tx:  # leased: not handed out twice
-            assert await tx.claim_reconcilable(PHONES, now=after_lease, lease_until=LATER,
+            assert await tx.claim_reconcilable(PHONES, holder=HOLDER, now=after_lease,
+                                               lease_until=LATER,
                                                limit=10) == []
             again = await tx.claim_reconcilable(
-                PHONES, now=LATER, lease_until=LATER + timedelta(minutes=1), limit=10)
+                PHONES, holder=HOLDER, now=LATER, lease_until=LATER + timedelta(minutes=1),
+                    limit=10)
         assert {job.delivery.id for job in again} == {unknown, abandoned, in_flight}
 
     async def test_each_channel_reconciles_only_its_own(self, store: SqlStore, on: Thread) -> None:
@@ -418,9 +450,11 @@ class TestReconciliation:
         await claim(store)
         async with store.transaction() as tx:
             await tx.mark_unknown(delivery.id, now=NOW)
-            assert await tx.claim_reconcilable([Channel.XMTP], now=NOW, lease_until=LEASE,
+            assert await tx.claim_reconcilable([Channel.XMTP], holder=HOLDER, now=NOW,
+                                               lease_until=LEASE,
                                                limit=5) == []
-            [job] = await tx.claim_reconcilable(PHONES, now=NOW, lease_until=LEASE, limit=5)
+            [job] = await tx.claim_reconcilable(PHONES, holder=HOLDER, now=NOW, lease_until=LEASE,
+                                                limit=5)
         assert job.delivery.id == delivery.id
 
     async def test_a_reconciled_send_is_recorded_as_sent(self, store: SqlStore, on: Thread) -> None:
@@ -429,9 +463,11 @@ class TestReconciliation:
         await claim(store)
         async with store.transaction() as tx:
             await tx.mark_unknown(delivery.id, now=NOW)
-            [job] = await tx.claim_reconcilable(PHONES, now=NOW, lease_until=LEASE, limit=5)
+            [job] = await tx.claim_reconcilable(PHONES, holder=HOLDER, now=NOW, lease_until=LEASE,
+                                                limit=5)
             found = await tx.mark_sent(job.delivery.id, provider_id="SMfound", now=NOW)
-            assert await tx.claim_reconcilable(PHONES, now=LATER, lease_until=LATER, limit=5) == []
+            assert await tx.claim_reconcilable(PHONES, holder=HOLDER, now=LATER,
+                                               lease_until=LATER, limit=5) == []
         assert found.state is DeliveryState.SENT and found.attempts == 1
 
     async def test_sids_recorded_on_other_deliveries_to_a_phone_are_known(
@@ -462,20 +498,24 @@ class TestLeasedResults:
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             _, delivery = await wallet_text(tx, on)
-        await claim(store)
+        [job] = await claim_jobs(store)
         async with store.transaction() as tx:
-            sent = await tx.mark_sent(delivery.id, provider_id="SMmine", now=NOW, lease=LEASE)
+            sent = await tx.mark_sent(delivery.id, provider_id="SMmine", now=NOW,
+                                      lease=lease_of(job))
         assert (sent.state, sent.provider_id) == (DeliveryState.SENT, "SMmine")
 
     async def test_results_after_the_reconciler_took_the_row_are_refused(
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
             _, delivery = await wallet_text(tx, on)
-        await claim(store)  # leased until LEASE; the worker then stalls past it
-        reconciler_lease = LATER + timedelta(minutes=1)
+        [mine] = await claim_jobs(store)  # leased until LEASE; the worker then stalls past it
+        LEASE = lease_of(mine)
         async with store.transaction() as tx:
-            [job] = await tx.claim_reconcilable(PHONES, now=LATER, lease_until=reconciler_lease,
+            [job] = await tx.claim_reconcilable(PHONES, holder="HOreconciler", now=LATER,
+                                                lease_until=LATER + timedelta(minutes=1),
                                                 limit=5)
+        reconciler_lease = lease_of(job)
+        assert reconciler_lease.token == LEASE.token + 1
         late_writes = [
             lambda tx: tx.mark_sent(delivery.id, provider_id="SMlate", now=LATER, lease=LEASE),
             lambda tx: tx.mark_retry(delivery.id, next_attempt_at=LATER, error_code=None,
@@ -500,4 +540,4 @@ class TestLeasedResults:
         with pytest.raises(NotFound):
             async with store.transaction() as tx:
                 await tx.mark_failed(MISSING, error_code=None, error_message=None, now=NOW,
-                                     lease=LEASE)
+                                     lease=Lease(HOLDER, 1, LEASE))

@@ -14,10 +14,12 @@ from tests.contract.scenario import (
     LATER,
     NOW,
     OTHER_PHONE,
+    OTHER_PROXY,
     OTHER_WALLET,
     PHONE,
     PROXY,
     OpenStore,
+    deliver,
     thread,
     wallet_text,
 )
@@ -63,20 +65,29 @@ class TestContacts:
 
 
 class TestOutboundQuotas:
-    async def test_counts_deliveries_to_phones_by_phone_rule_and_time(
+    async def test_counts_texts_from_a_number_by_channel_phone_and_time(
             self, store: SqlStore) -> None:
+        sms = [Channel.SMS]
         async with store.transaction() as tx:
             support = await thread(tx, rule="support")
-            sales = await thread(tx, phone=OTHER_PHONE, rule="sales", wallet=OTHER_WALLET)
+            sales = await thread(tx, phone=OTHER_PHONE, rule="sales", wallet=OTHER_WALLET,
+                                 proxy=OTHER_PROXY)
+            api = await thread(tx, phone=OTHER_PHONE, rule=None, wallet=OTHER_WALLET)
             for _ in range(2):
                 message, _ = await wallet_text(tx, support)
-                await tx.add_delivery(message.id, support.wallet.id, Channel.XMTP, now=NOW)
+                await deliver(tx, message, support.wallet)
             await wallet_text(tx, sales)
-            assert await tx.count_outbound(since=NOW) == 3
-            assert await tx.count_outbound(since=NOW, address=PHONE) == 2
-            assert await tx.count_outbound(since=NOW, rule="sales") == 1
-            assert await tx.count_outbound(since=NOW, address=PHONE, rule="sales") == 0
-            assert await tx.count_outbound(since=NOW + timedelta(seconds=1)) == 0
+            await wallet_text(tx, api)  # a conversation the API made on the same number
+            assert await tx.count_outbound(since=NOW, proxy=PROXY, channels=sms) == 3
+            assert await tx.count_outbound(since=NOW, proxy=PROXY, channels=sms,
+                                           address=PHONE) == 2
+            assert await tx.count_outbound(since=NOW, proxy=OTHER_PROXY, channels=sms) == 1
+            assert await tx.count_outbound(since=NOW, proxy=OTHER_PROXY, channels=sms,
+                                           address=PHONE) == 0
+            assert await tx.count_outbound(since=NOW, proxy=PROXY,
+                                           channels=[Channel.WHATSAPP]) == 0
+            assert await tx.count_outbound(since=NOW + timedelta(seconds=1), proxy=PROXY,
+                                           channels=sms) == 0
 
     async def test_notices_and_texts_refused_before_the_provider_do_not_count(
             self, store: SqlStore) -> None:
@@ -85,7 +96,7 @@ class TestOutboundQuotas:
             notice = await tx.add_message(NewMessage(
                 conversation_id=support.conversation.id, author=None, body="HELP answer",
                 source=MessageSource.SYSTEM), now=NOW)
-            await tx.add_delivery(notice.id, support.phone.id, Channel.SMS, now=NOW)
+            await deliver(tx, notice, support.phone)
             _, refused = await wallet_text(tx, support)
             await tx.mark_failed(refused.id, error_code=900001, error_message="STOP",
                                  now=NOW)
@@ -94,7 +105,8 @@ class TestOutboundQuotas:
             await tx.apply_status("SMx", DeliveryState.FAILED, error_code=30003,
                                   error_message=None, now=NOW)
             await wallet_text(tx, support)  # waiting to be sent: counted
-            assert await tx.count_outbound(since=NOW, address=PHONE, rule="support") == 2
+            assert await tx.count_outbound(since=NOW, proxy=PROXY, channels=[Channel.SMS],
+                                           address=PHONE) == 2
 
 
 class TestChatCursors:

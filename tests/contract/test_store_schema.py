@@ -30,7 +30,7 @@ from tests.contract.scenario import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "0004"
+HEAD = "0005"
 
 
 class TestMigrations:
@@ -278,7 +278,8 @@ class TestTransactions:
         missing = MessageId("IM" + "7" * 32)
         with pytest.raises(StoreError) as caught:
             async with store.transaction() as tx:
-                await tx.add_delivery(missing, on.phone.id, Channel.SMS, now=NOW)
+                await tx.add_delivery(missing, on.phone.id, Channel.SMS, lane=on.phone.id,
+                                      position=0, now=NOW)
         assert missing not in str(caught.value)
         assert missing not in repr(caught.value.__cause__)
         async with store.transaction() as tx:  # the store carries on after the failure

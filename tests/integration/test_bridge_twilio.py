@@ -66,7 +66,7 @@ class TestInboundSms:
         assert result.status == 200
         assert "<Response></Response>" in result.body
         group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
-        assert bridge.chat.groups[group].name == "SMS · +1 555-123-0001"
+        assert bridge.chat.groups[group].name == "SMS · +1 555-123-0001 → +1 555-010-0001"
         await eventually(lambda: "hello, is anyone there?" in bridge.sent_to(group))
 
     async def test_duplicate_message_sid_is_recorded_once(self, bridge: Bridge) -> None:
@@ -82,7 +82,8 @@ class TestInboundSms:
         await bridge.text(PHONE_2, SUPPORT, "from two")
         await eventually(lambda: len(bridge.chat.sent) >= 2)
         names = sorted(g.name for g in bridge.chat.groups.values())
-        assert names == ["SMS · +1 555-123-0001", "SMS · +1 555-123-0002"]
+        assert names == ["SMS · +1 555-123-0001 → +1 555-010-0001",
+                         "SMS · +1 555-123-0002 → +1 555-010-0001"]
 
     async def test_mms_media_reaches_the_wallet_as_links(self, bridge: Bridge) -> None:
         await bridge.text(PHONE, SUPPORT, "look", media=[("https://media.example/cat.jpg",
@@ -94,7 +95,7 @@ class TestInboundSms:
     async def test_whatsapp_text_opens_a_whatsapp_conversation(self, bridge: Bridge) -> None:
         await bridge.text(PHONE, SUPPORT, "hola", channel="whatsapp")
         group = await eventually(lambda: bridge.chat.groups and bridge.group_of(ALICE))
-        assert bridge.chat.groups[group].name == "WhatsApp · +1 555-123-0001"
+        assert bridge.chat.groups[group].name == "WhatsApp · +1 555-123-0001 → +1 555-010-0001"
 
     async def test_the_same_phone_on_sms_and_whatsapp_is_two_conversations(
             self, bridge: Bridge) -> None:
@@ -102,7 +103,8 @@ class TestInboundSms:
         await bridge.text(PHONE, SUPPORT, "by sms")
         groups = await eventually(lambda: len(bridge.chat.groups) == 2
                                   and {g.name: g.id for g in bridge.chat.groups.values()})
-        sms, whatsapp = groups["SMS · +1 555-123-0001"], groups["WhatsApp · +1 555-123-0001"]
+        sms = groups["SMS · +1 555-123-0001 → +1 555-010-0001"]
+        whatsapp = groups["WhatsApp · +1 555-123-0001 → +1 555-010-0001"]
         await eventually(lambda: bridge.sent_to(sms) == ["by sms"]
                          and bridge.sent_to(whatsapp) == ["on whatsapp"])
         await bridge.text(PHONE, SUPPORT, "STOP")  # SMS only: WhatsApp still reaches them

@@ -13,10 +13,10 @@ from gateway.domain.ports.networks import (
 )
 from gateway.domain.ports.queries import ApiQueries, Slice, TimeRange, Window
 from gateway.domain.ports.store import NewMessage, NewParticipant, StatusChange, Store, StoreTx
-from gateway.domain.ports.taker import DeliveryTaker
+from gateway.domain.ports.taker import DeliveryTaker, LeaseOffer
 
 __all__ = [
-    "ApiQueries", "ChatMessage", "ChatNetwork", "DeliveryTaker", "NewMessage",
+    "ApiQueries", "ChatMessage", "ChatNetwork", "DeliveryTaker", "LeaseOffer", "NewMessage",
     "NewParticipant", "OutboundText", "PhoneNetwork", "SentText", "Slice", "StatusChange",
     "Store", "StoreTx", "TimeRange", "Window",
 ]

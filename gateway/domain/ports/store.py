@@ -26,6 +26,7 @@ from gateway.domain.models import (
     DeliveryJob,
     DeliveryState,
     Event,
+    Lease,
     Media,
     Message,
     MessageSource,
@@ -117,65 +118,90 @@ class StoreTx(Protocol):
     # deliveries (the outbox)
     async def add_delivery(
         self, message_id: MessageId, participant_id: ParticipantId, channel: Channel, *,
-        now: datetime, not_before: datetime | None = None, lease_until: datetime | None = None,
+        lane: str, position: int, now: datetime, not_before: datetime | None = None,
+        holder: str | None = None, lease_until: datetime | None = None,
     ) -> Delivery:
-        """A pending delivery; or, with ``lease_until``, one claimed at birth (``sending``,
-        attempt 1, leased) for a worker of this process to take once the transaction
-        commits, as if ``claim_deliveries`` had returned it."""
+        """A pending delivery in ``lane`` at ``position``; or, with ``holder`` and
+        ``lease_until``, one claimed at birth (``sending``, attempt 1, leased to
+        ``holder``) for that process's engine to take once the transaction commits, as if
+        ``claim_deliveries`` had returned it. Order comes first: while an earlier delivery
+        of the lane is open and not held by ``holder``, the new one stays pending (the
+        returned delivery's state tells which)."""
     async def get_delivery(self, delivery_id: DeliveryId) -> Delivery | None: ...
     async def list_deliveries(self, message_id: MessageId) -> list[Delivery]: ...
     async def claim_deliveries(
-        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
+        self, channels: Sequence[Channel], *, holder: str, now: datetime,
+        lease_until: datetime, limit: int,
     ) -> list[DeliveryJob]:
-        """Pending deliveries due at ``now`` on these channels move to ``sending`` with
-        attempts + 1 and a lease; on PostgreSQL rows locked by another worker are skipped
-        (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
-    # The mark_* results take the ``lease_until`` their caller claimed the delivery with,
-    # as ``lease``: given, the write happens only while the row still holds that lease,
-    # and ``LeaseLost`` is raised (nothing written) once it ran out and the row may be
-    # another worker's. Without it the write is unconditional.
+        """Pending deliveries due at ``now`` on these channels, each the first open one of
+        its lane (every earlier open one of the lane is held by ``holder``) and, on XMTP,
+        the first open one of its message, move to ``sending`` with attempts + 1, a new
+        lease token and a lease held by ``holder``; on PostgreSQL rows locked by another
+        worker are skipped (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
+    async def open_in_lane(self, lane: str) -> list[Delivery]:
+        """The lane's deliveries not yet done (pending, sending, unknown), in order."""
+    async def next_due(self, channels: Sequence[Channel], *, holder: str) -> datetime | None:
+        """When the soonest delivery ``claim_deliveries`` would give ``holder`` falls due
+        (possibly already), if any."""
+    async def claim_reconcilable(
+        self, channels: Sequence[Channel], *, holder: str, now: datetime,
+        lease_until: datetime, limit: int,
+    ) -> list[DeliveryJob]:
+        """Deliveries on these channels whose outcome is unknown: state ``unknown`` and
+        not leased, or ``sending``/``unknown`` under a lease that ran out or whose holder
+        stopped beating (it died between claim and result). Re-leased to ``holder`` with
+        a new token, in state ``unknown``, in lane order. Each channel reconciles its
+        own: a phone's by looking the message up, XMTP's by a keyed re-send."""
+    async def release_held(self, holder: str, *, now: datetime) -> list[Delivery]:
+        """A process starting again as ``holder`` (its data directory's lock proves the
+        previous life is over): what that life held is released at once, ``sending``
+        becoming ``unknown``, unleased, for the reconciler. Returns the released ones."""
+    async def renew_lease(self, delivery_id: DeliveryId, lease: Lease, *,
+                          until: datetime) -> Lease | None:
+        """Extends ``lease`` to ``until`` while the row still holds it (nothing visible
+        changes); None when another claim took it meanwhile."""
+    async def beat(self, holder: str, *, description: str, now: datetime,
+                   alive_until: datetime) -> None:
+        """``holder`` is alive until ``alive_until`` (its heartbeat)."""
+    # The mark_* results take the ``lease`` their caller claimed the delivery with: given,
+    # the write happens only while the row still holds that lease's token, and
+    # ``LeaseLost`` is raised (nothing written) once another claim took it. Without it the
+    # write is unconditional (a delivery nobody leases: an XMTP sibling, a status).
     async def mark_sent(
         self, delivery_id: DeliveryId, *, provider_id: str, now: datetime,
-        lease: datetime | None = None,
+        lease: Lease | None = None,
     ) -> Delivery:
         """Records the provider's id, then applies any status callback that arrived for
         that id before this call (kept by ``apply_status``)."""
     async def mark_retry(
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
-        error_message: str | None, now: datetime, lease: datetime | None = None,
+        error_message: str | None, now: datetime, lease: Lease | None = None,
     ) -> Delivery:
         """Back to ``pending``, due again at ``next_attempt_at``."""
     async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
-                        lease: datetime) -> Delivery:
+                        lease: Lease | None) -> Delivery:
         """Back to ``pending``, due at ``due``, without having been tried: the claim's
-        attempt is not counted, the last real error stays. Only under ``lease``."""
+        attempt is not counted, the last real error stays."""
     async def mark_failed(
         self, delivery_id: DeliveryId, *, error_code: int | None, error_message: str | None,
-        now: datetime, lease: datetime | None = None,
+        now: datetime, lease: Lease | None = None,
     ) -> Delivery: ...
     async def mark_unknown(self, delivery_id: DeliveryId, *, now: datetime,
-                           lease: datetime | None = None) -> Delivery: ...
+                           lease: Lease | None = None) -> Delivery: ...
     async def apply_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,
     ) -> Delivery | None:
-        """A provider status callback. Moves the delivery forward only (by
-        ``DeliveryState.rank``; delivered never goes back to sent). When no delivery has
-        this provider id yet, the status is kept and applied by ``mark_sent``; returns
-        None then."""
+        """``record_status``, answering just the delivery as it is now."""
     async def record_status(
         self, provider_id: str, state: DeliveryState, *, error_code: int | None,
         error_message: str | None, now: datetime,
     ) -> StatusChange | None:
-        """``apply_status``, also telling whether this callback moved the delivery (a
-        provider may send the same callback twice: only the first moves it)."""
-    async def claim_reconcilable(
-        self, channels: Sequence[Channel], *, now: datetime, lease_until: datetime, limit: int,
-    ) -> list[DeliveryJob]:
-        """Deliveries on these channels whose outcome is unknown: state ``unknown``, or
-        ``sending`` with an expired lease (a worker died between claim and result).
-        Re-leased to the caller, in state ``unknown``. Each channel's worker reconciles
-        its own: a phone's by looking the message up, XMTP's by a keyed re-send."""
+        """A provider status callback. Moves the delivery forward only (by
+        ``DeliveryState.rank``; delivered never goes back to sent), and tells whether this
+        callback moved it (a provider may send the same callback twice: only the first
+        moves it). When no delivery has this provider id yet, the status is kept and
+        applied by ``mark_sent``; returns None then."""
     async def provider_ids_sent_to(
         self, address: PhoneNumber, proxy_address: PhoneNumber, *, since: datetime,
         besides: DeliveryId,
@@ -201,11 +227,14 @@ class StoreTx(Protocol):
 
     # quotas
     async def count_outbound(
-        self, *, since: datetime, address: PhoneNumber | None = None, rule: str | None = None,
+        self, *, since: datetime, proxy: PhoneNumber, channels: Sequence[Channel],
+        address: PhoneNumber | None = None,
     ) -> int:
-        """Deliveries to phones created since ``since``, for one phone, one rule or
-        both: texts that were or will be sent. The gateway's own notices and deliveries
-        that failed without reaching the provider (refused, say) are not counted."""
+        """Deliveries to phones created since ``since`` from our number ``proxy`` on
+        ``channels`` (a rule's number and channels: what the rule sent, in conversations
+        it made or the API made on its number alike), to ``address`` when given: texts
+        that were or will be sent. The gateway's own notices and deliveries that failed
+        without reaching the provider (refused, say) are not counted."""
 
     # chat high-water marks (per XMTP group: the last message's sent time in ns)
     async def get_cursor(self, key: str) -> int | None: ...

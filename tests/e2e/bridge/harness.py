@@ -118,10 +118,13 @@ class Wallet:
         return [c for c in self.client.conversations() if not c.is_dm]
 
     async def group_named(self, name: str, within: float = 15.0) -> Conversation:
+        """The group named ``name``, or named after the phone ``name`` and the number it
+        texted (``"SMS · +1 555-123-0001 → +1 555-010-0001"`` for ``"SMS · +1
+        555-123-0001"``)."""
         deadline = time.monotonic() + within
         while True:
             for group in await self.groups():
-                if group.name == name:
+                if group.name == name or group.name.startswith(f"{name} → "):
                     return group
             if time.monotonic() > deadline:
                 raise AssertionError(f"{self.address} has no group named {name!r}; groups: "

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.twilio.ratelimit import TokenBucket
+from gateway.delivery.pacing import TokenBucket
 from gateway.twilio.split import split_body, utf16_len
 
 
