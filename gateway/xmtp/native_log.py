@@ -88,7 +88,8 @@ class NativeLogRoute:
         os.environ.setdefault("RUST_LOG", DEFAULT_FILTER)
         # colour codes are stripped anyway; this spares libxmtp making them
         os.environ.setdefault("NO_COLOR", "1")
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         self._python_stdout = sys.stdout
         self._real_stdout = os.dup(1)
         read_fd, write_fd = os.pipe()
@@ -128,6 +129,11 @@ class NativeLogRoute:
         os.close(self._real_stdout)
 
 
-def route_native_log() -> NativeLogRoute:
-    """Routes libxmtp's log into the logging module from now on (see the module)."""
+def route_native_log() -> NativeLogRoute | None:
+    """Routes libxmtp's log into the logging module from now on (see the module); None
+    when the process has no standard output (libxmtp's writes go nowhere then)."""
+    try:
+        os.fstat(1)
+    except OSError:
+        return None
     return NativeLogRoute()

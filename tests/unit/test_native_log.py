@@ -79,6 +79,7 @@ class TestTheRoute:
         monkeypatch.delenv("NO_COLOR", raising=False)
         python_stdout = sys.stdout
         route = route_native_log()
+        assert route is not None
         try:
             os.write(1, COLOURED.encode())  # as libxmtp writes: to the descriptor
             print("a print of Python's own")
