@@ -1,4 +1,5 @@
-"""Command line: ``gateway serve | devnode | demo | check-config | db | twilio-sim``.
+"""Command line: ``gateway serve | health | devnode | demo | check-config | db |
+twilio-sim``.
 
 Each subcommand's work lives in the module it belongs to; this file only parses
 arguments and imports that module lazily (so ``gateway devnode`` never loads twilio).
@@ -8,10 +9,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 DEFAULT_CONFIG = "config/gateway.yaml"
+CONFIG_ENV = "GATEWAY_CONFIG"  # the config file when --config is not given
+# Override the config's server.host / server.port (a --host / --port option wins).
+HOST_ENV, PORT_ENV = "GATEWAY_HOST", "GATEWAY_PORT"
+_DEFAULT_HELP = f"${CONFIG_ENV}, else {DEFAULT_CONFIG}"
+# The stand-alone simulator's credentials unless given (the same as
+# gateway.testing.twilio_sim's defaults, kept here so parsing does not import twilio).
+SIM_ACCOUNT_SID = "AC" + "0" * 32
+SIM_AUTH_TOKEN = "simulator-token"  # noqa: S105 - a test tool's well-known default
 
 # What ``gateway --help`` says; the module docstring above is for developers.
 DESCRIPTION = (
@@ -26,12 +36,27 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # subcommand -> "module:function"; the function takes the parsed Namespace, returns an exit code
 _COMMANDS = {
     "serve": "gateway.serve:run",
+    "health": "gateway.listen:health",
     "devnode": "gateway.xmtp.devnode.cli:run",
     "demo": "gateway.demo:run",
     "check-config": "gateway.config.report:run",
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
 }
+
+
+def simulator_config(account_sid: str, auth_token: str, url: str) -> str:
+    """The config lines that point a gateway at a ``gateway twilio-sim`` on ``url``."""
+    return (f"twilio:\n  account_sid: {account_sid}\n  auth_token: {auth_token}\n"
+            f"  api_base_url: {url}\n  simulator:\n    embedded: false\n")
+
+
+def indent(text: str) -> str:
+    return "".join(f"  {line}" for line in text.splitlines(keepends=True))
+
+
+def default_config() -> str:
+    return os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
 
 
 def port(text: str) -> int:
@@ -52,35 +77,84 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    _config_option(serve)
+    _listen_options(serve, "serve on")
+
+    health = sub.add_parser(
+        "health", help="ask a running gateway's /healthz (exit 0 when it answers 200)",
+        description="Asks the gateway that 'serve' with the same config, environment and "
+                    "options would run for /healthz; exit status 0 when it answers 200, "
+                    "1 otherwise (the Dockerfile's HEALTHCHECK).")
+    _config_option(health)
+    _listen_options(health, "ask")
+    health.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
+                        help="give up after this many seconds (default %(default)s)")
 
     devnode = sub.add_parser("devnode", help="run a local XMTP node for offline development")
-    devnode.add_argument("--host", default="127.0.0.1")
-    devnode.add_argument("--port", type=port, default=5556)
+    devnode.add_argument("--host", default="127.0.0.1",
+                         help="address to listen on (default %(default)s)")
+    devnode.add_argument("--port", type=port, default=5556,
+                         help="port to listen on, 0 for any free one (default %(default)s)")
     devnode.add_argument("--db", default="./data/devnode.db",
-                         help="SQLite file, or :memory: (default ./data/devnode.db)")
-    devnode.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
+                         help="SQLite file, or :memory: (default %(default)s)")
+    devnode.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO",
+                         metavar="LEVEL",
+                         help="the devnode's own log level, one of "
+                              f"{', '.join(LOG_LEVELS)} (default %(default)s); other "
+                              "libraries stay at INFO")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
-    demo.add_argument("--config", default=DEFAULT_CONFIG)
+    _config_option(demo)
     demo.add_argument("--script", action="store_true",
-                      help="run a scripted round trip, print the transcript, exit 0 if all arrived")
+                      help="run a scripted round trip, print the transcript, exit 0 if all "
+                           "arrived (the default when stdin is not a terminal)")
 
     check = sub.add_parser("check-config", help="validate a config and print its rules")
-    check.add_argument("path", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("path", nargs="?", default=default_config(),
+                       help=f"the YAML config file (default {_DEFAULT_HELP})")
 
     db = sub.add_parser("db", help="database migrations")
-    db.add_argument("action", choices=["upgrade", "current"])
-    db.add_argument("--config", default=DEFAULT_CONFIG)
+    db.add_argument("action", choices=["upgrade", "current"],
+                    help="upgrade: apply the migrations; current: show the revision the "
+                         "database is at (writes nothing)")
+    _config_option(db)
 
-    sim = sub.add_parser("twilio-sim", help="run the Twilio simulator")
-    sim.add_argument("--host", default="127.0.0.1")
-    sim.add_argument("--port", type=port, default=8788)
-    sim.add_argument("--auth-token", default="simulator-token")
-    sim.add_argument("--account-sid", default="AC" + "0" * 32)
-    sim.add_argument("--webhook-url", default=None,
-                     help="where simulated phones' texts are posted")
+    sim = sub.add_parser(
+        "twilio-sim", help="run the Twilio simulator",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Twilio's Messages API, signed webhooks and status callbacks, for "
+                    "offline work.\nIt accepts only the account SID and auth token below "
+                    "(the defaults, or the ones given);\nto point a gateway at it, put in "
+                    "the gateway's config (the banner prints the same):\n\n"
+                    + indent(simulator_config(SIM_ACCOUNT_SID, SIM_AUTH_TOKEN,
+                                              "http://127.0.0.1:8788")))
+    sim.add_argument("--host", default="127.0.0.1",
+                     help="address to listen on (default %(default)s)")
+    sim.add_argument("--port", type=port, default=8788,
+                     help="port to listen on, 0 for any free one (default %(default)s)")
+    sim.add_argument("--account-sid", default=SIM_ACCOUNT_SID, metavar="SID",
+                     help="the only account SID it accepts (default %(default)s)")
+    sim.add_argument("--auth-token", default=SIM_AUTH_TOKEN, metavar="TOKEN",
+                     help="the only auth token it accepts; it signs webhooks with it "
+                          "(default %(default)s)")
+    sim.add_argument("--webhook-url", default=None, metavar="URL",
+                     help="where simulated phones' texts are posted: the gateway's "
+                          "<server.public_url>/twilio/messages (default: nowhere)")
     return parser
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", default=default_config(), metavar="PATH",
+                        help=f"the YAML config file (default {_DEFAULT_HELP})")
+
+
+def _listen_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    parser.add_argument("--host", default=None,
+                        help=f"address to {verb}, instead of the config's server.host "
+                             f"(or ${HOST_ENV})")
+    parser.add_argument("--port", type=port, default=None,
+                        help=f"port to {verb}, instead of the config's server.port "
+                             f"(or ${PORT_ENV})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,22 @@ def exclusive_data_dir(data_dir: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def check_unclaimed(data_dir: Path) -> None:
+    """Raises DataDirInUse when another process owns ``data_dir``, creating nothing: a
+    directory or lock file that does not exist is nobody's. ``serve`` asks this before
+    it binds its port, and claims the directory (creating it) only once it has."""
+    try:
+        fd = os.open(data_dir / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the close below
+    except BlockingIOError:
+        raise DataDirInUse(str(data_dir), _owner(fd)) from None
+    finally:
+        os.close(fd)
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     """The lock file is claimed by another process: ``pid`` when it wrote its own."""

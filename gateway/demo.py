@@ -7,11 +7,11 @@ Twilio simulator, SQLite under ./data). The wallet is a real libxmtp client hold
 reuse its installation); the phone is the simulator's, texting through signed webhooks
 and receiving what the gateway sends to it.
 
-Interactive: ``p hello`` texts from the phone (to the current number; ``to dial`` or
-``to +1555…`` switches to another number a rule serves), ``w thanks`` replies from the
-wallet in the last conversation it saw, ``q`` quits. ``--script`` runs phone → wallet,
-wallet → phone, dial mode, STOP then START, prints the transcript and exits 0 only if
-every step arrived in time.
+Interactive (when stdin is a terminal): ``p hello`` texts from the phone (to the current
+number; ``to dial`` or ``to +1555…`` switches to another number a rule serves), ``w
+thanks`` replies from the wallet in the last conversation it saw, ``q`` quits.
+``--script``, or no terminal, runs phone → wallet, wallet → phone, dial mode, STOP then
+START, prints the transcript and exits 0 only if every step arrived in time.
 
 The terminal shows the transcript only: the gateway's own log goes to
 ``<data_dir>/demo.log`` (one run's worth), as the banner says. The data directory is
@@ -40,11 +40,12 @@ from aiohttp import web
 
 from gateway.app import SIMULATOR, create_app
 from gateway.config import GatewayConfig
-from gateway.config.report import load_for_command
 from gateway.data_dir import exclusive_data_dir
 from gateway.domain.rules import Rule, RuleMode
-from gateway.errors import GatewayError
+from gateway.errors import CannotListen, GatewayError
+from gateway.listen import local_url
 from gateway.logs import setup_logging
+from gateway.serve import config_for_command, listening_socket
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
 
@@ -58,9 +59,11 @@ LOG_FILE = "demo.log"  # under the data directory
 def run(args: argparse.Namespace) -> int:
     # libxmtp logs to the terminal; its (harmless) shutdown errors would drown the demo.
     os.environ.setdefault("RUST_LOG", "off")
-    config = load_for_command(args.config)
+    config = config_for_command(args)
     if config is None:
         return 1
+    # Nobody could type at the interactive prompt: run the script instead of waiting.
+    script = args.script or not sys.stdin.isatty()
     problem = _unsuitable(config)
     if problem:
         print(f"gateway demo: {problem}", file=sys.stderr)
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         with exclusive_data_dir(config.data_dir), _logging_to(config.data_dir / LOG_FILE,
                                                                config):
-            return asyncio.run(_main(config, script=args.script))
+            return asyncio.run(_main(config, script=script))
     except GatewayError as exc:
         print(f"gateway demo: {exc}", file=sys.stderr)
         return 1
@@ -101,26 +104,30 @@ def _unsuitable(config: GatewayConfig) -> str | None:
 
 
 async def _main(config: GatewayConfig, *, script: bool) -> int:
-    config = _on_a_free_port(config)
-    async with _running(config) as demo:
-        if script:
-            return await Script(demo).run()
-        return await Interactive(demo).run()
+    with _listening(config) as (sock, config):
+        async with _running(config, sock) as demo:
+            if script:
+                return await Script(demo).run()
+            return await Interactive(demo).run()
 
 
-def _on_a_free_port(config: GatewayConfig) -> GatewayConfig:
-    """The configured port, or any free one when it is taken (the demo is local: the
-    public URL follows)."""
-    with socket.socket() as probe:
+@contextlib.contextmanager
+def _listening(config: GatewayConfig) -> Iterator[tuple[socket.socket, GatewayConfig]]:
+    """A socket on the configured port, or on any free one when it is taken, and the
+    config that says so (the demo is local: the public URL follows). Bound the way the
+    server binds (SO_REUSEADDR), so the last run's connections in TIME_WAIT do not
+    move it."""
+    host = config.server.host
+    with contextlib.ExitStack() as stack:
         try:
-            probe.bind((config.server.host, config.server.port))
-            return config
-        except OSError:
-            probe.bind((config.server.host, 0))
-            port = probe.getsockname()[1]
-    server = config.server.model_copy(
-        update={"port": port, "public_url": f"http://{config.server.host}:{port}"})
-    return config.model_copy(update={"server": server})
+            sock = stack.enter_context(listening_socket(host, config.server.port))
+        except CannotListen:
+            sock = stack.enter_context(listening_socket(host, 0))
+            moved = sock.getsockname()[1]
+            server = config.server.model_copy(
+                update={"port": moved, "public_url": local_url(host, moved)})
+            config = config.model_copy(update={"server": server})
+        yield sock, config
 
 
 @dataclass
@@ -167,13 +174,13 @@ class Demo:
 
 
 @contextlib.asynccontextmanager
-async def _running(config: GatewayConfig) -> AsyncIterator[Demo]:
+async def _running(config: GatewayConfig, sock: socket.socket) -> AsyncIterator[Demo]:
     assert config.demo is not None
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()  # opens the store, simulator, devnode and the gateway's XMTP client
     try:
-        site = web.TCPSite(runner, config.server.host, config.server.port)
+        site = web.SockSite(runner, sock)
         await site.start()
         wallet = await _demo_wallet(config, app)
         try:

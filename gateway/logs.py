@@ -18,6 +18,11 @@ from typing import Any, Literal, TextIO
 from gateway.domain.phones import mask_text
 
 REDACTED = "[redacted]"
+# The loggers a chosen level applies to in full: the gateway's, and libxmtp's native log
+# (gateway.xmtp.native_log; RUST_LOG chooses what libxmtp emits). Other libraries stay at
+# INFO or above: asyncio's, grpc's or aiohttp's DEBUG output would bury the gateway's.
+OWN_LOGGERS = ("gateway", "libxmtp")
+_LIBRARY_FLOOR = logging.INFO
 _MIN_SECRET_LENGTH = 8  # shorter "secrets" would redact ordinary words
 
 # Attributes every LogRecord has; anything else came in through ``extra=``.
@@ -82,7 +87,8 @@ def setup_logging(format: Literal["plain", "json"] = "plain", level: str | int =
                   secrets: Iterable[str] = (), stream: TextIO | None = None,
                   ) -> logging.Handler:
     """Installs one handler on the root logger (replacing one installed earlier by this
-    function, so calling it twice does not double every line) and returns it."""
+    function, so calling it twice does not double every line) and returns it. ``level``
+    is the gateway's own loggers' (OWN_LOGGERS); other libraries log at INFO or above."""
     scrub = Scrubber(secrets)
     formatter = JsonFormatter(scrub) if format == "json" else PlainFormatter(scrub)
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
@@ -92,5 +98,10 @@ def setup_logging(format: Literal["plain", "json"] = "plain", level: str | int =
     for old in [h for h in root.handlers if h.get_name() == "gateway"]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    number = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(number, int):
+        raise ValueError(f"unknown log level {level!r}")
+    root.setLevel(max(number, _LIBRARY_FLOOR))
+    for name in OWN_LOGGERS:
+        logging.getLogger(name).setLevel(number)
     return handler

@@ -66,6 +66,7 @@ from gateway.domain.rules import (
     label_fields,
 )
 from gateway.errors import ConfigError
+from gateway.listen import local_url
 
 
 class _Section(BaseModel):
@@ -89,13 +90,21 @@ class ServerConfig(_Section):
     @classmethod
     def _local_public_url(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and data.get("public_url") is None:
-            host = str(data.get("host", "127.0.0.1"))
-            if host in ("0.0.0.0", "::", ""):  # noqa: S104 - recognising, not binding
-                host = "127.0.0.1"
-            if ":" in host:
-                host = f"[{host}]"
-            data = {**data, "public_url": f"http://{host}:{data.get('port', 8080)}"}
+            data = {**data, "public_url": local_url(str(data.get("host", "127.0.0.1")),
+                                                    data.get("port", 8080))}
         return data
+
+    def listening_on(self, host: str | None = None, port: int | None = None) -> ServerConfig:
+        """This section with another listen address. A public URL that is the local one
+        of the old address (unset, or written out as in the embedded config) follows
+        the new address: the embedded Twilio simulator signs its webhooks against it. A
+        public URL configured otherwise (the address Twilio calls) stays."""
+        new_host = self.host if host is None else host
+        new_port = self.port if port is None else port
+        follows = self.public_url == local_url(self.host, self.port)
+        return self.model_copy(update={
+            "host": new_host, "port": new_port,
+            "public_url": local_url(new_host, new_port) if follows else self.public_url})
 
 
 class DatabaseConfig(_Section):
@@ -358,6 +367,10 @@ class GatewayConfig(_Section):
         directory = self.wallet_directory
         return RuleBook([_to_rule(rule, directory) for rule in self.rules], directory)
 
+    def listening_on(self, host: str | None = None, port: int | None = None) -> GatewayConfig:
+        """This config with another listen address (see ServerConfig.listening_on)."""
+        return self.model_copy(update={"server": self.server.listening_on(host, port)})
+
     def secret_values(self) -> list[str]:
         """Every secret's plain value, for the log filter to redact if one ever leaks."""
         found = [s.get_secret_value() for s in self.database.encryption_keys.values()]
@@ -416,9 +429,12 @@ def load_config(path: str | os.PathLike[str], *, persist_secrets: bool = True,
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError([("", f"{file} is not valid YAML: {exc}")]) from None
-    return parse_config(raw, base_dir=file.resolve().parent, persist_secrets=persist_secrets,
-                        env=env, made_up=made_up)
+        raise ConfigError([("", config_sources.yaml_error(file, exc))]) from None
+    try:
+        return parse_config(raw, base_dir=file.resolve().parent,
+                            persist_secrets=persist_secrets, env=env, made_up=made_up)
+    except ConfigError as exc:
+        raise ConfigError(config_sources.Places(text).explain(exc.problems)) from None
 
 
 def _not_utf8(exc: UnicodeDecodeError) -> str:
@@ -472,6 +488,9 @@ def _describe(error: Any, raw: Mapping[str, Any]) -> tuple[str, str]:
         message = "unknown key" + _did_you_mean(loc, raw)
     elif error["type"] == "missing":
         message = "required"
+    elif (error["type"] == "string_type" and isinstance(error["input"], int | float)
+          and not isinstance(error["input"], bool)):
+        message = config_sources.NUMBER_NOT_TEXT
     else:
         message = message.removeprefix("Value error, ")
     return format_path(loc), message

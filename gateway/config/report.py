@@ -1,5 +1,5 @@
-"""``gateway check-config PATH``: validates a config, prints its rules as a table and
-every problem; exit status 1 when there is any.
+"""``gateway check-config PATH``: validates a config and prints its rules as a table, or
+every problem in the order of the file; exit status 1 when there is any.
 
 Nothing is written: ``generate`` secrets are read from secrets.yaml when it exists and
 otherwise made up for this check only (they are created for real on first start), so a
@@ -11,11 +11,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
-
-import yaml
+from typing import TextIO
 
 from gateway.config import GatewayConfig, load_config
 from gateway.domain.rules import RuleBook, RuleMode, short_address
@@ -29,10 +27,12 @@ def run(args: argparse.Namespace) -> int:
     return check(Path(args.path), sys.stdout)
 
 
-def load_for_command(path: str | os.PathLike[str]) -> GatewayConfig | None:
-    """The config a command runs with, or None after printing every problem to stderr."""
+def load_for_command(path: str | os.PathLike[str], *,
+                     persist_secrets: bool = True) -> GatewayConfig | None:
+    """The config a command runs with, or None after printing every problem to stderr.
+    ``persist_secrets=False`` writes nothing (see load_config)."""
     try:
-        return load_config(path)
+        return load_config(path, persist_secrets=persist_secrets)
     except ConfigError as exc:
         print(f"{path}: invalid configuration", file=sys.stderr)
         for key, message in exc.problems:
@@ -45,9 +45,8 @@ def check(path: Path, out: TextIO) -> int:
     try:
         config = load_config(path, persist_secrets=False, made_up=made_up)
     except ConfigError as exc:
-        rows = _rows_from_raw(path)
-        if rows:
-            out.write(_table(rows) + "\n\n")
+        # No rules table: read from a config that is not valid, it could show a rule as
+        # it will not run (an unquoted +1555… as a number, say).
         out.write(f"{path}: {len(exc.problems)} problem(s)\n")
         for key, message in exc.problems:
             out.write(f"  {key}: {message}\n" if key else f"  {message}\n")
@@ -112,44 +111,6 @@ def _rows(book: RuleBook) -> list[tuple[str, ...]]:
 def _screen(prefixes: Sequence[str], countries: Sequence[str] | frozenset[str],
             empty: str) -> str:
     return " ".join([*prefixes, *sorted(countries)]) or empty
-
-
-def _rows_from_raw(path: Path) -> list[tuple[str, ...]]:
-    """Best-effort rows from the unvalidated YAML, so a broken config still shows what
-    it declares."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return []
-    rules = raw.get("rules") if isinstance(raw, Mapping) else None
-    if not isinstance(rules, list):
-        return []
-    rows: list[tuple[str, ...]] = []
-    for rule in rules:
-        if not isinstance(rule, Mapping):
-            continue
-        allow, deny = rule.get("allow") or {}, rule.get("deny") or {}
-        rows.append((
-            _text(rule.get("name")), _text(rule.get("proxy")),
-            _text(rule.get("channels", ["sms"])), _text(rule.get("mode", "fixed")),
-            _text(rule.get("wallets", [])),
-            _text(_raw_screen(allow)) or "everyone", _text(_raw_screen(deny)) or "-", "?",
-        ))
-    return rows
-
-
-def _raw_screen(screen: Any) -> list[Any]:
-    if not isinstance(screen, Mapping):
-        return [screen]
-    return [*(screen.get("prefixes") or []), *(screen.get("countries") or [])]
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "?"
-    if isinstance(value, list):
-        return ",".join(str(item) for item in value)
-    return str(value)
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> str:

@@ -15,11 +15,13 @@ import re
 import secrets
 import stat
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from gateway import envrefs
 from gateway.domain.phones import parse_phone
 from gateway.errors import BadRequest
 
@@ -29,8 +31,6 @@ KeyPath = tuple[str | int, ...]
 GENERATE = "generate"
 SECRETS_FILE = "secrets.yaml"
 
-_ENV_REF = re.compile(r"\$\$|\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?::-(?P<default>[^}]*))?\}")
-_BROKEN_REF = re.compile(r"\$\{[^}]*\}?")
 
 # Whole-value matches only: "changeme" is a placeholder, "http://example.org" is not.
 _PLACEHOLDER = re.compile(
@@ -77,6 +77,89 @@ def _map_leaves(value: Any, func: Callable[[KeyPath, Any], Any], path: KeyPath =
     return func(path, value)
 
 
+# --- where each value is written --------------------------------------------------------
+
+# What parse_config says of text given as a YAML number; load_config, which has the
+# text, shows the value as it was written (YAML reads +15550100002 as 15550100002).
+NUMBER_NOT_TEXT = "a number where text is expected: quote it"
+_NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_LAST_KEY = re.compile(r'(?:\.[^.\[]+|\[\d+\]|\["[^"]*"\])$')
+
+
+@dataclass(frozen=True, slots=True)
+class Place:
+    line: int  # 1-based
+    number_written: str | None  # a scalar YAML read as a number: its text as written
+
+
+class Places:
+    """Where each key path of a config is written in its YAML text (best effort: keys
+    are taken as written, anchors and merge keys are not followed)."""
+
+    def __init__(self, text: str) -> None:
+        self._places: dict[str, Place] = {}
+        try:
+            root = yaml.compose(text, Loader=yaml.SafeLoader)
+        except yaml.YAMLError:
+            return
+        if root is not None:
+            self._visit(root, (), root.start_mark.line)
+
+    def _visit(self, node: yaml.Node, path: KeyPath, line: int) -> None:
+        written = (node.value if isinstance(node, yaml.ScalarNode) and node.tag in _NUMBER_TAGS
+                   else None)
+        self._places.setdefault(format_path(path), Place(line + 1, written))
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode):
+                    self._visit(value, (*path, str(key.value)), key.start_mark.line)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                self._visit(item, (*path, index), item.start_mark.line)
+
+    def line_of(self, path: str) -> int | None:
+        """The line of ``path``, or of its nearest ancestor written in the file."""
+        while True:
+            place = self._places.get(path)
+            if place is not None:
+                return place.line
+            if not path:
+                return None
+            path = _LAST_KEY.sub("", path) if _LAST_KEY.search(path) else ""
+
+    def number_written(self, path: str) -> str | None:
+        place = self._places.get(path)
+        return place.number_written if place else None
+
+    def explain(self, problems: Problems) -> Problems:
+        """The problems in the order of their place in the file (those of no place
+        first), a number that should be text shown as it was written."""
+        def message(path: str, text: str) -> str:
+            written = self.number_written(path)
+            if text != NUMBER_NOT_TEXT or written is None:
+                return text
+            return f'{written} is read by YAML as a number: quote it, "{written}"'
+
+        def order(problem: tuple[int, tuple[str, str]]) -> tuple[int, int]:
+            index, (path, _) = problem
+            line = self.line_of(path) if path else 0
+            return (line if line is not None else 1 << 30, index)
+
+        return [(path, message(path, text))
+                for _, (path, text) in sorted(enumerate(problems), key=order)]
+
+
+def yaml_error(file: Path, exc: yaml.YAMLError) -> str:
+    """A YAML syntax error naming the file, line and column."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        problem = exc.problem or "not valid YAML"
+        context = f" ({exc.context})" if exc.context else ""
+        return (f"{file}, line {mark.line + 1}, column {mark.column + 1}: not valid YAML: "
+                f"{problem}{context}")
+    return f"{file} is not valid YAML: {exc}"
+
+
 # --- ${ENV} ----------------------------------------------------------------------------
 
 
@@ -89,22 +172,14 @@ def interpolate(raw: Any, env: Mapping[str, str], problems: Problems) -> Any:
         if not isinstance(value, str) or "$" not in value:
             return value
 
-        def sub(found: re.Match[str]) -> str:
-            if found.group(0) == "$$":
-                return "$"
-            name, default = found.group("name"), found.group("default")
-            if env.get(name):
-                return env[name]
-            if default is not None:
-                return default
+        def unset(name: str) -> None:
             problems.append((format_path(path), f"environment variable {name} is not set"))
-            return ""
 
-        result = _ENV_REF.sub(sub, value)
-        leftover = _BROKEN_REF.search(_ENV_REF.sub("", value))
+        result = envrefs.expand(value, env, unset)
+        leftover = envrefs.malformed(value)
         if leftover:
             problems.append((format_path(path),
-                             f"malformed reference {leftover.group(0)!r} (use ${{NAME}} "
+                             f"malformed reference {leftover!r} (use ${{NAME}} "
                              "or ${NAME:-default})"))
         return result
 

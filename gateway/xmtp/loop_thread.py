@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+SETTLE_SECONDS = 10.0
 
 
 class LoopThread:
@@ -43,6 +44,18 @@ class LoopThread:
         """Runs ``coro`` on this thread's loop and awaits it from the caller's loop
         (cancelling the caller cancels the work)."""
         return await asyncio.wrap_future(self.submit(coro))
+
+    async def settle(self) -> None:
+        """Cancels the other work on this thread's loop and waits (SETTLE_SECONDS at
+        most) until it has ended, its clean-up included (a message stream's close, say).
+        Run it on this loop."""
+        here = asyncio.current_task()
+        others = [task for task in asyncio.all_tasks() if task is not here]
+        for task in others:
+            if not task.cancelling():  # cancelling again would cut its clean-up short
+                task.cancel()
+        if others:  # their outcomes go to their callers' futures (submit)
+            await asyncio.wait(others, timeout=SETTLE_SECONDS)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stops the loop (cancelling what still runs on it) and joins the thread."""

@@ -103,6 +103,9 @@ class XmtpChatNetwork:
 
     async def close(self) -> None:
         async def release() -> None:
+            # The message stream first: cancelling its pump only asks it to stop, and a
+            # stream still closing when the database is released fails inside libxmtp.
+            await self._thread.settle()
             self._client.close()
 
         with contextlib.suppress(ChatNetworkError):

@@ -1,5 +1,6 @@
-"""``gateway demo --script`` on the embedded default config, as README's first command
-runs it: a fresh data directory, then a second run on the same one."""
+"""``gateway demo`` on the embedded default config, as README's first command runs it:
+a fresh data directory, then a second run on the same one; with ``--script``, or
+without a terminal, it runs the scripted round trip."""
 
 from __future__ import annotations
 
@@ -16,18 +17,19 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def demo(data_dir: Path) -> subprocess.CompletedProcess[str]:
+def demo(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    """The demo with no terminal: its stdin is /dev/null."""
     env = {**os.environ, "GATEWAY_DATA_DIR": str(data_dir)}
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--script"], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=240, check=False)
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "gateway", "demo", *options], cwd=ROOT, env=env,
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=240, check=False)
 
 
 class TestScriptedDemo:
     def test_every_step_arrives_on_a_fresh_data_dir_and_again_on_the_same_one(
             self, tmp_path: Path) -> None:
-        for _ in range(2):
-            result = demo(tmp_path)
+        for options in (["--script"], []):  # the second without: there is no terminal
+            result = demo(tmp_path, *options)
             assert result.returncode == 0, result.stdout + result.stderr
             assert "4/4 steps arrived" in result.stdout
             for step in ("phone → wallet", "wallet → phone", "dial mode", "STOP then START"):
@@ -36,7 +38,7 @@ class TestScriptedDemo:
 
     def test_the_terminal_shows_the_transcript_and_the_gateway_logs_to_a_file(
             self, tmp_path: Path) -> None:
-        result = demo(tmp_path)
+        result = demo(tmp_path, "--script")
         assert result.returncode == 0, result.stdout + result.stderr
         log_file = tmp_path / "demo.log"
         assert f"gateway logs: {log_file}" in result.stdout

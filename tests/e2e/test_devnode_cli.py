@@ -68,4 +68,7 @@ class TestDevnodeCommand:
         for method in ("PublishIdentityUpdate", "UploadKeyPackage", "SendWelcomeMessages",
                        "SendGroupMessages", "QueryWelcomeMessages"):
             assert f"rpc {method} ok" in log
+        # --log-level debug is the devnode's: asyncio's and grpc's debug stays out
+        debug = [line for line in log.splitlines() if " DEBUG " in line]
+        assert debug and all(" DEBUG gateway." in line for line in debug), debug[:5]
         assert db.exists()

@@ -1,5 +1,6 @@
 """`gateway …`: what the argument parser accepts before any subcommand runs."""
 
+import argparse
 import subprocess
 import sys
 import typing
@@ -10,9 +11,11 @@ import pytest
 from gateway import cli
 from gateway.cli import build_parser
 from gateway.config.types import LogLevel
+from gateway.testing.twilio_sim import DEFAULT_ACCOUNT_SID, DEFAULT_AUTH_TOKEN, TwilioSimulator
+from gateway.testing.twilio_sim.cli import banner
 
 REPO = Path(__file__).resolve().parents[2]
-PORTED = ["devnode", "twilio-sim"]  # every subcommand that takes --port
+PORTED = ["serve", "health", "devnode", "twilio-sim"]  # every subcommand that takes --port
 
 
 def refused(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
@@ -67,3 +70,56 @@ class TestHelp:
             assert command in text
         for developer_talk in ["lazily", "``", "this file", "loads twilio"]:
             assert developer_talk not in text
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    [sub] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    return dict(sub.choices)
+
+
+class TestOptionHelp:
+    def test_every_option_and_argument_of_every_command_says_what_it_is_for(self) -> None:
+        missing = [f"{name} {action.dest}" for name, parser in subcommands().items()
+                   for action in parser._actions
+                   if not isinstance(action, argparse._HelpAction) and not action.help]
+        assert missing == []
+
+    def test_serve_takes_the_listen_address_as_options(self) -> None:
+        args = build_parser().parse_args(["serve", "--host", "::", "--port", "9000"])
+        assert (args.host, args.port) == ("::", 9000)
+        assert build_parser().parse_args(["serve"]).port is None  # the config's
+
+    def test_the_config_file_may_come_from_the_environment(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("GATEWAY_CONFIG", "/etc/gateway.yaml")
+        assert build_parser().parse_args(["serve"]).config == "/etc/gateway.yaml"
+        assert build_parser().parse_args(["check-config"]).path == "/etc/gateway.yaml"
+        monkeypatch.delenv("GATEWAY_CONFIG")
+        assert build_parser().parse_args(["serve"]).config == "config/gateway.yaml"
+
+
+class TestTwilioSimHelp:
+    def test_names_the_credentials_it_accepts_and_the_config_lines_for_a_gateway(
+            self) -> None:
+        text = subcommands()["twilio-sim"].format_help()
+        assert "accepts only the account SID and auth token" in text
+        assert (f"  twilio:\n    account_sid: {DEFAULT_ACCOUNT_SID}\n"
+                f"    auth_token: {DEFAULT_AUTH_TOKEN}\n"
+                "    api_base_url: http://127.0.0.1:8788\n"
+                "    simulator:\n      embedded: false\n") in text
+
+    def test_its_defaults_are_the_simulators(self) -> None:
+        assert (cli.SIM_ACCOUNT_SID, cli.SIM_AUTH_TOKEN) == (DEFAULT_ACCOUNT_SID,
+                                                             DEFAULT_AUTH_TOKEN)
+
+    def test_its_banner_says_the_same_with_the_address_it_listens_on(self) -> None:
+        sim = TwilioSimulator(account_sid="AC" + "1" * 32, auth_token="token-for-the-sim",
+                              webhook_url="http://127.0.0.1:8080/twilio/messages")
+        sim.url = "http://127.0.0.1:9999"
+        text = banner(sim)
+        assert text.startswith("twilio simulator listening on http://127.0.0.1:9999\n")
+        assert ("accepts account SID " + "AC" + "1" * 32 + " with auth token "
+                "token-for-the-sim and posts phones' texts to "
+                "http://127.0.0.1:8080/twilio/messages") in text
+        assert ("    account_sid: " + "AC" + "1" * 32 + "\n    auth_token: token-for-the-sim\n"
+                "    api_base_url: http://127.0.0.1:9999\n") in text

@@ -54,6 +54,28 @@ class TestAValidConfig:
         config = parse_config(raw, base_dir=tmp_path, env={})
         assert config.server.public_url == "https://gw.example.org"
 
+    def test_another_listen_address_takes_a_local_public_url_along(
+            self, tmp_path: Path) -> None:
+        raw = minimal()
+        derived = parse_config(raw, base_dir=tmp_path, env={}).listening_on(port=9001)
+        assert (derived.server.port, derived.server.public_url) == (
+            9001, "http://127.0.0.1:9001")
+        raw["server"] = {"port": 8080, "public_url": "http://127.0.0.1:8080"}  # as written
+        written = parse_config(raw, base_dir=tmp_path, env={}).listening_on(
+            "0.0.0.0", 9002)  # noqa: S104 - config under test
+        assert (written.server.host, written.server.public_url) == (
+            "0.0.0.0", "http://127.0.0.1:9002")  # noqa: S104
+
+    def test_another_listen_address_keeps_a_configured_public_url(
+            self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["server"] = {"public_url": "https://gw.example.org"}
+        config = parse_config(raw, base_dir=tmp_path, env={}).listening_on(port=9001)
+        assert (config.server.port, config.server.public_url) == (
+            9001, "https://gw.example.org")
+        unchanged = parse_config(raw, base_dir=tmp_path, env={}).listening_on()
+        assert unchanged.server.port == 8080
+
     def test_relative_paths_live_under_data_dir(self, tmp_path: Path) -> None:
         raw = minimal()
         raw["data_dir"] = "state"

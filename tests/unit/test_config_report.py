@@ -45,8 +45,43 @@ class TestCheckConfig:
         assert "  rules[0].proxy: not an E.164 number (no leading '+')" in text
         assert "  rules[1].wallets: a dial rule has no wallets" in text
         assert "  twilio.auth_token: placeholder value" in text
-        # the rules it declares are still shown
-        assert text.splitlines()[1].split()[:2] == ["support", "5550100001"]
+        # no rules table: read from an invalid config it could show what will not run
+        assert text.splitlines()[0] == f"{tmp_path / 'gw.yaml'}: 3 problem(s)"
+        assert "RULE" not in text
+
+    def test_problems_come_in_the_order_of_the_file(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        text = yaml.safe_dump(minimal(), sort_keys=False)  # database, twilio, ..., rules
+        file.write_text(text.replace("active_key: k1", "active_key: k9")
+                        .replace("- name: dial", "- name: Dial")
+                        .replace("env: local", "env: nowhere"))
+        out = io.StringIO()
+        assert check(file, out) == 1
+        keys = [line.split(":")[0].strip() for line in out.getvalue().splitlines()[1:]]
+        assert keys == ["database", "xmtp.env", "rules[1].name"]
+
+    def test_an_unquoted_phone_number_is_shown_as_written_with_a_call_to_quote_it(
+            self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        text = yaml.safe_dump(minimal(), sort_keys=False)
+        file.write_text(text.replace("proxy: '+15550100002'", "proxy: +15550100002")
+                        .replace("name: support", "name: support\n  allow: {prefixes: [+44]}"))
+        out = io.StringIO()
+        assert check(file, out) == 1
+        assert out.getvalue().splitlines()[1:] == [
+            '  rules[0].allow.prefixes[0]: +44 is read by YAML as a number: quote it, "+44"',
+            '  rules[1].proxy: +15550100002 is read by YAML as a number: quote it, '
+            '"+15550100002"']
+
+    def test_a_yaml_syntax_error_names_the_file_and_the_place(self, tmp_path: Path) -> None:
+        file = tmp_path / "gw.yaml"
+        file.write_text("server:\n  port: [8080\nrules: []\n")
+        out = io.StringIO()
+        assert check(file, out) == 1
+        assert out.getvalue().splitlines() == [
+            f"{file}: 1 problem(s)",
+            f"  {file}, line 3, column 6: not valid YAML: expected ',' or ']', but got ':' "
+            "(while parsing a flow sequence)"]
 
     def test_notes_do_not_fail_the_check(self, tmp_path: Path) -> None:
         raw = minimal()

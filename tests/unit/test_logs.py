@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 from pydantic import SecretStr
 
-from gateway.logs import REDACTED, setup_logging
+from gateway.logs import OWN_LOGGERS, REDACTED, setup_logging
 
 TOKEN = "f3b1a2c4d5e6f708192a3b4c5d6e7f80"
 
@@ -15,11 +15,14 @@ TOKEN = "f3b1a2c4d5e6f708192a3b4c5d6e7f80"
 def log() -> Iterator[logging.Logger]:
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
+    own = {name: logging.getLogger(name).level for name in OWN_LOGGERS}
     yield logging.getLogger("gateway.test")
     for handler in list(root.handlers):
         if handler not in handlers:
             root.removeHandler(handler)
     root.setLevel(level)
+    for name, own_level in own.items():
+        logging.getLogger(name).setLevel(own_level)
 
 
 class TestPlainLogs:
@@ -94,3 +97,26 @@ class TestJsonLogs:
             log.exception("send failed")
         entry = json.loads(out.getvalue())
         assert "RuntimeError: to +1******0123" in entry["exc_info"]
+
+
+class TestLevels:
+    def test_debug_is_the_gateways_own_and_other_libraries_stay_at_info(
+            self, log: logging.Logger) -> None:
+        out = io.StringIO()
+        setup_logging("plain", "debug", stream=out)
+        log.debug("ours")
+        logging.getLogger("libxmtp.xmtp_mls.groups").debug("libxmtp's, chosen by RUST_LOG")
+        logging.getLogger("asyncio").debug("Using selector: EpollSelector")
+        logging.getLogger("grpc._cython.cygrpc").debug("Using AsyncIOEngine.POLLER")
+        logging.getLogger("aiohttp.access").info("a library's info still shows")
+        lines = out.getvalue().splitlines()
+        assert [line.split(" ", 3)[3] for line in lines] == [
+            "gateway.test: ours", "libxmtp.xmtp_mls.groups: libxmtp's, chosen by RUST_LOG",
+            "aiohttp.access: a library's info still shows"]
+
+    def test_a_level_above_info_quiets_the_libraries_too(self, log: logging.Logger) -> None:
+        out = io.StringIO()
+        setup_logging("plain", "ERROR", stream=out)
+        log.warning("ours, below the level")
+        logging.getLogger("aiohttp.server").warning("theirs, below the level")
+        assert out.getvalue() == ""

@@ -118,3 +118,31 @@ class TestLibraryErrorText:
         assert first_line(RuntimeError(table)) == "publish failed: tcp connect error …"
         assert first_line(RuntimeError("one line")) == "one line"
         assert first_line(RuntimeError("")) == "RuntimeError"
+
+
+class TestLoopThreadSettling:
+    async def test_waits_for_cancelled_work_to_finish_its_clean_up(self) -> None:
+        """What XmtpChatNetwork.close needs: a stream's pump, cancelled, still closes its
+        stream (an await) before libxmtp's database is released."""
+        thread = LoopThread("test-loop")
+        started, cleaned_up = threading.Event(), threading.Event()
+        try:
+            async def streaming() -> None:
+                started.set()
+                try:
+                    await asyncio.sleep(60)
+                finally:
+                    await asyncio.sleep(0.05)  # closing the stream takes a moment
+                    cleaned_up.set()
+
+            pump = thread.submit(streaming())
+            assert await asyncio.to_thread(started.wait, 5)
+            pump.cancel()  # returns at once: the task is only asked to stop
+
+            async def release() -> bool:
+                await thread.settle()
+                return cleaned_up.is_set()
+
+            assert await thread.run(release())
+        finally:
+            thread.stop()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from gateway.cli import indent, simulator_config
 from gateway.testing.twilio_sim.simulator import TwilioSimulator
 
 
@@ -22,8 +23,19 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with sim.running():
-            print(f"twilio simulator listening on {sim.url}", flush=True)
+            print(banner(sim), flush=True)
             await stop.wait()
 
     asyncio.run(serve())
     return 0
+
+
+def banner(sim: TwilioSimulator) -> str:
+    """What the simulator accepts, and the config lines that point a gateway at it."""
+    webhook = sim.webhook_url or "nowhere (use --webhook-url)"
+    return (f"twilio simulator listening on {sim.url}\n"
+            f"It accepts account SID {sim.account_sid} with auth token {sim.auth_token} "
+            f"and posts phones' texts to {webhook}.\n"
+            "To point a gateway at it, put in the gateway's config:\n\n"
+            + indent(simulator_config(sim.account_sid, sim.auth_token, sim.url))
+            + "\nCtrl-C stops it.")

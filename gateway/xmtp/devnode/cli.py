@@ -9,6 +9,7 @@ import logging
 import signal
 
 from gateway.errors import GatewayError
+from gateway.logs import setup_logging
 from gateway.xmtp.devnode.server import DevNode
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("plain", args.log_level)
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(args))
