@@ -23,6 +23,19 @@ log = logging.getLogger("gateway.xmtp.devnode")
 # libxmtp sends batches of welcomes and commits; the default 4 MiB is too tight for big groups
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# HTTP/2 keepalive as XMTP's v3 node allows it (xmtp-node-go: EnforcementPolicy
+# PermitWithoutStream, MinTime 15 s; ServerParameters Time 5 min). libxmtp pings every
+# 16 s, idle or not; grpc's default policy counts any ping closer than 5 min apart as a
+# strike and, after two, closes the connection with GOAWAY "too_many_pings", which
+# libxmtp reports as a failed stream about 65 s into any quiet subscription.
+MIN_CLIENT_PING_INTERVAL_MS = 15_000
+SERVER_PING_INTERVAL_MS = 5 * 60 * 1000
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.keepalive_time_ms", SERVER_PING_INTERVAL_MS),
+)
+
 
 class DevNode:
     """A running devnode. Create it with ``DevNode.start(...)``."""
@@ -50,6 +63,7 @@ class DevNode:
             ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            *KEEPALIVE_OPTIONS,
         ])
         server.add_generic_rpc_handlers((
             IdentityService(storage).handler(),
