@@ -1,4 +1,4 @@
-"""Command line: ``gateway serve | devnode | demo | check-config | db | twilio-sim``.
+"""Command line: ``gateway serve | devnode | demo | check-config | db | twilio-sim | xmtp``.
 
 Each subcommand's work lives in the module it belongs to; this file only parses
 arguments and imports that module lazily (so ``gateway devnode`` never loads twilio).
@@ -31,6 +31,7 @@ _COMMANDS = {
     "check-config": "gateway.config.report:run",
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
+    "xmtp": "gateway.xmtp.admin:run",
 }
 
 
@@ -47,12 +48,26 @@ def port(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("--config", default=DEFAULT_CONFIG, help="YAML config file")
+    serve.add_argument("--new-installation", action="store_true",
+                       help="register a new XMTP installation although this data_dir has "
+                            "one whose libxmtp database is missing")
 
     devnode = sub.add_parser("devnode", help="run a local XMTP node for offline development")
     devnode.add_argument("--host", default="127.0.0.1")
@@ -60,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     devnode.add_argument("--db", default="./data/devnode.db",
                          help="SQLite file, or :memory: (default ./data/devnode.db)")
     devnode.add_argument("--log-level", type=str.upper, choices=LOG_LEVELS, default="INFO")
+    devnode.add_argument("--max-installations", type=positive, default=None, metavar="N",
+                         help="refuse an inbox's installation beyond N active ones "
+                              "(XMTP's network: 10; default: no cap)")
+    devnode.add_argument("--max-inbox-updates", type=positive, default=None, metavar="N",
+                         help="refuse an inbox's identity update beyond N in its life "
+                              "(XMTP's network: 256; default: no cap)")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
     demo.add_argument("--config", default=DEFAULT_CONFIG)
@@ -80,6 +101,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--account-sid", default="AC" + "0" * 32)
     sim.add_argument("--webhook-url", default=None,
                      help="where simulated phones' texts are posted")
+
+    xmtp = sub.add_parser("xmtp", help="the gateway's XMTP installations")
+    xmtp_actions = xmtp.add_subparsers(dest="action", required=True)
+    status = xmtp_actions.add_parser(
+        "status", help="the gateway's inbox, its installations and what is left of its caps")
+    status.add_argument("--config", default=DEFAULT_CONFIG)
+    revoke = xmtp_actions.add_parser(
+        "revoke", help="revoke installations of the gateway's inbox (signed with "
+                       "xmtp.wallet_key); shows them unless --yes")
+    revoke.add_argument("ids", nargs="*", metavar="INSTALLATION_ID",
+                        help="ids to revoke (or unambiguous prefixes; see xmtp status)")
+    revoke.add_argument("--all-others", action="store_true",
+                        help="every installation but this gateway's")
+    revoke.add_argument("--yes", action="store_true", help="revoke them, do not only show")
+    revoke.add_argument("--config", default=DEFAULT_CONFIG)
     return parser
 
 

@@ -42,6 +42,10 @@ def run(args: argparse.Namespace) -> int:
             log.error("%s", exc)
             return 1
         app = create_app(config)
+        if args.new_installation:
+            from gateway.xmtp.network import ALLOW_NEW_INSTALLATION
+
+            app[ALLOW_NEW_INSTALLATION] = True
 
         async def announce(_app: web.Application) -> None:
             # after every cleanup_ctx has started: the gateway is up, not merely bound

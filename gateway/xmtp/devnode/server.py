@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 import grpc
 
 from gateway.errors import CannotListen
-from gateway.xmtp.devnode.identity_service import IdentityService
+from gateway.xmtp.devnode.identity_service import IdentityService, InboxLimits
 from gateway.xmtp.devnode.mls_service import MlsService
 from gateway.xmtp.devnode.storage import DevNodeStorage, StoredGroupMessage, StoredWelcome
 from gateway.xmtp.devnode.subscriptions import DEFAULT_CAPACITY, Hub
+from gateway.xmtp.devnode.unserved import UnservedCall, UnservedMethods
 
 log = logging.getLogger("gateway.xmtp.devnode")
 
@@ -41,11 +42,17 @@ class DevNode:
     """A running devnode. Create it with ``DevNode.start(...)``."""
 
     def __init__(self, server: grpc.aio.Server, storage: DevNodeStorage,
-                 host: str, port: int) -> None:
+                 unserved: UnservedMethods, host: str, port: int) -> None:
         self._server = server
         self._storage = storage
+        self._unserved = unserved
         self.host = host
         self.port = port
+
+    @property
+    def unserved_calls(self) -> list[UnservedCall]:
+        """The newest calls to methods the node does not serve (each got UNIMPLEMENTED)."""
+        return list(self._unserved.calls)
 
     @property
     def url(self) -> str:
@@ -54,8 +61,10 @@ class DevNode:
 
     @classmethod
     async def open(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
-                   subscriber_capacity: int = DEFAULT_CAPACITY) -> DevNode:
-        """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done."""
+                   subscriber_capacity: int = DEFAULT_CAPACITY,
+                   limits: InboxLimits | None = None) -> DevNode:
+        """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done.
+        ``limits``: the inbox caps to enforce (``InboxLimits.xmtp()``: the network's)."""
         storage = DevNodeStorage(db)
         groups: Hub[StoredGroupMessage] = Hub(subscriber_capacity)
         welcomes: Hub[StoredWelcome] = Hub(subscriber_capacity)
@@ -65,9 +74,11 @@ class DevNode:
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
             *KEEPALIVE_OPTIONS,
         ])
+        unserved = UnservedMethods()
         server.add_generic_rpc_handlers((
-            IdentityService(storage).handler(),
+            IdentityService(storage, limits).handler(),
             MlsService(storage, groups, welcomes).handler(),
+            unserved,
         ))
         try:
             try:
@@ -79,16 +90,21 @@ class DevNode:
         except BaseException:
             storage.close()
             raise
-        node = cls(server, storage, host, bound)
-        log.info("devnode serving on %s (db %s)", node.url, db)
+        node = cls(server, storage, unserved, host, bound)
+        caps = ""
+        if limits is not None and (limits.max_installations or limits.max_updates):
+            caps = (f", at most {limits.max_installations or 'any'} installations and "
+                    f"{limits.max_updates or 'any'} identity updates per inbox")
+        log.info("devnode serving on %s (db %s%s)", node.url, db, caps)
         return node
 
     @classmethod
     @asynccontextmanager
     async def start(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
-                    subscriber_capacity: int = DEFAULT_CAPACITY) -> AsyncIterator[DevNode]:
+                    subscriber_capacity: int = DEFAULT_CAPACITY,
+                    limits: InboxLimits | None = None) -> AsyncIterator[DevNode]:
         node = await cls.open(db=db, host=host, port=port,
-                              subscriber_capacity=subscriber_capacity)
+                              subscriber_capacity=subscriber_capacity, limits=limits)
         try:
             yield node
         finally:
