@@ -22,7 +22,8 @@ from typing import Any, TextIO
 from gateway.config import GatewayConfig
 from gateway.config.report import load_for_command
 from gateway.errors import GatewayError
-from gateway.xmtp.client import XmtpClient, connect_api, inbox_id_for, revoke_installations
+from gateway.xmtp.api import connect_api, inbox_id_for, revoke_installations
+from gateway.xmtp.client import XmtpClient
 from gateway.xmtp.inbox_state import MAX_INBOX_UPDATES, MAX_INSTALLATIONS, InboxState
 from gateway.xmtp.installations import InstallationRecord, RecordedInstallation
 from gateway.xmtp.network import gateway_access, node_url_for

@@ -5,8 +5,9 @@ it hides stream errors (see shared/xmtp-node-notes.md). The bindings are complet
 module is the thin, typed layer the gateway's XMTP adapter and the devnode tests share.
 
 Everything here talks to one network (``node_url``: the local devnode, or a v3 node of
-the XMTP network) and signs with an Ethereum key held in process (eth-account).
-Library errors leave this module as ``ChatNetworkError`` (or ``WalletNotReachable``).
+the XMTP network; or XMTP's decentralised network through a gateway, see ``api``) and
+signs with an Ethereum key held in process (eth-account). Library errors leave this
+module as ``ChatNetworkError`` or one of its subclasses (see ``library_errors``).
 """
 
 from __future__ import annotations
@@ -24,87 +25,16 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 
 from gateway.errors import ChatNetworkError, WalletNotReachable
+from gateway.xmtp.api import GatewayAccess, connect_api, ethereum_identifier
 from gateway.xmtp.inbox_state import InboxState, state_from_ffi
 from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors
 
 TEXT_CONTENT_TYPE = "xmtp.org/text:1.0"
 _STREAM_QUEUE_LIMIT = 10_000
 
-# A credential set once and kept: libxmtp uses a handle's credential until it is replaced.
-_NEVER_EXPIRES = 2**62
-
-
-@dataclass(frozen=True, slots=True)
-class GatewayAccess:
-    """XMTP's decentralised network, reached through an XMTP Gateway Service at ``host``
-    (which pays for writes with its payer key). ``auth_token`` is sent on its requests
-    in the ``auth_header`` header (libxmtp's default: ``authorization``)."""
-
-    host: str
-    auth_token: str | None = None
-    auth_header: str | None = None
-
-    def __repr__(self) -> str:  # never the token
-        return f"GatewayAccess(host={self.host!r})"
-
-
-async def connect_api(node_url: str, *, is_secure: bool = False,
-                      gateway: GatewayAccess | None = None) -> Any:
-    """libxmtp's API client: XMTP's v3 node at ``node_url``, or, given ``gateway``, the
-    decentralised network (libxmtp then does not use ``node_url``). Nothing is sent yet:
-    libxmtp connects on the first call."""
-    gateway_host = gateway.host if gateway is not None else None
-    with library_errors("connect to XMTP", gateway_host=gateway_host):
-        if gateway is None:
-            return await xb.connect_to_backend(node_url, None, is_secure, None, None, None,
-                                               None)
-        handle = None
-        if gateway.auth_token is not None:
-            handle = xb.FfiAuthHandle()  # type: ignore[no-untyped-call]
-            await handle.set(xb.FfiCredential(name=gateway.auth_header,
-                                              value=gateway.auth_token,
-                                              expires_at_seconds=_NEVER_EXPIRES))
-        # The pinned libxmtp uses one TLS setting for the gateway and the nodes it names.
-        return await xb.connect_to_backend(node_url, gateway.host,
-                                           gateway.host.startswith("https:"), None, None,
-                                           None, handle)
-
-
 def _is_new_database(db_path: str | None) -> bool:
     """Whether libxmtp would start a new database (and so make a new installation)."""
     return db_path is None or not os.path.exists(db_path)
-
-
-async def inbox_id_for(api: Any, address: str) -> str | None:
-    """The inbox of a wallet address, or None if it has none."""
-    with library_errors("find inbox"):
-        found: str | None = await xb.get_inbox_id_for_identifier(api, _ethereum(address))
-    return found
-
-
-async def revoke_installations(api: Any, private_key: str | bytes, inbox_id: str,
-                               installation_ids: Sequence[str]) -> None:
-    """Revokes installations of ``inbox_id`` (one identity update), signed by the wallet
-    of ``private_key``, which must be the inbox's recovery wallet. Needs only the API
-    client: it works when no client of the inbox can be built (at its installation cap,
-    or with its database lost)."""
-    account = Account.from_key(private_key)
-    with library_errors("revoke installations", inbox_id=inbox_id):
-        request = xb.revoke_installations(
-            api, _ethereum(account.address), inbox_id,
-            [bytes.fromhex(i) for i in installation_ids])
-        text = await request.signature_text()
-        signature = account.sign_message(encode_defunct(text=text)).signature
-        await request.add_ecdsa_signature(bytes(signature))
-        await xb.apply_signature_request(api, request)
-
-
-async def inbox_state_of(api: Any, inbox_id: str) -> InboxState:
-    """An inbox's active installations, from the network, with the API client alone
-    (identity updates not counted: that takes a client, see ``XmtpClient.observer``)."""
-    with library_errors("read inbox state", inbox_id=inbox_id):
-        [state] = await xb.inbox_state_from_inbox_ids(api, [inbox_id])
-    return state_from_ffi(state)
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +60,6 @@ _CONSENT_TO_FFI = {
     Consent.DENIED: xb.FfiConsentState.DENIED,
 }
 _CONSENT_FROM_FFI = {v: k for k, v in _CONSENT_TO_FFI.items()}
-
-
-def _ethereum(address: str) -> Any:
-    return xb.FfiIdentifier(identifier=address.lower(),
-                            identifier_kind=xb.FfiIdentifierKind.ETHEREUM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,11 +303,11 @@ class Conversation:
 
     async def add_members(self, addresses: Sequence[str]) -> None:
         with library_errors("add members"):
-            await self._ffi.add_members_by_identity([_ethereum(a) for a in addresses])
+            await self._ffi.add_members_by_identity([ethereum_identifier(a) for a in addresses])
 
     async def remove_members(self, addresses: Sequence[str]) -> None:
         with library_errors("remove members"):
-            await self._ffi.remove_members_by_identity([_ethereum(a) for a in addresses])
+            await self._ffi.remove_members_by_identity([ethereum_identifier(a) for a in addresses])
 
     async def rename(self, name: str) -> None:
         """Sets the group's name (a commit every member receives)."""
@@ -424,7 +349,7 @@ class XmtpClient:
         """
         account = Account.from_key(private_key)
         address = account.address
-        identifier = _ethereum(address)
+        identifier = ethereum_identifier(address)
         api = await connect_api(node_url, is_secure=is_secure, gateway=gateway)
         gateway_host = gateway.host if gateway is not None else None
         new_db = _is_new_database(db_path)
@@ -465,7 +390,7 @@ class XmtpClient:
         including one at its installation cap, for which no client of its own can be
         made."""
         account = Account.create()
-        identifier = _ethereum(account.address)
+        identifier = ethereum_identifier(account.address)
         with library_errors("read XMTP identities"):
             ffi = await xb.create_client(
                 api, api, xb.DbOptions(db=None, encryption_key=None, max_db_pool_size=None,
@@ -503,7 +428,7 @@ class XmtpClient:
 
     async def inbox_id_of(self, address: str) -> str | None:
         with library_errors("find inbox"):
-            inbox_id: str | None = await self._ffi.find_inbox_id(_ethereum(address))
+            inbox_id: str | None = await self._ffi.find_inbox_id(ethereum_identifier(address))
         return inbox_id
 
     async def addresses_of(self, inbox_ids: Sequence[str]) -> dict[str, list[str]]:

@@ -25,7 +25,8 @@ from gateway.errors import (
     InstallationLimitReached,
     InstallationLost,
 )
-from gateway.xmtp.client import PendingInstallation, XmtpClient, inbox_state_of
+from gateway.xmtp.api import inbox_state_of
+from gateway.xmtp.client import PendingInstallation, XmtpClient
 from gateway.xmtp.inbox_state import (
     MAX_INSTALLATIONS,
     WARN_INSTALLATIONS_FROM,

@@ -38,13 +38,8 @@ from gateway.config import GatewayConfig, XmtpConfig
 from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage
 from gateway.errors import ChatNetworkError, WalletNotReachable
-from gateway.xmtp.client import (
-    Consent,
-    Conversation,
-    GatewayAccess,
-    XmtpClient,
-    XmtpMessage,
-)
+from gateway.xmtp.api import GatewayAccess
+from gateway.xmtp.client import Consent, Conversation, XmtpClient, XmtpMessage
 from gateway.xmtp.inbox_state import MAX_INSTALLATIONS
 from gateway.xmtp.installations import InstallationGuard, InstallationRecord, warn_if_near_caps
 from gateway.xmtp.loop_thread import LoopThread, on_loop
