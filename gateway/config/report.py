@@ -87,6 +87,12 @@ def notes(config: GatewayConfig) -> list[str]:
 
 def _xmtp_notes(config: GatewayConfig) -> list[str]:
     xmtp = config.xmtp
+    devnode = xmtp.devnode
+    if devnode.embedded and (devnode.max_installations or devnode.max_inbox_updates):
+        return [f"the embedded devnode caps each inbox at "
+                f"{devnode.max_installations or 'any number of'} installations and "
+                f"{devnode.max_inbox_updates or 'any number of'} identity updates "
+                "(XMTP's network: 10 and 256)"]
     if xmtp.gateway_host is not None:
         auth = ("with a credential in its " + xmtp.gateway_auth.header + " header"
                 if xmtp.gateway_auth.token is not None else "without a credential")

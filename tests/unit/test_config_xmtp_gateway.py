@@ -1,5 +1,5 @@
-"""``xmtp.gateway_host`` (XMTP's decentralised network) in the config, in check-config,
-and libxmtp's errors as the gateway translates them."""
+"""``xmtp.gateway_host`` (XMTP's decentralised network) and the devnode's caps in the
+config and in check-config, and libxmtp's errors as the gateway translates them."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ class TestTheConfig:
 
 
 class TestCheckConfig:
-    def check_notes(self, tmp_path: Path, xmtp: dict[str, object]) -> list[str]:
+    def check_notes(self, tmp_path: Path, xmtp: dict[str, object], *,
+                    about: str = "gateway_host") -> list[str]:
         raw = minimal()
         raw["xmtp"].update(xmtp)
         file = tmp_path / "gw.yaml"
@@ -76,7 +77,7 @@ class TestCheckConfig:
         out = io.StringIO()
         assert check(file, out) == 0
         return [line for line in out.getvalue().splitlines()
-                if line.startswith("note:") and "gateway_host" in line]
+                if line.startswith("note:") and about in line]
 
     def test_explains_a_gateway_host_in_a_note(self, tmp_path: Path) -> None:
         [note] = self.check_notes(tmp_path, {"gateway_host": GATEWAY,
@@ -88,6 +89,13 @@ class TestCheckConfig:
     def test_says_what_a_production_config_without_one_uses(self, tmp_path: Path) -> None:
         [note] = self.check_notes(tmp_path, {"env": "production", "node_url": None})
         assert "libxmtp uses XMTP's v3 nodes (production)" in note
+
+    def test_shows_the_caps_of_an_embedded_devnode(self, tmp_path: Path) -> None:
+        [note] = self.check_notes(tmp_path, {"node_url": None, "devnode": {
+            "embedded": True, "max_installations": 10, "max_inbox_updates": 256}},
+            about="devnode")
+        assert note == ("note: the embedded devnode caps each inbox at 10 installations and "
+                        "256 identity updates (XMTP's network: 10 and 256)")
 
 
 class TestLibxmtpErrors:
