@@ -184,9 +184,11 @@ def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], Asyn
             app[CHAT] = given
             yield
             return
-        from gateway.xmtp.network import open_chat_network
+        from gateway.xmtp.network import ALLOW_NEW_INSTALLATION, open_chat_network
 
-        async with open_chat_network(app[CONFIG]) as chat:
+        async with open_chat_network(
+                app[CONFIG],
+                allow_new_installation=app.get(ALLOW_NEW_INSTALLATION, False)) as chat:
             app[CHAT] = chat
             yield
 

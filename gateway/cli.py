@@ -1,5 +1,5 @@
 """Command line: ``gateway serve | health | devnode | demo | check-config | db |
-twilio-sim``.
+twilio-sim | xmtp``.
 
 Each subcommand's work lives in the module it belongs to; this file only parses
 arguments and imports that module lazily (so ``gateway devnode`` never loads twilio).
@@ -42,6 +42,7 @@ _COMMANDS = {
     "check-config": "gateway.config.report:run",
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
+    "xmtp": "gateway.xmtp.admin:run",
 }
 
 
@@ -72,6 +73,17 @@ def port(text: str) -> int:
     return value
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     _listen_options(health, "ask")
     health.add_argument("--timeout", type=float, default=3.0, metavar="SECONDS",
                         help="give up after this many seconds (default %(default)s)")
+    serve.add_argument("--new-installation", action="store_true",
+                       help="register a new XMTP installation although this data_dir has "
+                            "one whose libxmtp database is missing")
 
     devnode = sub.add_parser("devnode", help="run a local XMTP node for offline development")
     devnode.add_argument("--host", default="127.0.0.1",
@@ -102,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the devnode's own log level, one of "
                               f"{', '.join(LOG_LEVELS)} (default %(default)s); other "
                               "libraries stay at INFO")
+    devnode.add_argument("--max-installations", type=positive, default=None, metavar="N",
+                         help="refuse an inbox's installation beyond N active ones "
+                              "(XMTP's network: 10; default: no cap)")
+    devnode.add_argument("--max-inbox-updates", type=positive, default=None, metavar="N",
+                         help="refuse an inbox's identity update beyond N in its life "
+                              "(XMTP's network: 256; default: no cap)")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
     _config_option(demo)
@@ -140,6 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--webhook-url", default=None, metavar="URL",
                      help="where simulated phones' texts are posted: the gateway's "
                           "<server.public_url>/twilio/messages (default: nowhere)")
+
+    xmtp = sub.add_parser("xmtp", help="the gateway's XMTP installations")
+    xmtp_actions = xmtp.add_subparsers(dest="action", required=True)
+    status = xmtp_actions.add_parser(
+        "status", help="the gateway's inbox, its installations and what is left of its caps")
+    _config_option(status)
+    revoke = xmtp_actions.add_parser(
+        "revoke", help="revoke installations of the gateway's inbox (signed with "
+                       "xmtp.wallet_key); shows them unless --yes")
+    revoke.add_argument("ids", nargs="*", metavar="INSTALLATION_ID",
+                        help="ids to revoke (or unambiguous prefixes; see xmtp status)")
+    revoke.add_argument("--all-others", action="store_true",
+                        help="every installation but this gateway's")
+    revoke.add_argument("--yes", action="store_true", help="revoke them, do not only show")
+    _config_option(revoke)
     return parser
 
 

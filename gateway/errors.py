@@ -187,3 +187,58 @@ class WalletNotReachable(ChatNetworkError):
     def __init__(self, wallet: str) -> None:
         self.wallet = wallet
         super().__init__(f"{wallet} is not on XMTP")
+
+
+class InstallationLimitReached(ChatNetworkError):
+    """The inbox has all the installations XMTP allows; one more cannot be registered."""
+
+    code = "xmtp_installation_limit"
+
+    def __init__(self, inbox_id: str, count: int, limit: int) -> None:
+        self.inbox_id = inbox_id
+        self.count = count
+        self.limit = limit
+        super().__init__(
+            f"XMTP inbox {inbox_id} already has {count} of its {limit} installations, so "
+            "this gateway cannot register another: revoke unused ones with 'gateway xmtp "
+            "revoke' (see 'gateway xmtp status'), or bring back this data_dir's libxmtp "
+            "database (xmtp.db_path), which is an installation already")
+
+
+class InboxLogFull(ChatNetworkError):
+    """The inbox used every identity update XMTP allows in its life (256)."""
+
+    code = "xmtp_inbox_log_full"
+
+    def __init__(self, inbox_id: str | None) -> None:
+        self.inbox_id = inbox_id
+        inbox = f"XMTP inbox {inbox_id}" if inbox_id else "the XMTP inbox"
+        super().__init__(
+            f"{inbox} has used all the identity updates XMTP allows in an inbox's life "
+            "(256; each installation added or revoked takes one), so it can no longer add or "
+            "revoke an installation: give the gateway a new inbox (a new xmtp.wallet_key)")
+
+
+class InstallationLost(ChatNetworkError):
+    """This data directory registered an installation whose libxmtp database is gone:
+    starting would register another one, which XMTP counts against the inbox's caps."""
+
+    code = "xmtp_installation_lost"
+
+    def __init__(self, installation_id: str, inbox_id: str, db_path: str) -> None:
+        self.installation_id = installation_id
+        super().__init__(
+            f"this data_dir registered XMTP installation {installation_id} of inbox "
+            f"{inbox_id}, but its libxmtp database {db_path} is missing or new: restore it, "
+            "or start with --new-installation to register a new installation (then revoke "
+            f"the old one: gateway xmtp revoke {installation_id[:16]})")
+
+
+class XmtpGatewayUnavailable(ChatNetworkError):
+    """``xmtp.gateway_host`` (XMTP's decentralised network) does not answer as one."""
+
+    code = "xmtp_gateway_unavailable"
+
+    def __init__(self, gateway_host: str, reason: str) -> None:
+        self.gateway_host = gateway_host
+        super().__init__(f"xmtp.gateway_host {gateway_host}: {reason}")

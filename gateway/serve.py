@@ -60,6 +60,10 @@ def run(args: argparse.Namespace) -> int:
         route_native_log()  # libxmtp's own log into this one (never restored: see there)
         app = create_app(config)
         public_url = config.server.public_url
+        if args.new_installation:
+            from gateway.xmtp.network import ALLOW_NEW_INSTALLATION
+
+            app[ALLOW_NEW_INSTALLATION] = True
 
         async def announce(_app: web.Application) -> None:
             # after every cleanup_ctx has started: the gateway is up, not merely bound

@@ -209,11 +209,26 @@ class DevnodeConfig(_Section):
     db: DataPath = Field(Path("devnode.db"),
                                                              validate_default=True)
     port: Port = 0  # 0: any free port
+    # XMTP's caps, off unless set (the network: 10 and 256)
+    max_installations: int | None = Field(None, ge=1)
+    max_inbox_updates: int | None = Field(None, ge=1)
+
+
+class GatewayAuthConfig(_Section):
+    """A credential libxmtp sends on every request to the XMTP Gateway Service."""
+
+    # The header's whole value, e.g. "Bearer abc..."; none: no header is sent.
+    token: SecretStr | None = None
+    header: str = Field("authorization", pattern=r"^[A-Za-z0-9-]{1,64}$")
 
 
 class XmtpConfig(_Section):
     env: Literal["local", "dev", "production"] = "local"
     node_url: HttpUrl | None = None
+    # XMTP's decentralised network: an XMTP Gateway Service (it holds the payer key).
+    # Set: libxmtp talks to it and the nodes it names, not to node_url.
+    gateway_host: HttpUrl | None = None
+    gateway_auth: GatewayAuthConfig = GatewayAuthConfig()
     # Built from {} at validation (not a shared instance) so its path meets data_dir.
     devnode: DevnodeConfig = Field(default_factory=dict, validate_default=True)
     wallet_key: PrivateKey  # the gateway's own XMTP identity
@@ -235,8 +250,13 @@ class XmtpConfig(_Section):
                 raise ValueError("devnode.embedded needs env: local")
             if self.node_url is not None:
                 raise ValueError("node_url must be empty when devnode.embedded is true")
-        elif self.env == "local" and self.node_url is None:
+            if self.gateway_host is not None:
+                raise ValueError("gateway_host must be empty when devnode.embedded is true "
+                                 "(the devnode serves XMTP's v3 API only)")
+        elif self.env == "local" and self.node_url is None and self.gateway_host is None:
             raise ValueError("env local needs node_url, or devnode.embedded: true")
+        if self.gateway_auth.token is not None and self.gateway_host is None:
+            raise ValueError("gateway_auth.token needs gateway_host")
         return self
 
     @property
@@ -376,6 +396,8 @@ class GatewayConfig(_Section):
         found = [s.get_secret_value() for s in self.database.encryption_keys.values()]
         found += [self.xmtp.wallet_key.get_secret_value(),
                   self.xmtp.db_encryption_key.get_secret_value()]
+        if self.xmtp.gateway_auth.token is not None:
+            found.append(self.xmtp.gateway_auth.token.get_secret_value())
         found += [token.get_secret_value() for token in self.api.tokens]
         for maybe in (self.twilio.auth_token, self.webhooks.secret,
                       self.demo.wallet_key if self.demo else None):

@@ -73,6 +73,7 @@ def notes(config: GatewayConfig) -> list[str]:
         found.append("twilio.auth_token is empty: every Twilio webhook will be refused")
     if not config.api.tokens:
         found.append("api.tokens is empty: the REST API is disabled")
+    found += _xmtp_notes(config)
     for index, rule in enumerate(config.rules):
         if "whatsapp" in rule.channels and rule.outbound.whatsapp_template is None:
             found.append(f"rules[{index}] ({rule.name}): no outbound.whatsapp_template, so "
@@ -81,6 +82,26 @@ def notes(config: GatewayConfig) -> list[str]:
             found.append(f"rules[{index}] ({rule.name}): allow_unsolicited lets wallets "
                          "text phones that never texted in; set daily quotas")
     return found
+
+
+def _xmtp_notes(config: GatewayConfig) -> list[str]:
+    xmtp = config.xmtp
+    devnode = xmtp.devnode
+    if devnode.embedded and (devnode.max_installations or devnode.max_inbox_updates):
+        return [f"the embedded devnode caps each inbox at "
+                f"{devnode.max_installations or 'any number of'} installations and "
+                f"{devnode.max_inbox_updates or 'any number of'} identity updates "
+                "(XMTP's network: 10 and 256)"]
+    if xmtp.gateway_host is not None:
+        auth = ("with a credential in its " + xmtp.gateway_auth.header + " header"
+                if xmtp.gateway_auth.token is not None else "without a credential")
+        return [f"xmtp.gateway_host is set: libxmtp uses XMTP's decentralised network through "
+                f"the XMTP Gateway Service at {xmtp.gateway_host} ({auth}), which must be "
+                "running with a funded payer key; xmtp.node_url is not used"]
+    if xmtp.env != "local":
+        return [f"xmtp.gateway_host is empty: libxmtp uses XMTP's v3 nodes ({xmtp.env}); "
+                "set it to an XMTP Gateway Service to move to the decentralised network"]
+    return []
 
 
 def _rows(book: RuleBook) -> list[tuple[str, ...]]:

@@ -6,8 +6,9 @@ its stream errors go to a fire-and-forget task). The bindings are complete; this
 module is the thin, typed layer the gateway's XMTP adapter and the devnode tests share.
 
 Everything here talks to one network (``node_url``: the local devnode, or a v3 node of
-the XMTP network) and signs with an Ethereum key held in process (eth-account).
-Library errors leave this module as ``ChatNetworkError`` (or ``WalletNotReachable``).
+the XMTP network; or XMTP's decentralised network through a gateway, see ``api``) and
+signs with an Ethereum key held in process (eth-account). Library errors leave this
+module as ``ChatNetworkError`` or one of its subclasses (see ``library_errors``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,24 +25,28 @@ import xmtp_bindings as xb
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from gateway.errors import ChatNetworkError, WalletNotReachable, first_line
+from gateway.errors import ChatNetworkError, WalletNotReachable
+from gateway.xmtp.api import GatewayAccess, connect_api, ethereum_identifier
+from gateway.xmtp.inbox_state import InboxState, state_from_ffi
+from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors
 
 TEXT_CONTENT_TYPE = "xmtp.org/text:1.0"
 _STREAM_QUEUE_LIMIT = 10_000
 
-_LIBRARY_ERRORS: tuple[type[BaseException], ...] = (
-    xb.FfiError, xb.InternalError, xb.IdentityValidationError, xb.SigningError,
-    xb.FfiCryptoError,
-)
+def _is_new_database(db_path: str | None) -> bool:
+    """Whether libxmtp would start a new database (and so make a new installation)."""
+    return db_path is None or not os.path.exists(db_path)
 
 
-@contextlib.contextmanager
-def _library_errors(action: str) -> Iterator[None]:
-    """Translates libxmtp's exceptions into the gateway's error tree at this edge."""
-    try:
-        yield
-    except _LIBRARY_ERRORS as exc:
-        raise ChatNetworkError(f"{action}: {first_line(exc)}") from exc
+@dataclass(frozen=True, slots=True)
+class PendingInstallation:
+    """An installation about to be registered: what a caller may check first."""
+
+    api: Any  # libxmtp's API client
+    inbox_id: str
+    new_inbox: bool  # the wallet has no inbox yet: this registration creates it
+    # None: not made yet, because its database is new (checked before libxmtp writes it)
+    installation_id: str | None
 
 
 class Consent(enum.Enum):
@@ -55,11 +61,6 @@ _CONSENT_TO_FFI = {
     Consent.DENIED: xb.FfiConsentState.DENIED,
 }
 _CONSENT_FROM_FFI = {v: k for k, v in _CONSENT_TO_FFI.items()}
-
-
-def _ethereum(address: str) -> Any:
-    return xb.FfiIdentifier(identifier=address.lower(),
-                            identifier_kind=xb.FfiIdentifierKind.ETHEREUM)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,7 @@ def _message_from_ffi(m: Any) -> XmtpMessage:
 def _decode_content(encoded: bytes) -> tuple[str, str | None]:
     content_type = _content_type_of(encoded)
     if content_type.startswith("xmtp.org/text:"):
-        with contextlib.suppress(*_LIBRARY_ERRORS):
+        with contextlib.suppress(*LIBRARY_ERRORS):
             return content_type, xb.decode_text(encoded)
     return content_type, None
 
@@ -199,7 +200,7 @@ class MessageStream:
     async def _open(self, conversations: Any, consent: Sequence[Consent] | None) -> None:
         callback = _MessageQueueCallback(asyncio.get_running_loop(), self._put)
         states = None if consent is None else [_CONSENT_TO_FFI[c] for c in consent]
-        with _library_errors("open message stream"):
+        with library_errors("open message stream"):
             self._closer = await conversations.stream_all_messages(callback, states)
             await self._closer.wait_for_ready()
 
@@ -217,7 +218,7 @@ class MessageStream:
 
     async def close(self) -> None:
         if self._closer is not None and not self._closer.is_closed():
-            with _library_errors("close message stream"):
+            with library_errors("close message stream"):
                 await self._closer.end_and_wait()
         self._put(None)
 
@@ -257,29 +258,29 @@ class Conversation:
         return peer
 
     async def sync(self) -> None:
-        with _library_errors("sync conversation"):
+        with library_errors("sync conversation"):
             await self._ffi.sync()
 
     async def send_text(self, text: str) -> str:
         """Sends and waits until the node has it; returns the message id (hex)."""
-        with _library_errors("send text"):
+        with library_errors("send text"):
             return bytes(await self._ffi.send_text(text)).hex()
 
     def prepare_text(self, text: str) -> str:
         """Stores a text locally as unpublished (libxmtp queues its publish intent) and
         returns its id; ``publish_stored`` sends it. A publish retried with the same id
         sends the same message, never a second one."""
-        with _library_errors("prepare text"):
+        with library_errors("prepare text"):
             return bytes(self._ffi.prepare_message(xb.encode_text(text), True)).hex()
 
     async def publish_stored(self, message_id: str) -> None:
         """Publishes a prepared message; a no-op once it is published."""
-        with _library_errors("publish message"):
+        with library_errors("publish message"):
             await self._ffi.publish_stored_message(bytes.fromhex(message_id))
 
     async def leave(self) -> None:
         """Asks to leave the group (a leave request the group's admins act on)."""
-        with _library_errors("leave group"):
+        with library_errors("leave group"):
             await self._ffi.leave_group()
 
     async def messages(self, *, sent_after_ns: int | None = None, limit: int | None = None,
@@ -290,7 +291,7 @@ class Conversation:
             delivery_status=None, direction=xb.FfiDirection.ASCENDING, content_types=None,
             exclude_content_types=None, exclude_sender_inbox_ids=None, sort_by=None,
             inserted_after_ns=None, inserted_before_ns=None)
-        with _library_errors("list messages"):
+        with library_errors("list messages"):
             found = await self._ffi.find_messages(options)
         messages = [_message_from_ffi(m) for m in found]
         if include_membership_changes:
@@ -298,28 +299,28 @@ class Conversation:
         return [m for m in messages if not m.is_membership_change]
 
     async def member_inbox_ids(self) -> list[str]:
-        with _library_errors("list members"):
+        with library_errors("list members"):
             return [m.inbox_id for m in await self._ffi.list_members()]
 
     async def add_members(self, addresses: Sequence[str]) -> None:
-        with _library_errors("add members"):
-            await self._ffi.add_members_by_identity([_ethereum(a) for a in addresses])
+        with library_errors("add members"):
+            await self._ffi.add_members_by_identity([ethereum_identifier(a) for a in addresses])
 
     async def remove_members(self, addresses: Sequence[str]) -> None:
-        with _library_errors("remove members"):
-            await self._ffi.remove_members_by_identity([_ethereum(a) for a in addresses])
+        with library_errors("remove members"):
+            await self._ffi.remove_members_by_identity([ethereum_identifier(a) for a in addresses])
 
     async def rename(self, name: str) -> None:
         """Sets the group's name (a commit every member receives)."""
-        with _library_errors("rename group"):
+        with library_errors("rename group"):
             await self._ffi.update_group_name(name)
 
     def consent(self) -> Consent:
-        with _library_errors("read consent"):
+        with library_errors("read consent"):
             return _CONSENT_FROM_FFI[self._ffi.consent_state()]
 
     def set_consent(self, consent: Consent) -> None:
-        with _library_errors("update consent"):
+        with library_errors("update consent"):
             self._ffi.update_consent_state(_CONSENT_TO_FFI[consent])
 
 
@@ -331,24 +332,35 @@ class XmtpClient:
         self.address = address
 
     @classmethod
-    async def create(cls, *, node_url: str, private_key: str | bytes,
-                     db_path: str | None = None, encryption_key: bytes | None = None,
-                     is_secure: bool = False, device_sync: bool = False) -> XmtpClient:
+    async def create(
+        cls, *, node_url: str, private_key: str | bytes, db_path: str | None = None,
+        encryption_key: bytes | None = None, is_secure: bool = False,
+        device_sync: bool = False, gateway: GatewayAccess | None = None,
+        before_registering: Callable[[PendingInstallation], Awaitable[None]] | None = None,
+    ) -> XmtpClient:
         """Connects, and registers the inbox/installation if it is new.
 
         ``db_path=None`` keeps libxmtp's database in memory (lost on exit);
         ``encryption_key`` (32 bytes) encrypts a file database. ``device_sync`` turns on
         libxmtp's history sync between installations of the same inbox (background work
-        and an extra group per inbox, so off unless wanted).
+        and an extra group per inbox, so off unless wanted). ``gateway``: XMTP's
+        decentralised network instead of the v3 node. ``before_registering`` is awaited
+        before a new installation is made (before libxmtp creates a new database) and
+        may refuse it by raising.
         """
         account = Account.from_key(private_key)
         address = account.address
-        identifier = _ethereum(address)
-        with _library_errors("connect to XMTP node"):
-            api = await xb.connect_to_backend(node_url, None, is_secure, None, None, None, None)
-            inbox_id = await xb.get_inbox_id_for_identifier(api, identifier)
-            if inbox_id is None:
-                inbox_id = xb.generate_inbox_id(identifier, 1)
+        identifier = ethereum_identifier(address)
+        api = await connect_api(node_url, is_secure=is_secure, gateway=gateway)
+        gateway_host = gateway.host if gateway is not None else None
+        new_db = _is_new_database(db_path)
+        with library_errors("connect to XMTP", gateway_host=gateway_host):
+            found = await xb.get_inbox_id_for_identifier(api, identifier)
+            inbox_id = found if found is not None else xb.generate_inbox_id(identifier, 1)
+        if new_db and before_registering is not None:
+            await before_registering(PendingInstallation(
+                api, inbox_id, new_inbox=found is None, installation_id=None))
+        with library_errors("connect to XMTP", gateway_host=gateway_host):
             ffi = await xb.create_client(
                 api, api,
                 xb.DbOptions(db=db_path, encryption_key=encryption_key,
@@ -358,12 +370,48 @@ class XmtpClient:
                 None, None)
         request = ffi.signature_request()
         if request is not None:
-            with _library_errors("register identity"):
+            client = cls(ffi, address)
+            if not new_db and before_registering is not None:  # a database never registered
+                await before_registering(PendingInstallation(
+                    api, inbox_id, new_inbox=found is None,
+                    installation_id=client.installation_id))
+            with library_errors("register installation", gateway_host=gateway_host,
+                                inbox_id=inbox_id):
                 text = await request.signature_text()
                 signature = account.sign_message(encode_defunct(text=text)).signature
                 await request.add_ecdsa_signature(bytes(signature))
                 await ffi.register_identity(request)
+            return client
         return cls(ffi, address)
+
+    @classmethod
+    async def observer(cls, api: Any) -> XmtpClient:
+        """A client that only reads: a throwaway wallet's, in memory, never registered
+        (so it is no installation of anything). It reads the identity of any inbox,
+        including one at its installation cap, for which no client of its own can be
+        made."""
+        account = Account.create()
+        identifier = ethereum_identifier(account.address)
+        with library_errors("read XMTP identities"):
+            ffi = await xb.create_client(
+                api, api, xb.DbOptions(db=None, encryption_key=None, max_db_pool_size=None,
+                                       min_db_pool_size=None),
+                xb.generate_inbox_id(identifier, 1), identifier, 1, None,
+                xb.FfiDeviceSyncMode.DISABLED, None, None)
+        return cls(ffi, account.address)
+
+    async def inbox_state(self, inbox_id: str | None = None, *,
+                          count_updates: bool = True) -> InboxState:
+        """An inbox's installations as the network has them now (this client's own
+        inbox by default), with the identity updates it has used."""
+        inbox_id = inbox_id or self.inbox_id
+        with library_errors("read inbox state", inbox_id=inbox_id):
+            state = await self._ffi.get_latest_inbox_state(inbox_id)
+            used = None
+            if count_updates:
+                counts = await self._ffi.fetch_inbox_updates_count(True, [inbox_id])
+                used = counts.get(inbox_id)
+        return state_from_ffi(state, used)
 
     @property
     def inbox_id(self) -> str:
@@ -380,13 +428,13 @@ class XmtpClient:
         return {a: await self.inbox_id_of(a) is not None for a in addresses}
 
     async def inbox_id_of(self, address: str) -> str | None:
-        with _library_errors("find inbox"):
-            inbox_id: str | None = await self._ffi.find_inbox_id(_ethereum(address))
+        with library_errors("find inbox"):
+            inbox_id: str | None = await self._ffi.find_inbox_id(ethereum_identifier(address))
         return inbox_id
 
     async def addresses_of(self, inbox_ids: Sequence[str]) -> dict[str, list[str]]:
         """inbox id -> its Ethereum addresses (lowercase), read from the network."""
-        with _library_errors("inbox addresses"):
+        with library_errors("inbox addresses"):
             states = await self._ffi.addresses_from_inbox_id(True, list(inbox_ids))
         return {state.inbox_id: [i.identifier for i in state.account_identities
                                  if i.identifier_kind == xb.FfiIdentifierKind.ETHEREUM]
@@ -401,7 +449,7 @@ class XmtpClient:
     async def new_dm(self, address: str) -> Conversation:
         """Finds or creates the DM with ``address``; ``WalletNotReachable`` if not on XMTP."""
         inbox_id = await self._require_inbox(address)
-        with _library_errors("create DM"):
+        with library_errors("create DM"):
             ffi = await self._ffi.conversations().find_or_create_dm(
                 inbox_id, xb.FfiCreateDmOptions(message_disappearing_settings=None))
         return Conversation(ffi)
@@ -413,12 +461,12 @@ class XmtpClient:
             permissions=None, group_name=name, group_image_url_square=None,
             group_description=description, custom_permission_policy_set=None,
             message_disappearing_settings=None, app_data=None)
-        with _library_errors("create group"):
+        with library_errors("create group"):
             ffi = await self._ffi.conversations().create_group(inbox_ids, options)
         return Conversation(ffi)
 
     def conversation(self, conversation_id: str) -> Conversation:
-        with _library_errors("find conversation"):
+        with library_errors("find conversation"):
             return Conversation(self._ffi.conversation(bytes.fromhex(conversation_id)))
 
     def conversations(self) -> list[Conversation]:
@@ -426,18 +474,18 @@ class XmtpClient:
             created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
             last_activity_after_ns=None, order_by=None, limit=None, consent_states=None,
             include_duplicate_dms=False)
-        with _library_errors("list conversations"):
+        with library_errors("list conversations"):
             items = self._ffi.conversations().list(options)
         return [Conversation(item.conversation()) for item in items]
 
     async def sync_welcomes(self) -> None:
         """Fetches new conversations (welcomes) only."""
-        with _library_errors("sync conversations"):
+        with library_errors("sync conversations"):
             await self._ffi.conversations().sync()
 
     async def sync_all(self) -> None:
         """New conversations and every conversation's new messages, whatever its consent."""
-        with _library_errors("sync all"):
+        with library_errors("sync all"):
             await self._ffi.conversations().sync_all_conversations(list(_CONSENT_TO_FFI.values()))
 
     async def stream_all_messages(
@@ -468,14 +516,14 @@ class XmtpClient:
     async def _set_consent(self, entity_type: Any, entity: str, consent: Consent) -> None:
         record = xb.FfiConsent(entity_type=entity_type, state=_CONSENT_TO_FFI[consent],
                                entity=entity)
-        with _library_errors("set consent"):
+        with library_errors("set consent"):
             await self._ffi.set_consent_states([record])
 
     async def _consent(self, entity_type: Any, entity: str) -> Consent:
-        with _library_errors("read consent"):
+        with library_errors("read consent"):
             return _CONSENT_FROM_FFI[await self._ffi.get_consent_state(entity_type, entity)]
 
     def close(self) -> None:
         """Releases the database connection (a client on a file db can then be reopened)."""
-        with _library_errors("close client"):
+        with library_errors("close client"):
             self._ffi.release_db_connection()

@@ -2,9 +2,10 @@
 
 One XMTP inbox for the gateway (``xmtp.wallet_key``), its libxmtp database at
 ``xmtp.db_path`` encrypted with ``xmtp.db_encryption_key`` and reused across restarts
-(a new database would be a new installation; XMTP caps an inbox at 10). Each
-conversation is a group of the gateway and the conversation's wallets, named after the
-phone side.
+(a new database would be a new installation; XMTP caps an inbox at 10: see
+``installations``, which refuses an accidental or an 11th one). Each conversation is a
+group of the gateway and the conversation's wallets, named after the phone side.
+With ``xmtp.gateway_host`` libxmtp uses XMTP's decentralised network instead of a v3 node.
 
 Threading: libxmtp runs its native work on the thread of the loop that awaits it, so
 the client lives on its own thread with its own loop (``LoopThread``). Every method
@@ -30,17 +31,25 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 
+from aiohttp import web
 from eth_utils.address import to_checksum_address
 
 from gateway.config import GatewayConfig, XmtpConfig
 from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage
 from gateway.errors import ChatNetworkError, WalletNotReachable
+from gateway.xmtp.api import GatewayAccess
 from gateway.xmtp.client import Consent, Conversation, XmtpClient, XmtpMessage
+from gateway.xmtp.inbox_state import MAX_INSTALLATIONS
+from gateway.xmtp.installations import InstallationGuard, InstallationRecord, warn_if_near_caps
 from gateway.xmtp.loop_thread import LoopThread, on_loop
 from gateway.xmtp.send_log import SendLog
 
 log = logging.getLogger(__name__)
+
+# Set by ``serve --new-installation``: this start may register a new installation
+# although this data_dir has one recorded (see ``installations``).
+ALLOW_NEW_INSTALLATION: web.AppKey[bool] = web.AppKey("xmtp_allow_new_installation", bool)
 
 # libxmtp's v3 hosts of the public networks (TLS). ``xmtp.node_url`` overrides them.
 NETWORK_HOSTS = {
@@ -64,8 +73,19 @@ def node_url_for(xmtp: XmtpConfig) -> str | None:
     if xmtp.node_url is not None:
         return str(xmtp.node_url)
     if xmtp.env == "local":
-        return None
+        # libxmtp wants a v3 host even when a gateway host makes it use none
+        return xmtp.gateway_host
     return NETWORK_HOSTS[xmtp.env]
+
+
+def gateway_access(xmtp: XmtpConfig) -> GatewayAccess | None:
+    """The decentralised network's entry as configured; None: XMTP's v3 nodes."""
+    if xmtp.gateway_host is None:
+        return None
+    token = xmtp.gateway_auth.token
+    return GatewayAccess(host=xmtp.gateway_host,
+                         auth_token=token.get_secret_value() if token else None,
+                         auth_header=xmtp.gateway_auth.header)
 
 
 class XmtpChatNetwork:
@@ -83,23 +103,49 @@ class XmtpChatNetwork:
 
     @classmethod
     async def open(cls, *, node_url: str, private_key: str | bytes, db_path: Path | None,
-                   encryption_key: bytes | None) -> XmtpChatNetwork:
+                   encryption_key: bytes | None, gateway: GatewayAccess | None = None,
+                   record: InstallationRecord | None = None,
+                   allow_new_installation: bool = False) -> XmtpChatNetwork:
+        """Opens the gateway's installation, registering one only when ``installations``
+        allows it; ``record`` (none: no record kept) names the one this data_dir has."""
         thread = LoopThread("xmtp")
+        network_name = gateway.host if gateway is not None else node_url
         try:
             if db_path is not None:
                 db_path.parent.mkdir(parents=True, exist_ok=True)
+            guard = InstallationGuard(record, db_path, allow_new=allow_new_installation)
             client = await thread.run(XmtpClient.create(
                 node_url=node_url, private_key=private_key,
                 db_path=str(db_path) if db_path is not None else None,
-                encryption_key=encryption_key, is_secure=node_url.startswith("https:")))
+                encryption_key=encryption_key, is_secure=node_url.startswith("https:"),
+                gateway=gateway, before_registering=guard))
             sends = SendLog(db_path.with_name(db_path.name + ".sends") if db_path else None)
         except BaseException:
             thread.stop()
             raise
-        network = cls(thread, client, sends, node_url)
-        log.info("XMTP inbox %s (wallet %s) on %s", network.inbox_id, network.address,
-                 node_url)
+        network = cls(thread, client, sends, network_name)
+        if record is not None:
+            recorded = record.read()
+            if recorded is None or recorded.installation_id != client.installation_id:
+                record.write(client, network_name)
+        await network._take_stock()
         return network
+
+    async def _take_stock(self) -> None:
+        """Logs the installation and how full the inbox is, loudly near either cap. A
+        failure to read that is logged, not raised: the client is open and works."""
+        try:
+            state = await self._thread.run(self._client.inbox_state())
+        except ChatNetworkError as exc:
+            log.warning("XMTP inbox %s (wallet %s) on %s: installation %s; could not read "
+                        "the inbox's installations: %s", self.inbox_id, self.address,
+                        self.node_url, self._client.installation_id, exc)
+            return
+        log.info("XMTP inbox %s (wallet %s) on %s: installation %s, %d of %d installations "
+                 "in use, %s identity updates left", self.inbox_id, self.address,
+                 self.node_url, self._client.installation_id, state.in_use,
+                 MAX_INSTALLATIONS, state.updates_left)
+        warn_if_near_caps(state)
 
     async def close(self) -> None:
         async def release() -> None:
@@ -268,7 +314,8 @@ async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:
 
 
 @contextlib.asynccontextmanager
-async def open_chat_network(config: GatewayConfig) -> AsyncIterator[XmtpChatNetwork]:
+async def open_chat_network(config: GatewayConfig, *, allow_new_installation: bool = False,
+                            ) -> AsyncIterator[XmtpChatNetwork]:
     """The gateway's chat network as configured; an embedded devnode is started first
     (on the caller's loop: it is a gRPC server, cheap next to the client)."""
     xmtp = config.xmtp
@@ -278,15 +325,20 @@ async def open_chat_network(config: GatewayConfig) -> AsyncIterator[XmtpChatNetw
         node_url = node_url_for(xmtp)
         if xmtp.devnode.embedded:
             from gateway.xmtp.devnode import DevNode
+            from gateway.xmtp.devnode.identity_service import InboxLimits
 
             xmtp.devnode.db.parent.mkdir(parents=True, exist_ok=True)
+            limits = InboxLimits(xmtp.devnode.max_installations, xmtp.devnode.max_inbox_updates)
             node = await stack.enter_async_context(
-                DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port))
+                DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port, limits=limits))
             node_url = node.url
             log.info("embedded XMTP devnode at %s", node.url)
         assert node_url is not None  # config validation: local needs node_url or embedded
         network = await XmtpChatNetwork.open(
             node_url=node_url, private_key=xmtp.wallet_key.get_secret_value(),
-            db_path=xmtp.db_path, encryption_key=xmtp.db_encryption_key_bytes())
+            db_path=xmtp.db_path, encryption_key=xmtp.db_encryption_key_bytes(),
+            gateway=gateway_access(xmtp),
+            record=InstallationRecord.in_data_dir(config.data_dir),
+            allow_new_installation=allow_new_installation)
         stack.push_async_callback(network.close)
         yield network

@@ -3,9 +3,18 @@ plus the identifier -> inbox map that ``GetInboxIds`` answers from.
 
 Signatures are not checked here: every client verifies an inbox's whole log itself
 before trusting it, as it does against the real network.
+
+``InboxLimits`` turns on the caps of XMTP's network (off by default, so tests and demos
+may register as many installations as they like): an inbox's log holds at most 256
+updates (xmtp-node-go refuses the 257th with "inbox log is full"), and an inbox has at
+most 10 active installations (libxmtp refuses an 11th before publishing; the node
+refuses it too, in libxmtp's words, for a client that raced or skipped that check).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 import grpc
 
@@ -18,6 +27,53 @@ from gateway.xmtp.devnode.storage import DevNodeStorage
 SERVICE = "xmtp.identity.api.v1.IdentityApi"
 
 ETHEREUM = assoc.IDENTIFIER_KIND_ETHEREUM
+
+# XMTP's network: installations an inbox may have at once, updates its log may hold
+XMTP_MAX_INSTALLATIONS = 10
+XMTP_MAX_INBOX_UPDATES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class InboxLimits:
+    """Caps the devnode enforces; None: no cap (the default)."""
+
+    max_installations: int | None = None
+    max_updates: int | None = None
+
+    @classmethod
+    def xmtp(cls) -> InboxLimits:
+        return cls(XMTP_MAX_INSTALLATIONS, XMTP_MAX_INBOX_UPDATES)
+
+
+def installation_changes(update: assoc.IdentityUpdate) -> tuple[list[bytes], list[bytes]]:
+    """The installation keys an update adds and those it revokes.
+
+    Revoking a wallet also revokes, on the network, the installations that wallet added;
+    the devnode does not follow that (it would need the signers) and counts only
+    installations revoked by key, which is how libxmtp revokes them."""
+    added: list[bytes] = []
+    revoked: list[bytes] = []
+    for action in update.actions:
+        kind = action.WhichOneof("kind")
+        if kind == "add":
+            member = action.add.new_member_identifier
+            if member.WhichOneof("kind") == "installation_public_key":
+                added.append(member.installation_public_key)
+        elif kind == "revoke":
+            member = action.revoke.member_to_revoke
+            if member.WhichOneof("kind") == "installation_public_key":
+                revoked.append(member.installation_public_key)
+    return added, revoked
+
+
+def active_installations(updates: Iterable[assoc.IdentityUpdate]) -> set[bytes]:
+    """The installation keys an inbox's log leaves active, replayed in order."""
+    active: set[bytes] = set()
+    for update in updates:
+        added, revoked = installation_changes(update)
+        active.update(added)
+        active.difference_update(revoked)
+    return active
 
 
 def normalize_identifier(kind: int, identifier: str) -> tuple[int, str]:
@@ -37,8 +93,9 @@ def _check_inbox_id(inbox_id: str) -> None:
 
 
 class IdentityService:
-    def __init__(self, storage: DevNodeStorage) -> None:
+    def __init__(self, storage: DevNodeStorage, limits: InboxLimits | None = None) -> None:
         self._storage = storage
+        self._limits = limits or InboxLimits()
 
     def handler(self) -> grpc.GenericRpcHandler:
         return grpc.method_handlers_generic_handler(SERVICE, {
@@ -79,10 +136,33 @@ class IdentityService:
                     dissociate.append(normalize_identifier(ETHEREUM, member.ethereum_address))
         if not creates and not self._storage.inbox_exists(update.inbox_id):
             raise BadRequest(f"unknown inbox {update.inbox_id}: its first update must create it")
+        self._check_limits(update)
         self._storage.add_identity_update(
             update.inbox_id, update.SerializeToString(),
             associate=associate, dissociate=dissociate)
         return api.PublishIdentityUpdateResponse()
+
+    def _check_limits(self, update: assoc.IdentityUpdate) -> None:
+        limits = self._limits
+        if limits.max_installations is None and limits.max_updates is None:
+            return
+        rows = self._storage.identity_updates(update.inbox_id, 0)
+        if limits.max_updates is not None and len(rows) >= limits.max_updates:
+            if any(row.payload == update.SerializeToString() for row in rows):
+                return  # a retry of a stored update is answered as before, not refused
+            raise rpc.Refused(grpc.StatusCode.UNKNOWN, "inbox log is full")
+        added, _ = installation_changes(update)
+        if limits.max_installations is None or not added:
+            return
+        logged = [assoc.IdentityUpdate.FromString(row.payload) for row in rows]
+        before = active_installations(logged)
+        after = active_installations([*logged, update])
+        if len(after) > limits.max_installations and len(after) > len(before):
+            raise rpc.Refused(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Cannot register a new installation because the InboxID {update.inbox_id}"
+                f" has already registered {len(before)}/{limits.max_installations}"
+                " installations. Please revoke existing installations first.")
 
     async def get_identity_updates(
         self, request: api.GetIdentityUpdatesRequest,

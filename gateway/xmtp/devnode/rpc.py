@@ -2,7 +2,9 @@
 
 Requests are decoded here rather than by grpc so that bytes that are not the expected
 protobuf get ``INVALID_ARGUMENT`` like any other malformed input, instead of grpc's
-generic ``INTERNAL``. Service code raises ``BadRequest`` for input it cannot accept.
+generic ``INTERNAL``. Service code raises ``BadRequest`` for input it cannot accept, and
+``Refused`` for valid input the node declines (a cap reached) with the status code and
+words XMTP's node uses for it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,16 @@ log = logging.getLogger("gateway.xmtp.devnode")
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+
+
+class Refused(BadRequest):
+    """Well-formed input the node declines, answered with ``status`` and this message."""
+
+    code = "devnode_refused"
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        self.status = status
+        super().__init__(message)
 
 
 class _ProtoMessage(Protocol):
@@ -46,9 +58,11 @@ def _encode(message: _ProtoMessage) -> bytes:
     return message.SerializeToString()
 
 
-async def _reject(context: grpc.aio.ServicerContext[Any, Any], method: str, reason: str) -> None:
-    log.warning("rpc %s rejected: %s", method, reason)
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, reason)
+async def _reject(context: grpc.aio.ServicerContext[Any, Any], method: str,
+                  exc: BadRequest) -> None:
+    status = exc.status if isinstance(exc, Refused) else grpc.StatusCode.INVALID_ARGUMENT
+    log.warning("rpc %s rejected (%s): %s", method, status.name, exc)
+    await context.abort(status, str(exc))
 
 
 def unary(method: str, request_type: Any,
@@ -62,7 +76,7 @@ def unary(method: str, request_type: Any,
             return await impl(request)
         except BadRequest as exc:
             outcome = "invalid"
-            await _reject(context, method, str(exc))
+            await _reject(context, method, exc)
         except Exception:
             outcome = "error"
             log.exception("rpc %s failed", method)
@@ -97,7 +111,7 @@ def server_stream(
                 sent += 1
         except BadRequest as exc:
             outcome = "invalid"
-            await _reject(context, method, str(exc))
+            await _reject(context, method, exc)
         except Exception:
             outcome = "error"
             log.exception("rpc %s failed", method)

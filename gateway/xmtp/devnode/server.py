@@ -13,26 +13,46 @@ from contextlib import asynccontextmanager
 import grpc
 
 from gateway.errors import CannotListen
-from gateway.xmtp.devnode.identity_service import IdentityService
+from gateway.xmtp.devnode.identity_service import IdentityService, InboxLimits
 from gateway.xmtp.devnode.mls_service import MlsService
 from gateway.xmtp.devnode.storage import DevNodeStorage, StoredGroupMessage, StoredWelcome
 from gateway.xmtp.devnode.subscriptions import DEFAULT_CAPACITY, Hub
+from gateway.xmtp.devnode.unserved import UnservedCall, UnservedMethods
 
 log = logging.getLogger("gateway.xmtp.devnode")
 
 # libxmtp sends batches of welcomes and commits; the default 4 MiB is too tight for big groups
 _MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
+# HTTP/2 keepalive as XMTP's v3 node allows it (xmtp-node-go: EnforcementPolicy
+# PermitWithoutStream, MinTime 15 s; ServerParameters Time 5 min). libxmtp pings every
+# 16 s, idle or not; grpc's default policy counts any ping closer than 5 min apart as a
+# strike and, after two, closes the connection with GOAWAY "too_many_pings", which
+# libxmtp reports as a failed stream about 65 s into any quiet subscription.
+MIN_CLIENT_PING_INTERVAL_MS = 15_000
+SERVER_PING_INTERVAL_MS = 5 * 60 * 1000
+KEEPALIVE_OPTIONS: tuple[tuple[str, int], ...] = (
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", MIN_CLIENT_PING_INTERVAL_MS),
+    ("grpc.keepalive_time_ms", SERVER_PING_INTERVAL_MS),
+)
+
 
 class DevNode:
     """A running devnode. Create it with ``DevNode.start(...)``."""
 
     def __init__(self, server: grpc.aio.Server, storage: DevNodeStorage,
-                 host: str, port: int) -> None:
+                 unserved: UnservedMethods, host: str, port: int) -> None:
         self._server = server
         self._storage = storage
+        self._unserved = unserved
         self.host = host
         self.port = port
+
+    @property
+    def unserved_calls(self) -> list[UnservedCall]:
+        """The newest calls to methods the node does not serve (each got UNIMPLEMENTED)."""
+        return list(self._unserved.calls)
 
     @property
     def url(self) -> str:
@@ -41,8 +61,10 @@ class DevNode:
 
     @classmethod
     async def open(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
-                   subscriber_capacity: int = DEFAULT_CAPACITY) -> DevNode:
-        """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done."""
+                   subscriber_capacity: int = DEFAULT_CAPACITY,
+                   limits: InboxLimits | None = None) -> DevNode:
+        """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done.
+        ``limits``: the inbox caps to enforce (``InboxLimits.xmtp()``: the network's)."""
         storage = DevNodeStorage(db)
         groups: Hub[StoredGroupMessage] = Hub(subscriber_capacity)
         welcomes: Hub[StoredWelcome] = Hub(subscriber_capacity)
@@ -50,10 +72,13 @@ class DevNode:
             ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
+            *KEEPALIVE_OPTIONS,
         ])
+        unserved = UnservedMethods()
         server.add_generic_rpc_handlers((
-            IdentityService(storage).handler(),
+            IdentityService(storage, limits).handler(),
             MlsService(storage, groups, welcomes).handler(),
+            unserved,
         ))
         try:
             try:
@@ -65,16 +90,21 @@ class DevNode:
         except BaseException:
             storage.close()
             raise
-        node = cls(server, storage, host, bound)
-        log.info("devnode serving on %s (db %s)", node.url, db)
+        node = cls(server, storage, unserved, host, bound)
+        caps = ""
+        if limits is not None and (limits.max_installations or limits.max_updates):
+            caps = (f", at most {limits.max_installations or 'any'} installations and "
+                    f"{limits.max_updates or 'any'} identity updates per inbox")
+        log.info("devnode serving on %s (db %s%s)", node.url, db, caps)
         return node
 
     @classmethod
     @asynccontextmanager
     async def start(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
-                    subscriber_capacity: int = DEFAULT_CAPACITY) -> AsyncIterator[DevNode]:
+                    subscriber_capacity: int = DEFAULT_CAPACITY,
+                    limits: InboxLimits | None = None) -> AsyncIterator[DevNode]:
         node = await cls.open(db=db, host=host, port=port,
-                              subscriber_capacity=subscriber_capacity)
+                              subscriber_capacity=subscriber_capacity, limits=limits)
         try:
             yield node
         finally:
