@@ -14,6 +14,7 @@ from gateway.api.pagination import (
     decode_token,
     make_page,
     page_size,
+    token_choice,
     window_from_token,
 )
 from gateway.api.service import ConversationChanges
@@ -34,7 +35,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     if token:
         payload = decode_token(token)
         window = window_from_token(payload, limit, key="time_id")
-        state_raw = payload.get("state")
+        state_raw = token_choice(payload, "state", {s.value for s in ConversationState})
     else:
         window = Window(start=None, limit=limit)
         state_raw = request.query.get("state")

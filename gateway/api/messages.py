@@ -11,9 +11,11 @@ from gateway.api import params
 from gateway.api.errors import InvalidParameter
 from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
+    MAX_INDEX,
     decode_token,
     make_page,
     page_size,
+    token_choice,
     token_time,
     window_from_token,
 )
@@ -50,14 +52,14 @@ async def list_messages(request: web.Request) -> web.Response:
     if token:
         payload = decode_token(token)
         window = window_from_token(payload, limit, key="index")
-        descending = payload.get("o") == "desc"
+        descending = token_choice(payload, "o", ("asc", "desc")) == "desc"
         period = _token_period(payload)
     else:
         order = request.query.get("order", "asc")
         if order not in ("asc", "desc"):
             raise InvalidParameter("order must be asc or desc")
         descending = order == "desc"
-        anchor = params.query_int(request, "anchor")
+        anchor = params.query_int(request, "anchor", maximum=MAX_INDEX)
         window = Window(start=anchor, limit=limit, inclusive=anchor is not None)
         period = _requested_period(request)
     found = await request.app[API_QUERIES].list_messages(

@@ -11,8 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.api.hub import EVENT_TYPES
-from gateway.api.pagination import MAX_PAGE_SIZE
-from gateway.api.params import MAX_INT64
+from gateway.api.pagination import MAX_INDEX, MAX_INT64, MAX_PAGE_SIZE
 from gateway.domain.models import (
     PHONE_CHANNELS,
     Channel,
@@ -298,7 +297,7 @@ PATHS: JSON = {
                 _query("page_size", _PAGE_SIZE, "messages per page"),
                 _query("order", {"enum": ["asc", "desc"], "default": "asc"},
                        "by index, ascending or descending"),
-                _query("anchor", {"type": "integer", "minimum": 0},
+                _query("anchor", {"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
                        "start at this message index (inclusive)"),
                 _SINCE, _UNTIL, _TOKEN,
             ],

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.api.errors import ApiError, InvalidBody, InvalidParameter
+from gateway.api.pagination import MAX_INT64, in_utc
 from gateway.api.refs import looks_like_conversation_id
 
 E = TypeVar("E", bound=enum.Enum)
 
 MAX_NAME = 255
-MAX_INT64 = 2**63 - 1
 
 
 class _NotStrictJson(ValueError):
@@ -157,23 +157,25 @@ def enum_value(
     raise error(f"{field} must be one of: {names}")
 
 
-def query_int(request: web.Request, name: str, *, minimum: int = 0) -> int | None:
+def query_int(request: web.Request, name: str, *, minimum: int = 0,
+              maximum: int = MAX_INT64) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    return bounded_int(raw, name, minimum=minimum)
+    return bounded_int(raw, name, minimum=minimum, maximum=maximum)
 
 
-def bounded_int(raw: str, name: str, *, minimum: int = 0) -> int:
-    """An integer the store can hold (a 64-bit signed column), at least ``minimum``."""
+def bounded_int(raw: str, name: str, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
+    """An integer the store can hold (by default a 64-bit signed column), at least
+    ``minimum``: a larger one would fail in the database driver, not match nothing."""
     try:
         value = int(raw)
     except ValueError:
         raise InvalidParameter(f"{name} must be an integer") from None
     if value < minimum:
         raise InvalidParameter(f"{name} must be at least {minimum}")
-    if value > MAX_INT64:
-        raise InvalidParameter(f"{name} must be at most {MAX_INT64}")
+    if value > maximum:
+        raise InvalidParameter(f"{name} must be at most {maximum}")
     return value
 
 
@@ -203,4 +205,7 @@ def query_time(request: web.Request, name: str) -> datetime | None:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidParameter(f"{name} must be a Unix timestamp or an ISO 8601 time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    found = in_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    if found is None:
+        raise InvalidParameter(f"{name} is out of range")
+    return found
