@@ -34,7 +34,9 @@ def _nullable(schema: JSON) -> JSON:
 
 _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "string"}
-_ATTRIBUTES = {"type": "object", "additionalProperties": True}
+_ATTRIBUTES = {"type": "object", "additionalProperties": True,
+               "description": "any JSON object of at most 16 KiB (as compact UTF-8 JSON), "
+                              "nested at most 32 levels deep"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
 _UNIQUE_NAME = {**_NAME, "not": {"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
                 "description": "any name but one shaped like a conversation id (CH + 32 hex)"}

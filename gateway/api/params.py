@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from gateway.api.refs import looks_like_conversation_id
 E = TypeVar("E", bound=enum.Enum)
 
 MAX_NAME = 255
+MAX_DEPTH = 32  # levels of nesting inside a field
+MAX_ATTRIBUTES_BYTES = 16 * 1024
 
 
 class _NotStrictJson(ValueError):
@@ -43,9 +46,15 @@ def _strict_loads(text: str) -> Any:
 
 async def json_object(request: web.Request, *, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object of ``allowed`` fields, in strict JSON: every number
-    finite and every string valid Unicode, so whatever is stored can be echoed back."""
+    finite and every string valid Unicode, nothing nested deeper than ``MAX_DEPTH``, so
+    whatever is stored can be echoed back and read by any JSON client."""
     try:
-        body = await request.json(loads=_strict_loads)
+        text = await request.text()
+    except (UnicodeDecodeError, LookupError):  # LookupError: an unknown charset
+        raise InvalidBody("the body must be a JSON object") from None
+    _check_depth(text)
+    try:
+        body = _strict_loads(text)
     except _NotStrictJson as exc:
         raise InvalidBody(f"the body is not valid JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -60,6 +69,41 @@ async def json_object(request: web.Request, *, allowed: set[str]) -> dict[str, A
     if broken is not None:
         raise InvalidBody(f"{broken} is not valid Unicode (it holds a lone surrogate)")
     return body
+
+
+# One JSON token a depth count cares about: a whole string (brackets inside it do not
+# count), or a bracket.
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _check_depth(text: str) -> None:
+    """Refuses a field nested deeper than ``MAX_DEPTH`` before parsing: the parser only
+    copes with a 5,000-deep body because a dependency raised Python's recursion limit,
+    and what it stored would then break every client that reads it back (Python's own
+    json raises RecursionError past ~1,000 levels). Counted on the text, without
+    recursion; the body object itself is level 0, so ``{"attributes": {}}`` is 1."""
+    depth = 0
+    field = "the body"
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()[0]
+        if char == '"':
+            if depth == 1:
+                field = token.group()  # a top-level name (or value) as written
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH + 1:
+                raise InvalidBody(f"{_field_name(field)} is nested more than {MAX_DEPTH} "
+                                  "levels deep")
+        else:
+            depth -= 1
+
+
+def _field_name(token: str) -> str:
+    try:
+        name = json.loads(token)
+    except ValueError:
+        return token
+    return name if isinstance(name, str) else token
 
 
 def _lone_surrogate_at(body: dict[str, Any]) -> str | None:
@@ -124,11 +168,18 @@ def required_text(body: Mapping[str, Any], field: str) -> str:
 
 
 def attributes(body: Mapping[str, Any], field: str = "attributes") -> dict[str, Any]:
+    """A JSON object of at most ``MAX_ATTRIBUTES_BYTES`` as compact UTF-8 JSON (Twilio
+    Conversations' limit, 16 KiB), so a resource stays small enough to list by the
+    hundred."""
     value = body.get(field)
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InvalidBody(f"{field} must be a JSON object")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise InvalidBody(f"{field} is {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} "
+                          "(16 KiB)")
     return value
 
 
