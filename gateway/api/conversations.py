@@ -17,6 +17,7 @@ from gateway.api.pagination import (
     token_choice,
     window_from_token,
 )
+from gateway.api.refs import REF
 from gateway.api.service import ConversationChanges
 from gateway.api.views import conversation_json, page_json
 from gateway.domain.models import Conversation, ConversationState
@@ -90,6 +91,6 @@ async def delete_conversation(request: web.Request) -> web.Response:
 def add_routes(app: web.Application, prefix: str) -> None:
     app.router.add_get(f"{prefix}/conversations", list_conversations)
     app.router.add_post(f"{prefix}/conversations", create_conversation)
-    app.router.add_get(f"{prefix}/conversations/{{ref}}", get_conversation)
-    app.router.add_patch(f"{prefix}/conversations/{{ref}}", update_conversation)
-    app.router.add_delete(f"{prefix}/conversations/{{ref}}", delete_conversation)
+    app.router.add_get(f"{prefix}/conversations/{REF}", get_conversation)
+    app.router.add_patch(f"{prefix}/conversations/{REF}", update_conversation)
+    app.router.add_delete(f"{prefix}/conversations/{REF}", delete_conversation)

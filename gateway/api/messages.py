@@ -19,6 +19,7 @@ from gateway.api.pagination import (
     token_time,
     window_from_token,
 )
+from gateway.api.refs import REF
 from gateway.api.views import message_json, page_json
 from gateway.domain.models import Message
 from gateway.domain.ports import TimeRange, Window
@@ -116,7 +117,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, prefix: str) -> None:
-    base = f"{prefix}/conversations/{{ref}}/messages"
+    base = f"{prefix}/conversations/{REF}/messages"
     app.router.add_get(base, list_messages)
     app.router.add_post(base, send_message)
     app.router.add_get(f"{base}/{{message_id}}", get_message)

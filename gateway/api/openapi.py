@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.api.hub import EVENT_TYPES
 from gateway.api.pagination import MAX_INDEX, MAX_INT64, MAX_PAGE_SIZE
+from gateway.api.params import DOT_SEGMENTS
 from gateway.domain.models import (
     PHONE_CHANNELS,
     Channel,
@@ -38,8 +39,11 @@ _ATTRIBUTES = {"type": "object", "additionalProperties": True,
                "description": "any JSON object of at most 16 KiB (as compact UTF-8 JSON), "
                               "nested at most 32 levels deep"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
-_UNIQUE_NAME = {**_NAME, "not": {"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
-                "description": "any name but one shaped like a conversation id (CH + 32 hex)"}
+_UNIQUE_NAME = {**_NAME,
+                "not": {"anyOf": [{"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
+                                  {"enum": list(DOT_SEGMENTS)}]},
+                "description": "any name but one shaped like a conversation id (CH + 32 "
+                               "hex), '.' or '..'; escape it in paths (%7B for {, %2F for /)"}
 
 
 def _object(properties: JSON, required: list[str] | None = None) -> JSON:

@@ -20,6 +20,7 @@ from gateway.api.refs import looks_like_conversation_id
 E = TypeVar("E", bound=enum.Enum)
 
 MAX_NAME = 255
+DOT_SEGMENTS = (".", "..")
 MAX_DEPTH = 32  # levels of nesting inside a field
 MAX_ATTRIBUTES_BYTES = 16 * 1024
 
@@ -146,10 +147,15 @@ def optional_name(body: Mapping[str, Any], field: str) -> str | None:
 
 
 def optional_unique_name(body: Mapping[str, Any], field: str = "unique_name") -> str | None:
+    """Any name a route's ``{ref}`` can carry: not an id's shape, and not "." or "..",
+    which URLs resolve as path steps (``/v1/conversations/../messages`` is
+    ``/v1/messages``), however they are escaped."""
     value = optional_name(body, field)
     if value is not None and looks_like_conversation_id(value):
         raise InvalidBody(f"{field} must not look like a conversation id (CH and 32 hex "
                           "digits): routes would take it for one")
+    if value in DOT_SEGMENTS:
+        raise InvalidBody(f"{field} must not be '.' or '..': a URL cannot name it")
     return value
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -39,8 +40,8 @@ class Conversations:
         return Conversation.from_json(body, self._http)
 
     async def get(self, ref: str) -> Conversation:
-        """By id (CH…) or unique name."""
-        body = await self._http.request("GET", f"/v1/conversations/{ref}")
+        """By id (CH…) or unique name (any characters: it is escaped into the path)."""
+        body = await self._http.request("GET", f"/v1/conversations/{quote(ref, safe='')}")
         return Conversation.from_json(body, self._http)
 
     def list(self, *, state: str | None = None, page_size: int = 50,
