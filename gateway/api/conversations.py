@@ -12,8 +12,8 @@ from gateway.api.errors import InvalidBody
 from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
     decode_token,
+    listing_page_size,
     make_page,
-    page_size,
     token_choice,
     window_from_token,
 )
@@ -31,7 +31,7 @@ def conversation_key(c: Conversation) -> list[str]:
 
 
 async def list_conversations(request: web.Request) -> web.Response:
-    limit = page_size(request.query.get("page_size"))
+    limit = listing_page_size(request.query)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)

@@ -13,8 +13,8 @@ from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
     MAX_INDEX,
     decode_token,
+    listing_page_size,
     make_page,
-    page_size,
     token_choice,
     token_time,
     window_from_token,
@@ -48,7 +48,7 @@ def _requested_period(request: web.Request) -> TimeRange:
 
 async def list_messages(request: web.Request) -> web.Response:
     conversation = await request.app[API_SERVICE].get_conversation(request.match_info["ref"])
-    limit = page_size(request.query.get("page_size"))
+    limit = listing_page_size(request.query)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)
@@ -74,18 +74,8 @@ def _message_key(m: Message) -> list[str]:
     return [m.created_at.isoformat(), m.id]
 
 
-def _all_messages_page_size(request: web.Request) -> int:
-    """``page_size`` as on every other listing; ``limit``, its first published name here,
-    is still read (the Python client sends it)."""
-    if "page_size" in request.query and "limit" in request.query:
-        raise InvalidParameter("give page_size or limit (the same thing), not both")
-    if "limit" in request.query:
-        return page_size(request.query["limit"], name="limit")
-    return page_size(request.query.get("page_size"))
-
-
 async def list_all_messages(request: web.Request) -> web.Response:
-    limit = _all_messages_page_size(request)
+    limit = listing_page_size(request.query)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)

@@ -231,6 +231,7 @@ def _body(schema: JSON) -> JSON:
 
 _REF = _path("ref", "the conversation's id (CH…) or its unique_name")
 _PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50}
+_LIMIT = _query("limit", _PAGE_SIZE, "the same as page_size (SignalWire's name); not both")
 _TIME_PARAM = {"type": "string", "description": "Unix seconds or ISO 8601"}
 _SINCE = _query("since", _TIME_PARAM, "only messages created at or after this time")
 _UNTIL = _query("until", _TIME_PARAM, "only messages created before this time")
@@ -243,6 +244,7 @@ PATHS: JSON = {
             "operationId": "listConversations", "summary": "List conversations",
             "parameters": [
                 _query("page_size", _PAGE_SIZE, "conversations per page"),
+                _LIMIT,
                 _TOKEN,
                 _query("state", {"enum": [s.value for s in ConversationState]},
                        "only conversations in this state"),
@@ -301,6 +303,7 @@ PATHS: JSON = {
             "operationId": "listMessages", "summary": "List a conversation's messages",
             "parameters": [
                 _query("page_size", _PAGE_SIZE, "messages per page"),
+                _LIMIT,
                 _query("order", {"enum": ["asc", "desc"], "default": "asc"},
                        "by index, ascending or descending"),
                 _query("anchor", {"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
@@ -329,8 +332,7 @@ PATHS: JSON = {
             "operationId": "listAllMessages",
             "summary": "Messages across conversations, oldest first",
             "parameters": [_query("page_size", _PAGE_SIZE, "messages per page"),
-                           _query("limit", _PAGE_SIZE,
-                                  "the same as page_size (its earlier name); not both"),
+                           _LIMIT,
                            _SINCE, _UNTIL, _TOKEN],
             "responses": _responses(200, _ref("MessagePage")),
         },

@@ -48,6 +48,17 @@ def page_size(raw: str | None, *, name: str = "page_size") -> int:
     return value
 
 
+def listing_page_size(query: Mapping[str, str]) -> int:
+    """``page_size``, or ``limit`` (SignalWire's name, and the first one ``/v1/messages``
+    published): the same thing on every listing, so giving both is refused rather than
+    one silently ignored."""
+    if "page_size" in query and "limit" in query:
+        raise InvalidParameter("give page_size or limit (the same thing), not both")
+    if "limit" in query:
+        return page_size(query["limit"], name="limit")
+    return page_size(query.get("page_size"))
+
+
 def encode_token(payload: Mapping[str, Any]) -> str:
     raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")

@@ -101,9 +101,9 @@ class GatewayClient:
         async def fetch(params: Mapping[str, str]) -> Any:
             return await self.http.request("GET", "/v1/messages", params=params)
 
-        return Paginator(fetch, query(limit=min(page_size, limit or page_size),
+        return Paginator(fetch, query(page_size=min(page_size, limit or page_size),
                                       since=_since(since), until=_since(until)),
-                         Message.from_json, size_name="limit", limit=limit)
+                         Message.from_json, size_name="page_size", limit=limit)
 
     def stream(self, *, conversation_id: str | None = None,
                types: tuple[str, ...] | None = None, **options: Any) -> EventStream[Event]:
