@@ -21,6 +21,7 @@ from gateway.domain.models import (
     DeliveryState,
     MessageSource,
 )
+from gateway.domain.phones import E164_EXACT
 
 JSON = dict[str, Any]
 
@@ -35,6 +36,7 @@ def _nullable(schema: JSON) -> JSON:
 
 _TIME = {"type": "string", "format": "date-time"}
 _ID = {"type": "string"}
+_E164 = {"type": "string", "pattern": f"^{E164_EXACT.pattern}$"}
 _ATTRIBUTES = {"type": "object", "additionalProperties": True,
                "description": "any JSON object of at most 16 KiB (as compact UTF-8 JSON), "
                               "nested at most 32 levels deep"}
@@ -136,8 +138,8 @@ SCHEMAS: JSON = {
         "attributes": _nullable(_ATTRIBUTES),
     }, required=["identity"]),
     "PhoneParticipantCreate": _object({
-        "address": {"type": "string", "description": "the phone, E.164"},
-        "proxy_address": {"type": "string", "description": "one of the gateway's numbers"},
+        "address": {**_E164, "description": "the phone, exact E.164"},
+        "proxy_address": {**_E164, "description": "one of the gateway's numbers, exact E.164"},
         "channel": {"enum": [c.value for c in PHONE_CHANNELS], "default": "sms"},
         "attributes": _nullable(_ATTRIBUTES),
     }, required=["address", "proxy_address"]),
