@@ -233,6 +233,9 @@ def _body(schema: JSON) -> JSON:
 
 _REF = _path("ref", "the conversation's id (CH…) or its unique_name")
 _PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50}
+_CONSENT_LIST = {"type": "string",
+                 "pattern": "^(" + "|".join(c.value for c in Consent) + ")(,("
+                            + "|".join(c.value for c in Consent) + "))*$"}
 _LIMIT = _query("limit", _PAGE_SIZE, "the same as page_size (SignalWire's name); not both")
 _TIME_PARAM = {"type": "string", "description": "Unix seconds or ISO 8601"}
 _SINCE = _query("since", _TIME_PARAM, "only messages created at or after this time")
@@ -250,6 +253,10 @@ PATHS: JSON = {
                 _TOKEN,
                 _query("state", {"enum": [s.value for s in ConversationState]},
                        "only conversations in this state"),
+                _query("consent", _CONSENT_LIST,
+                       "only conversations with an active participant (not left) whose "
+                       "consent is one of these (comma-separated: allowed, unknown, "
+                       "denied)"),
             ],
             "responses": _responses(200, _ref("ConversationPage")),
         },
@@ -356,6 +363,10 @@ PATHS: JSON = {
                        "only this conversation's events (its id or unique name)"),
                 _query("types", {"type": "string"},
                        "comma-separated event types: " + ", ".join(EVENT_TYPES)),
+                _query("consent", _CONSENT_LIST,
+                       "only events of conversations that have, when the event is sent, "
+                       "an active participant whose consent is one of these "
+                       "(comma-separated: allowed, unknown, denied)"),
             ],
             "responses": {
                 **_responses(200, None, 404),

@@ -16,6 +16,7 @@ from aiohttp import web
 from gateway.api.errors import ApiError, InvalidBody, InvalidParameter
 from gateway.api.pagination import MAX_INT64, in_utc
 from gateway.api.refs import looks_like_conversation_id
+from gateway.domain.models import Consent
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -212,6 +213,17 @@ def enum_value(
             return member
     names = ", ".join(sorted(str(m.value) for m in choices))
     raise error(f"{field} must be one of: {names}")
+
+
+def consent_filter(raw: str, name: str = "consent") -> frozenset[Consent]:
+    """``allowed``, ``unknown``, ``denied``, or several comma-separated (any of them), as
+    XMTP's ``consentStates`` takes a list."""
+    wanted = set(raw.split(","))
+    found = frozenset(c for c in Consent if c.value in wanted)
+    if len(found) != len(wanted):
+        raise InvalidParameter(f"{name} must be a comma-separated list of: "
+                               f"{', '.join(c.value for c in Consent)}")
+    return found
 
 
 def query_int(request: web.Request, name: str, *, minimum: int = 0,
