@@ -31,6 +31,7 @@ _COMMANDS = {
     "check-config": "gateway.config.report:run",
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
+    "wallet": "gateway.wallet:run",
 }
 
 
@@ -80,6 +81,22 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--account-sid", default="AC" + "0" * 32)
     sim.add_argument("--webhook-url", default=None,
                      help="where simulated phones' texts are posted")
+
+    wallet = sub.add_parser(
+        "wallet", help="chat as a throwaway wallet on the local XMTP node (development)",
+        description="Registers a wallet on the running gateway's embedded devnode (or "
+                    "--node), prints its address, then sends each line read from stdin "
+                    "to its current conversation and prints what arrives.")
+    wallet.add_argument("--config", default=DEFAULT_CONFIG,
+                        help="the running gateway's config, to find its devnode")
+    wallet.add_argument("--node", default=None,
+                        help="an XMTP node's URL instead, e.g. http://127.0.0.1:5556")
+    wallet.add_argument("--key", default=None,
+                        help="this wallet's private key (0x + 64 hex); default: a new one")
+    wallet.add_argument("--db", default=None,
+                        help="keep libxmtp's database in this file (default: in memory)")
+    wallet.add_argument("--print-address", action="store_true",
+                        help="only register the wallet and print its address")
     return parser
 
 

@@ -27,12 +27,13 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from eth_utils.address import to_checksum_address
 
 from gateway.config import GatewayConfig, XmtpConfig
+from gateway.data_dir import LOCK_FILE, Held, claim
 from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage
 from gateway.errors import ChatNetworkError, WalletNotReachable
@@ -41,6 +42,8 @@ from gateway.xmtp.loop_thread import LoopThread, on_loop
 from gateway.xmtp.send_log import SendLog
 
 log = logging.getLogger(__name__)
+
+DEVNODE_URL_FILE = "devnode.url"  # under the data directory, while the gateway runs
 
 # libxmtp's v3 hosts of the public networks (TLS). ``xmtp.node_url`` overrides them.
 NETWORK_HOSTS = {
@@ -264,6 +267,32 @@ async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:
     return await awaitable
 
 
+@contextlib.contextmanager
+def _announced(path: Path, url: str) -> Iterator[None]:
+    """The embedded devnode's URL (its port is any free one) in the data directory, for
+    development tools on this machine (``gateway wallet``) to find it."""
+    path.write_text(url + "\n", encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def running_devnode_url(data_dir: Path) -> str | None:
+    """The URL of the embedded devnode of the gateway running on ``data_dir``; None when
+    no gateway runs there (a file left by a killed one is stale: nobody holds the data
+    directory's lock)."""
+    try:
+        url = (data_dir / DEVNODE_URL_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    held = claim(data_dir / LOCK_FILE)
+    if not isinstance(held, Held):
+        os.close(held)  # nobody owns the directory: the file outlived its gateway
+        return None
+    return url or None
+
+
 @contextlib.asynccontextmanager
 async def open_chat_network(config: GatewayConfig) -> AsyncIterator[XmtpChatNetwork]:
     """The gateway's chat network as configured; an embedded devnode is started first
@@ -281,6 +310,7 @@ async def open_chat_network(config: GatewayConfig) -> AsyncIterator[XmtpChatNetw
                 DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port))
             node_url = node.url
             log.info("embedded XMTP devnode at %s", node.url)
+            stack.enter_context(_announced(config.data_dir / DEVNODE_URL_FILE, node.url))
         assert node_url is not None  # config validation: local needs node_url or embedded
         network = await XmtpChatNetwork.open(
             node_url=node_url, private_key=xmtp.wallet_key.get_secret_value(),
