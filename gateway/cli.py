@@ -43,6 +43,7 @@ _COMMANDS = {
     "db": "gateway.store.migrate:run",
     "twilio-sim": "gateway.testing.twilio_sim:run",
     "xmtp": "gateway.xmtp.admin:run",
+    "wallet": "gateway.wallet:run",
 }
 
 
@@ -176,6 +177,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="every installation but this gateway's")
     revoke.add_argument("--yes", action="store_true", help="revoke them, do not only show")
     _config_option(revoke)
+
+    wallet = sub.add_parser(
+        "wallet", help="chat as a throwaway wallet on the local XMTP node (development)",
+        description="Registers a wallet on the running gateway's embedded devnode (or "
+                    "--node), prints its address, then sends each line read from stdin "
+                    "to its current conversation and prints what arrives.")
+    wallet.add_argument("--config", default=default_config(), metavar="PATH",
+                        help="the running gateway's config, to find its devnode "
+                             f"(default {_DEFAULT_HELP})")
+    wallet.add_argument("--node", default=None,
+                        help="an XMTP node's URL instead, e.g. http://127.0.0.1:5556")
+    wallet.add_argument("--key", default=None,
+                        help="this wallet's private key (0x + 64 hex); default: a new one")
+    wallet.add_argument("--db", default=None,
+                        help="keep libxmtp's database in this file (default: in memory)")
+    wallet.add_argument("--print-address", action="store_true",
+                        help="only register the wallet and print its address")
     return parser
 
 

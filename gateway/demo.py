@@ -30,7 +30,6 @@ import os
 import secrets
 import socket
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from gateway.errors import CannotListen, GatewayError
 from gateway.listen import local_url
 from gateway.logs import setup_logging
 from gateway.serve import config_for_command, listening_socket
+from gateway.terminal import stdin_lines
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
 
@@ -341,7 +341,7 @@ class Interactive:
     async def run(self) -> int:
         print(f"numbers: {self.numbers}")
         print(self.HELP)
-        lines = _stdin_lines()
+        lines = stdin_lines("demo-stdin")
         watcher = asyncio.create_task(self._watch())
         try:
             while True:
@@ -411,19 +411,3 @@ class ServedNumbers:
 
     def __str__(self) -> str:
         return ", ".join(f"{name} {number}" for name, number in self.by_rule.items())
-
-
-def _stdin_lines() -> asyncio.Queue[str | None]:
-    """Lines typed on stdin, read on a daemon thread (a blocked read never holds up the
-    exit); None at end of input."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-    def read() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(queue.put_nowait, line)
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    threading.Thread(target=read, name="demo-stdin", daemon=True).start()
-    return queue

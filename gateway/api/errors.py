@@ -174,6 +174,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             # an internal failure's detail is for the log, not for the caller
             message = str(exc) if status == 502 else "internal error"
         else:
+            # The caller sees its own input as given (a phone number included); the
+            # log's formatter masks numbers in this line.
+            log.info("api %s %s refused: %s (%s)", request.method, request.path, exc,
+                     exc.code)
             message = str(exc)
         response = error_response(status, message, exc.code)
         if isinstance(exc, ApiError) and exc.challenge is not None:

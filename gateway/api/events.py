@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -18,6 +19,8 @@ from gateway.api.errors import InvalidParameter
 from gateway.api.hub import EVENT_TYPES, EventHub
 from gateway.api.keys import API_QUERIES, API_SERVICE, API_SETTINGS, EVENT_HUB
 from gateway.domain.ids import ConversationId
+from gateway.domain.models import Consent, Event
+from gateway.domain.ports import ApiQueries
 from gateway.errors import GatewayError
 
 log = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     conversation_id = (await request.app[API_SERVICE].event_scope(raw_conversation)
                        if raw_conversation else None)
     types = _types(request)
+    raw_consent = request.query.get("consent")
+    consent = params.consent_filter(raw_consent) if raw_consent is not None else None
     after = _start_after(request)
     cursor = after if after is not None else await queries.last_event_id()
 
@@ -69,7 +74,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     # reconnect before the first event still resumes from here (SSE's lastEventId).
     try:
         await response.write(f"retry: {RECONNECT_HINT_MS}\nid: {cursor}\n\n".encode())
-        await _follow(response, hub, cursor, conversation_id, types, heartbeat)
+        await _follow(response, hub, queries, cursor,
+                      Filters(conversation_id, types, consent), heartbeat)
     except ConnectionResetError:
         pass  # the subscriber went away
     except GatewayError as exc:
@@ -79,14 +85,25 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _follow(response: web.StreamResponse, hub: EventHub, cursor: int,
-                  conversation_id: ConversationId | None, types: frozenset[str] | None,
-                  heartbeat: float) -> None:
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """What a subscriber asked for; None: everything."""
+
+    conversation_id: ConversationId | None = None
+    types: frozenset[str] | None = None
+    consent: frozenset[Consent] | None = None
+
+
+async def _follow(response: web.StreamResponse, hub: EventHub, queries: ApiQueries,
+                  cursor: int, filters: Filters, heartbeat: float) -> None:
     while not hub.closing:
         signal = hub.signal()
-        events = await hub.events_after(cursor, BATCH, conversation_id, signal)
+        events = await hub.events_after(cursor, BATCH, filters.conversation_id, signal)
         if events:
-            frames = await hub.frames(events, types)
+            wanted = events
+            if filters.consent is not None:
+                wanted = await _with_consent(queries, events, filters.consent)
+            frames = await hub.frames(wanted, filters.types) if wanted else b""
             if frames:
                 await response.write(frames)
             cursor = events[-1].id
@@ -96,6 +113,15 @@ async def _follow(response: web.StreamResponse, hub: EventHub, cursor: int,
             await asyncio.wait_for(signal.wait(), heartbeat)
         except TimeoutError:
             await response.write(b": keep-alive\n\n")
+
+
+async def _with_consent(queries: ApiQueries, events: list[Event],
+                        consent: frozenset[Consent]) -> list[Event]:
+    """The events of conversations that, as the stream sends them, have an active
+    participant with one of these consents (one query per batch)."""
+    found = await queries.conversations_with_consent(
+        {ConversationId(e.conversation_id) for e in events if e.conversation_id}, consent)
+    return [e for e in events if e.conversation_id in found]
 
 
 def add_routes(app: web.Application, prefix: str) -> None:

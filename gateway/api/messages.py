@@ -11,12 +11,15 @@ from gateway.api import params
 from gateway.api.errors import InvalidParameter
 from gateway.api.keys import API_QUERIES, API_SERVICE
 from gateway.api.pagination import (
+    MAX_INDEX,
     decode_token,
+    listing_page_size,
     make_page,
-    page_size,
+    token_choice,
     token_time,
     window_from_token,
 )
+from gateway.api.refs import REF
 from gateway.api.views import message_json, page_json
 from gateway.domain.models import Message
 from gateway.domain.ports import TimeRange, Window
@@ -45,19 +48,19 @@ def _requested_period(request: web.Request) -> TimeRange:
 
 async def list_messages(request: web.Request) -> web.Response:
     conversation = await request.app[API_SERVICE].get_conversation(request.match_info["ref"])
-    limit = page_size(request.query.get("page_size"))
+    limit = listing_page_size(request.query)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)
         window = window_from_token(payload, limit, key="index")
-        descending = payload.get("o") == "desc"
+        descending = token_choice(payload, "o", ("asc", "desc")) == "desc"
         period = _token_period(payload)
     else:
         order = request.query.get("order", "asc")
         if order not in ("asc", "desc"):
             raise InvalidParameter("order must be asc or desc")
         descending = order == "desc"
-        anchor = params.query_int(request, "anchor")
+        anchor = params.query_int(request, "anchor", maximum=MAX_INDEX)
         window = Window(start=anchor, limit=limit, inclusive=anchor is not None)
         period = _requested_period(request)
     found = await request.app[API_QUERIES].list_messages(
@@ -71,18 +74,8 @@ def _message_key(m: Message) -> list[str]:
     return [m.created_at.isoformat(), m.id]
 
 
-def _all_messages_page_size(request: web.Request) -> int:
-    """``page_size`` as on every other listing; ``limit``, its first published name here,
-    is still read (the Python client sends it)."""
-    if "page_size" in request.query and "limit" in request.query:
-        raise InvalidParameter("give page_size or limit (the same thing), not both")
-    if "limit" in request.query:
-        return page_size(request.query["limit"], name="limit")
-    return page_size(request.query.get("page_size"))
-
-
 async def list_all_messages(request: web.Request) -> web.Response:
-    limit = _all_messages_page_size(request)
+    limit = listing_page_size(request.query)
     token = request.query.get("page_token")
     if token:
         payload = decode_token(token)
@@ -114,7 +107,7 @@ async def get_message(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, prefix: str) -> None:
-    base = f"{prefix}/conversations/{{ref}}/messages"
+    base = f"{prefix}/conversations/{REF}/messages"
     app.router.add_get(base, list_messages)
     app.router.add_post(base, send_message)
     app.router.add_get(f"{base}/{{message_id}}", get_message)

@@ -6,13 +6,13 @@ validates real responses with these schemas, and schemathesis fuzzes the API fro
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
+from gateway.api import openapi_events
 from gateway.api.hub import EVENT_TYPES
-from gateway.api.pagination import MAX_PAGE_SIZE
-from gateway.api.params import MAX_INT64
+from gateway.api.pagination import MAX_INDEX, MAX_INT64, MAX_PAGE_SIZE
+from gateway.api.params import DOT_SEGMENTS
+from gateway.api.schema import ID, JSON, TIME, closed_object, nullable, ref
 from gateway.domain.models import (
     PHONE_CHANNELS,
     Channel,
@@ -21,139 +21,120 @@ from gateway.domain.models import (
     DeliveryState,
     MessageSource,
 )
+from gateway.domain.phones import E164_EXACT
 
-JSON = dict[str, Any]
-
-
-def _ref(name: str) -> JSON:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _nullable(schema: JSON) -> JSON:
-    return {"anyOf": [schema, {"type": "null"}]}
-
-
-_TIME = {"type": "string", "format": "date-time"}
-_ID = {"type": "string"}
-_ATTRIBUTES = {"type": "object", "additionalProperties": True}
+_E164 = {"type": "string", "pattern": f"^{E164_EXACT.pattern}$"}
+_ATTRIBUTES = {"type": "object", "additionalProperties": True,
+               "description": "any JSON object of at most 16 KiB (as compact UTF-8 JSON), "
+                              "nested at most 32 levels deep"}
 _NAME = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"\S"}
-_UNIQUE_NAME = {**_NAME, "not": {"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
-                "description": "any name but one shaped like a conversation id (CH + 32 hex)"}
-
-
-def _object(properties: JSON, required: list[str] | None = None) -> JSON:
-    return {"type": "object", "properties": properties,
-            "required": list(properties) if required is None else required,
-            "additionalProperties": False}
+_UNIQUE_NAME = {**_NAME,
+                "not": {"anyOf": [{"pattern": r"^\s*[Cc][Hh][0-9a-fA-F]{32}\s*$"},
+                                  {"enum": list(DOT_SEGMENTS)}]},
+                "description": "any name but one shaped like a conversation id (CH + 32 "
+                               "hex), '.' or '..'; escape it in paths (%7B for {, %2F for /)"}
 
 
 SCHEMAS: JSON = {
-    "Error": _object({
+    "Error": closed_object({
         "error": {"type": "string", "description": "what went wrong, for people"},
         "code": {"type": "string", "description": "a stable code, for programs"},
     }),
-    "Conversation": _object({
-        "id": _ID,
-        "unique_name": _nullable({"type": "string"}),
-        "friendly_name": _nullable({"type": "string"}),
+    "Conversation": closed_object({
+        "id": ID,
+        "unique_name": nullable({"type": "string"}),
+        "friendly_name": nullable({"type": "string"}),
         "attributes": _ATTRIBUTES,
         "state": {"enum": [s.value for s in ConversationState]},
-        "rule": _nullable({"type": "string"}),
-        "xmtp_group_id": _nullable({"type": "string"}),
-        "created_at": _TIME,
-        "updated_at": _TIME,
-        "last_message_at": _nullable(_TIME),
+        "rule": nullable({"type": "string"}),
+        "xmtp_group_id": nullable({"type": "string"}),
+        "created_at": TIME,
+        "updated_at": TIME,
+        "last_message_at": nullable(TIME),
     }),
-    "Participant": _object({
-        "id": _ID,
-        "conversation_id": _ID,
+    "Participant": closed_object({
+        "id": ID,
+        "conversation_id": ID,
         "channel": {"enum": [c.value for c in Channel]},
-        "identity": _nullable({"type": "string"}),
-        "address": _nullable({"type": "string"}),
-        "proxy_address": _nullable({"type": "string"}),
+        "identity": nullable({"type": "string"}),
+        "address": nullable({"type": "string"}),
+        "proxy_address": nullable({"type": "string"}),
         "consent": {"enum": [c.value for c in Consent]},
         "attributes": _ATTRIBUTES,
-        "joined_at": _TIME,
-        "left_at": _nullable(_TIME),
+        "joined_at": TIME,
+        "left_at": nullable(TIME),
     }),
-    "Media": _object({"url": {"type": "string"},
-                      "content_type": _nullable({"type": "string"})}),
-    "Receipt": _object({
-        "id": _ID,
-        "message_id": _ID,
-        "participant_id": _ID,
+    "Media": closed_object({"url": {"type": "string"},
+                      "content_type": nullable({"type": "string"})}),
+    "Receipt": closed_object({
+        "id": ID,
+        "message_id": ID,
+        "participant_id": ID,
         "channel": {"enum": [c.value for c in Channel]},
         "state": {"enum": [s.value for s in DeliveryState]},
         "attempts": {"type": "integer", "minimum": 0},
-        "error_code": _nullable({"type": "integer"}),
-        "error_message": _nullable({"type": "string"}),
-        "created_at": _TIME,
-        "updated_at": _TIME,
+        "error_code": nullable({"type": "integer"}),
+        "error_message": nullable({"type": "string"}),
+        "created_at": TIME,
+        "updated_at": TIME,
     }),
-    "Message": _object({
-        "id": _ID,
-        "conversation_id": _ID,
+    "Message": closed_object({
+        "id": ID,
+        "conversation_id": ID,
         "index": {"type": "integer", "minimum": 0},
-        "author": _nullable(_ID),
-        "body": _nullable({"type": "string"}),
-        "media": {"type": "array", "items": _ref("Media")},
+        "author": nullable(ID),
+        "body": nullable({"type": "string"}),
+        "media": {"type": "array", "items": ref("Media")},
         "attributes": _ATTRIBUTES,
         "source": {"enum": [s.value for s in MessageSource]},
-        "external_id": _nullable({"type": "string"}),
-        "created_at": _TIME,
-        "receipts": {"type": "array", "items": _ref("Receipt"),
+        "external_id": nullable({"type": "string"}),
+        "created_at": TIME,
+        "receipts": {"type": "array", "items": ref("Receipt"),
                      "description": "per-participant delivery receipts (single fetch only)"},
     }, required=["id", "conversation_id", "index", "author", "body", "media", "attributes",
                  "source", "external_id", "created_at"]),
-    "Event": _object({
-        "id": {"type": "integer", "minimum": 1},
-        "type": {"enum": list(EVENT_TYPES)},
-        "conversation_id": _nullable(_ID),
-        "created_at": _nullable(_TIME),
-        "data": {"type": "object"},
-    }),
-    "ParticipantList": _object({"data": {"type": "array", "items": _ref("Participant")}}),
-    "ConversationCreate": _object({
-        "friendly_name": _nullable(_NAME),
-        "unique_name": _nullable(_UNIQUE_NAME),
-        "attributes": _nullable(_ATTRIBUTES),
+    "ParticipantList": closed_object({"data": {"type": "array", "items": ref("Participant")}}),
+    "ConversationCreate": closed_object({
+        "friendly_name": nullable(_NAME),
+        "unique_name": nullable(_UNIQUE_NAME),
+        "attributes": nullable(_ATTRIBUTES),
     }, required=[]),
-    "ConversationUpdate": {**_object({
-        "friendly_name": _nullable(_NAME),
-        "unique_name": _nullable(_UNIQUE_NAME),
-        "attributes": _nullable(_ATTRIBUTES),
+    "ConversationUpdate": {**closed_object({
+        "friendly_name": nullable(_NAME),
+        "unique_name": nullable(_UNIQUE_NAME),
+        "attributes": nullable(_ATTRIBUTES),
         "state": {"enum": [s.value for s in ConversationState]},
     }, required=[]), "minProperties": 1},
-    "ChatParticipantCreate": _object({
+    "ChatParticipantCreate": closed_object({
         "identity": {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$",
                      "description": "the wallet address; it must be on XMTP"},
         "channel": {"const": "xmtp"},
-        "attributes": _nullable(_ATTRIBUTES),
+        "attributes": nullable(_ATTRIBUTES),
     }, required=["identity"]),
-    "PhoneParticipantCreate": _object({
-        "address": {"type": "string", "description": "the phone, E.164"},
-        "proxy_address": {"type": "string", "description": "one of the gateway's numbers"},
+    "PhoneParticipantCreate": closed_object({
+        "address": {**_E164, "description": "the phone, exact E.164"},
+        "proxy_address": {**_E164, "description": "one of the gateway's numbers, exact E.164"},
         "channel": {"enum": [c.value for c in PHONE_CHANNELS], "default": "sms"},
-        "attributes": _nullable(_ATTRIBUTES),
+        "attributes": nullable(_ATTRIBUTES),
     }, required=["address", "proxy_address"]),
-    "MessageCreate": _object({
-        "author": _nullable({"type": "string", "description":
+    "MessageCreate": closed_object({
+        "author": nullable({"type": "string", "description":
                              "a participant's id, identity or address; null: the API"}),
-        "body": _nullable({"type": "string"}),
+        "body": nullable({"type": "string"}),
         "media_url": {"type": "array", "maxItems": 10,
                       "items": {"type": "string", "format": "uri", "pattern": "^https?://"}},
-        "attributes": _nullable(_ATTRIBUTES),
+        "attributes": nullable(_ATTRIBUTES),
     }, required=[]),
 }
 
 
 def _page(item: str) -> JSON:
-    return _object({
-        "data": {"type": "array", "items": _ref(item)},
+    return closed_object({
+        "data": {"type": "array", "items": ref(item)},
         "has_next": {"type": "boolean"},
         "has_prev": {"type": "boolean"},
-        "next_page_token": _nullable({"type": "string"}),
-        "prev_page_token": _nullable({"type": "string"}),
+        "next_page_token": nullable({"type": "string"}),
+        "prev_page_token": nullable({"type": "string"}),
     })
 
 
@@ -176,6 +157,7 @@ _PARTICIPANT_LINKS = {
 _MESSAGE_LINKS = {"Fetch": _link("fetchMessage", ref="$response.body#/conversation_id",
                                  message_id="$response.body#/id")}
 
+SCHEMAS.update(openapi_events.SCHEMAS)
 SCHEMAS["ConversationPage"] = _page("Conversation")
 SCHEMAS["MessagePage"] = _page("Message")
 
@@ -206,7 +188,7 @@ def _responses(ok: int, ok_schema: JSON | None, *errors: int, description: str =
         found[str(ok)]["links"] = links
     for status in sorted({400, 401, 403, *errors}):
         found[str(status)] = {"description": _ERROR_TEXT[status],
-                              "content": {"application/json": {"schema": _ref("Error")}}}
+                              "content": {"application/json": {"schema": ref("Error")}}}
     return found
 
 
@@ -226,6 +208,10 @@ def _body(schema: JSON) -> JSON:
 
 _REF = _path("ref", "the conversation's id (CH…) or its unique_name")
 _PAGE_SIZE = {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE, "default": 50}
+_CONSENT_LIST = {"type": "string",
+                 "pattern": "^(" + "|".join(c.value for c in Consent) + ")(,("
+                            + "|".join(c.value for c in Consent) + "))*$"}
+_LIMIT = _query("limit", _PAGE_SIZE, "the same as page_size (SignalWire's name); not both")
 _TIME_PARAM = {"type": "string", "description": "Unix seconds or ISO 8601"}
 _SINCE = _query("since", _TIME_PARAM, "only messages created at or after this time")
 _UNTIL = _query("until", _TIME_PARAM, "only messages created before this time")
@@ -238,29 +224,34 @@ PATHS: JSON = {
             "operationId": "listConversations", "summary": "List conversations",
             "parameters": [
                 _query("page_size", _PAGE_SIZE, "conversations per page"),
+                _LIMIT,
                 _TOKEN,
                 _query("state", {"enum": [s.value for s in ConversationState]},
                        "only conversations in this state"),
+                _query("consent", _CONSENT_LIST,
+                       "only conversations with an active participant (not left) whose "
+                       "consent is one of these (comma-separated: allowed, unknown, "
+                       "denied)"),
             ],
-            "responses": _responses(200, _ref("ConversationPage")),
+            "responses": _responses(200, ref("ConversationPage")),
         },
         "post": {
             "operationId": "createConversation",
             "summary": "Create a conversation (and its XMTP group)",
-            "requestBody": _body(_ref("ConversationCreate")),
-            "responses": _responses(201, _ref("Conversation"), 409, 413, 502,
+            "requestBody": _body(ref("ConversationCreate")),
+            "responses": _responses(201, ref("Conversation"), 409, 413, 502,
                                     description="Created", links=_CONVERSATION_LINKS),
         },
     },
     "/v1/conversations/{ref}": {
         "parameters": [_REF],
         "get": {"operationId": "fetchConversation", "summary": "Fetch a conversation",
-                "responses": _responses(200, _ref("Conversation"), 404)},
+                "responses": _responses(200, ref("Conversation"), 404)},
         "patch": {
             "operationId": "updateConversation",
             "summary": "Update names, attributes or state (active → inactive → closed)",
-            "requestBody": _body(_ref("ConversationUpdate")),
-            "responses": _responses(200, _ref("Conversation"), 404, 409, 413, 502),
+            "requestBody": _body(ref("ConversationUpdate")),
+            "responses": _responses(200, ref("Conversation"), 404, 409, 413, 502),
         },
         "delete": {"operationId": "deleteConversation", "summary": "Delete a conversation",
                    "responses": _responses(204, None, 404, 502, description="Deleted")},
@@ -271,21 +262,21 @@ PATHS: JSON = {
             "operationId": "listParticipants", "summary": "List participants",
             "parameters": [_query("include_left", {"type": "boolean", "default": False},
                                   "also those who left")],
-            "responses": _responses(200, _ref("ParticipantList"), 404),
+            "responses": _responses(200, ref("ParticipantList"), 404),
         },
         "post": {
             "operationId": "addParticipant",
             "summary": "Add a chat (wallet) or non-chat (phone) participant",
-            "requestBody": _body({"oneOf": [_ref("ChatParticipantCreate"),
-                                            _ref("PhoneParticipantCreate")]}),
-            "responses": _responses(201, _ref("Participant"), 404, 409, 413, 422, 502,
+            "requestBody": _body({"oneOf": [ref("ChatParticipantCreate"),
+                                            ref("PhoneParticipantCreate")]}),
+            "responses": _responses(201, ref("Participant"), 404, 409, 413, 422, 502,
                                     description="Added", links=_PARTICIPANT_LINKS),
         },
     },
     "/v1/conversations/{ref}/participants/{participant_id}": {
         "parameters": [_REF, _path("participant_id", "the participant's id (MB…)")],
         "get": {"operationId": "fetchParticipant", "summary": "Fetch a participant",
-                "responses": _responses(200, _ref("Participant"), 404)},
+                "responses": _responses(200, ref("Participant"), 404)},
         "delete": {"operationId": "removeParticipant",
                    "summary": "Remove a participant (a wallet leaves the group)",
                    "responses": _responses(204, None, 404, 502, description="Removed")},
@@ -296,19 +287,20 @@ PATHS: JSON = {
             "operationId": "listMessages", "summary": "List a conversation's messages",
             "parameters": [
                 _query("page_size", _PAGE_SIZE, "messages per page"),
+                _LIMIT,
                 _query("order", {"enum": ["asc", "desc"], "default": "asc"},
                        "by index, ascending or descending"),
-                _query("anchor", {"type": "integer", "minimum": 0},
+                _query("anchor", {"type": "integer", "minimum": 0, "maximum": MAX_INDEX},
                        "start at this message index (inclusive)"),
                 _SINCE, _UNTIL, _TOKEN,
             ],
-            "responses": _responses(200, _ref("MessagePage"), 404),
+            "responses": _responses(200, ref("MessagePage"), 404),
         },
         "post": {
             "operationId": "sendMessage",
             "summary": "Send a message to every other participant on its own channel",
-            "requestBody": _body(_ref("MessageCreate")),
-            "responses": _responses(201, _ref("Message"), 404, 409, 413, 422,
+            "requestBody": _body(ref("MessageCreate")),
+            "responses": _responses(201, ref("Message"), 404, 409, 413, 422,
                                     description="Recorded; deliveries are under way",
                                     links=_MESSAGE_LINKS),
         },
@@ -317,17 +309,16 @@ PATHS: JSON = {
         "parameters": [_REF, _path("message_id", "the message's id (IM…)")],
         "get": {"operationId": "fetchMessage",
                 "summary": "Fetch a message with its delivery receipts",
-                "responses": _responses(200, _ref("Message"), 404)},
+                "responses": _responses(200, ref("Message"), 404)},
     },
     "/v1/messages": {
         "get": {
             "operationId": "listAllMessages",
             "summary": "Messages across conversations, oldest first",
             "parameters": [_query("page_size", _PAGE_SIZE, "messages per page"),
-                           _query("limit", _PAGE_SIZE,
-                                  "the same as page_size (its earlier name); not both"),
+                           _LIMIT,
                            _SINCE, _UNTIL, _TOKEN],
-            "responses": _responses(200, _ref("MessagePage")),
+            "responses": _responses(200, ref("MessagePage")),
         },
     },
     "/v1/events": {
@@ -347,12 +338,15 @@ PATHS: JSON = {
                        "only this conversation's events (its id or unique name)"),
                 _query("types", {"type": "string"},
                        "comma-separated event types: " + ", ".join(EVENT_TYPES)),
+                _query("consent", _CONSENT_LIST,
+                       "only events of conversations that have, when the event is sent, "
+                       "an active participant whose consent is one of these "
+                       "(comma-separated: allowed, unknown, denied)"),
             ],
             "responses": {
                 **_responses(200, None, 404),
-                "200": {"description": "An endless text/event-stream of Event objects",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}},
-                                    }},
+                "200": {"description": openapi_events.STREAM_DESCRIPTION,
+                        "content": openapi_events.STREAM_CONTENT},
             },
         },
     },
@@ -380,6 +374,7 @@ DOCUMENT: JSON = {
         "schemas": SCHEMAS,
     },
     "paths": PATHS,
+    "webhooks": {"event": openapi_events.WEBHOOK},
 }
 
 

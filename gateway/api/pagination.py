@@ -11,13 +11,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Generic, TypeVar
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar, cast
 
 from gateway.api.errors import InvalidPageToken, InvalidParameter
 from gateway.domain.ports.queries import DEFAULT_PAGE_SIZE, Slice, Window
+
+MAX_INT64 = 2**63 - 1  # event ids: a 64-bit column
+MAX_INDEX = 2**31 - 1  # message indexes: a 32-bit column (PostgreSQL's integer)
 
 T = TypeVar("T")
 
@@ -45,6 +48,17 @@ def page_size(raw: str | None, *, name: str = "page_size") -> int:
     return value
 
 
+def listing_page_size(query: Mapping[str, str]) -> int:
+    """``page_size``, or ``limit`` (SignalWire's name, and the first one ``/v1/messages``
+    published): the same thing on every listing, so giving both is refused rather than
+    one silently ignored."""
+    if "page_size" in query and "limit" in query:
+        raise InvalidParameter("give page_size or limit (the same thing), not both")
+    if "limit" in query:
+        return page_size(query["limit"], name="limit")
+    return page_size(query.get("page_size"))
+
+
 def encode_token(payload: Mapping[str, Any]) -> str:
     raw = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
@@ -56,34 +70,63 @@ def window_from_token(payload: Mapping[str, Any], limit: int, *, key: str) -> Wi
     start = payload.get("k")
     if start is not None and not _key_fits(start, key):
         raise InvalidPageToken("page_token does not belong to this listing")
-    return Window(start=start, forward=payload["f"], limit=limit,
-                  inclusive=bool(payload.get("i", False)))
+    inclusive = payload.get("i", False)
+    if not isinstance(inclusive, bool):
+        raise InvalidPageToken("page_token is not a token this API issued")
+    return Window(start=start, forward=payload["f"], limit=limit, inclusive=inclusive)
 
 
 def _key_fits(start: Any, key: str) -> bool:
+    """Only what this API could have issued: a message index the store can hold (a
+    larger one would fail in the database driver, not be "not found"), or a time with
+    a zone that stays within datetime's range once in UTC."""
     if key == "index":
-        return isinstance(start, int) and not isinstance(start, bool) and start >= 0
+        return (isinstance(start, int) and not isinstance(start, bool)
+                and 0 <= start <= MAX_INDEX)
     if not (isinstance(start, list) and len(start) == 2
             and all(isinstance(part, str) for part in start)):
         return False
+    return _utc_or_none(start[0]) is not None
+
+
+def _utc_or_none(raw: str) -> datetime | None:
+    """``raw`` as an aware time in UTC, or None: naive (ours always carry UTC, so a
+    naive one is forged), malformed, or past year 1…9999 once moved to UTC (the
+    database driver would otherwise fail converting it)."""
     try:
-        moment = datetime.fromisoformat(start[0])
+        moment = datetime.fromisoformat(raw)
     except ValueError:
-        return False
-    return moment.tzinfo is not None  # ours always carry UTC; a naive one is forged
+        return None
+    if moment.tzinfo is None:
+        return None
+    return in_utc(moment)
+
+
+def in_utc(moment: datetime) -> datetime | None:
+    """An aware time in UTC, or None when UTC falls outside datetime's years 1…9999
+    (``0001-01-01T00:00+05:00`` is in year 0 in UTC)."""
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
 
 
 def token_time(payload: Mapping[str, Any], name: str) -> datetime | None:
     raw = payload.get(name)
     if raw is None:
         return None
-    try:
-        value = datetime.fromisoformat(raw) if isinstance(raw, str) else None
-    except ValueError:
-        value = None
-    if value is None or value.tzinfo is None:
+    value = _utc_or_none(raw) if isinstance(raw, str) else None
+    if value is None:
         raise InvalidPageToken("page_token does not belong to this listing")
     return value
+
+
+def token_choice(payload: Mapping[str, Any], name: str, choices: Collection[str]) -> str | None:
+    """A filter the token carries as one of ``choices`` (absent: None)."""
+    raw = payload.get(name)
+    if raw is not None and raw not in choices:
+        raise InvalidPageToken("page_token does not belong to this listing")
+    return cast(str | None, raw)
 
 
 def decode_token(token: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -13,12 +14,16 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from gateway.api.errors import ApiError, InvalidBody, InvalidParameter
+from gateway.api.pagination import MAX_INT64, in_utc
 from gateway.api.refs import looks_like_conversation_id
+from gateway.domain.models import Consent
 
 E = TypeVar("E", bound=enum.Enum)
 
 MAX_NAME = 255
-MAX_INT64 = 2**63 - 1
+DOT_SEGMENTS = (".", "..")
+MAX_DEPTH = 32  # levels of nesting inside a field
+MAX_ATTRIBUTES_BYTES = 16 * 1024
 
 
 class _NotStrictJson(ValueError):
@@ -43,9 +48,15 @@ def _strict_loads(text: str) -> Any:
 
 async def json_object(request: web.Request, *, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object of ``allowed`` fields, in strict JSON: every number
-    finite and every string valid Unicode, so whatever is stored can be echoed back."""
+    finite and every string valid Unicode, nothing nested deeper than ``MAX_DEPTH``, so
+    whatever is stored can be echoed back and read by any JSON client."""
     try:
-        body = await request.json(loads=_strict_loads)
+        text = await request.text()
+    except (UnicodeDecodeError, LookupError):  # LookupError: an unknown charset
+        raise InvalidBody("the body must be a JSON object") from None
+    _check_depth(text)
+    try:
+        body = _strict_loads(text)
     except _NotStrictJson as exc:
         raise InvalidBody(f"the body is not valid JSON: {exc}") from None
     except (ValueError, UnicodeDecodeError, RecursionError):
@@ -60,6 +71,41 @@ async def json_object(request: web.Request, *, allowed: set[str]) -> dict[str, A
     if broken is not None:
         raise InvalidBody(f"{broken} is not valid Unicode (it holds a lone surrogate)")
     return body
+
+
+# One JSON token a depth count cares about: a whole string (brackets inside it do not
+# count), or a bracket.
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _check_depth(text: str) -> None:
+    """Refuses a field nested deeper than ``MAX_DEPTH`` before parsing: the parser only
+    copes with a 5,000-deep body because a dependency raised Python's recursion limit,
+    and what it stored would then break every client that reads it back (Python's own
+    json raises RecursionError past ~1,000 levels). Counted on the text, without
+    recursion; the body object itself is level 0, so ``{"attributes": {}}`` is 1."""
+    depth = 0
+    field = "the body"
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()[0]
+        if char == '"':
+            if depth == 1:
+                field = token.group()  # a top-level name (or value) as written
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_DEPTH + 1:
+                raise InvalidBody(f"{_field_name(field)} is nested more than {MAX_DEPTH} "
+                                  "levels deep")
+        else:
+            depth -= 1
+
+
+def _field_name(token: str) -> str:
+    try:
+        name = json.loads(token)
+    except ValueError:
+        return token
+    return name if isinstance(name, str) else token
 
 
 def _lone_surrogate_at(body: dict[str, Any]) -> str | None:
@@ -102,10 +148,15 @@ def optional_name(body: Mapping[str, Any], field: str) -> str | None:
 
 
 def optional_unique_name(body: Mapping[str, Any], field: str = "unique_name") -> str | None:
+    """Any name a route's ``{ref}`` can carry: not an id's shape, and not "." or "..",
+    which URLs resolve as path steps (``/v1/conversations/../messages`` is
+    ``/v1/messages``), however they are escaped."""
     value = optional_name(body, field)
     if value is not None and looks_like_conversation_id(value):
         raise InvalidBody(f"{field} must not look like a conversation id (CH and 32 hex "
                           "digits): routes would take it for one")
+    if value in DOT_SEGMENTS:
+        raise InvalidBody(f"{field} must not be '.' or '..': a URL cannot name it")
     return value
 
 
@@ -124,11 +175,18 @@ def required_text(body: Mapping[str, Any], field: str) -> str:
 
 
 def attributes(body: Mapping[str, Any], field: str = "attributes") -> dict[str, Any]:
+    """A JSON object of at most ``MAX_ATTRIBUTES_BYTES`` as compact UTF-8 JSON (Twilio
+    Conversations' limit, 16 KiB), so a resource stays small enough to list by the
+    hundred."""
     value = body.get(field)
     if value is None:
         return {}
     if not isinstance(value, dict):
         raise InvalidBody(f"{field} must be a JSON object")
+    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    if size > MAX_ATTRIBUTES_BYTES:
+        raise InvalidBody(f"{field} is {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} "
+                          "(16 KiB)")
     return value
 
 
@@ -157,23 +215,36 @@ def enum_value(
     raise error(f"{field} must be one of: {names}")
 
 
-def query_int(request: web.Request, name: str, *, minimum: int = 0) -> int | None:
+def consent_filter(raw: str, name: str = "consent") -> frozenset[Consent]:
+    """``allowed``, ``unknown``, ``denied``, or several comma-separated (any of them), as
+    XMTP's ``consentStates`` takes a list."""
+    wanted = set(raw.split(","))
+    found = frozenset(c for c in Consent if c.value in wanted)
+    if len(found) != len(wanted):
+        raise InvalidParameter(f"{name} must be a comma-separated list of: "
+                               f"{', '.join(c.value for c in Consent)}")
+    return found
+
+
+def query_int(request: web.Request, name: str, *, minimum: int = 0,
+              maximum: int = MAX_INT64) -> int | None:
     raw = request.query.get(name)
     if raw is None:
         return None
-    return bounded_int(raw, name, minimum=minimum)
+    return bounded_int(raw, name, minimum=minimum, maximum=maximum)
 
 
-def bounded_int(raw: str, name: str, *, minimum: int = 0) -> int:
-    """An integer the store can hold (a 64-bit signed column), at least ``minimum``."""
+def bounded_int(raw: str, name: str, *, minimum: int = 0, maximum: int = MAX_INT64) -> int:
+    """An integer the store can hold (by default a 64-bit signed column), at least
+    ``minimum``: a larger one would fail in the database driver, not match nothing."""
     try:
         value = int(raw)
     except ValueError:
         raise InvalidParameter(f"{name} must be an integer") from None
     if value < minimum:
         raise InvalidParameter(f"{name} must be at least {minimum}")
-    if value > MAX_INT64:
-        raise InvalidParameter(f"{name} must be at most {MAX_INT64}")
+    if value > maximum:
+        raise InvalidParameter(f"{name} must be at most {maximum}")
     return value
 
 
@@ -203,4 +274,7 @@ def query_time(request: web.Request, name: str) -> datetime | None:
         value = datetime.fromisoformat(raw)
     except ValueError:
         raise InvalidParameter(f"{name} must be a Unix timestamp or an ISO 8601 time") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    found = in_utc(value if value.tzinfo is not None else value.replace(tzinfo=UTC))
+    if found is None:
+        raise InvalidParameter(f"{name} is out of range")
+    return found

@@ -8,6 +8,7 @@ from aiohttp import web
 from gateway.api import params
 from gateway.api.errors import InvalidBody
 from gateway.api.keys import API_SERVICE
+from gateway.api.refs import REF
 from gateway.api.views import participant_json
 from gateway.domain.models import PHONE_CHANNELS, Channel
 
@@ -54,7 +55,7 @@ async def remove_participant(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application, prefix: str) -> None:
-    base = f"{prefix}/conversations/{{ref}}/participants"
+    base = f"{prefix}/conversations/{REF}/participants"
     app.router.add_get(base, list_participants)
     app.router.add_post(base, add_participant)
     app.router.add_get(f"{base}/{{participant_id}}", get_participant)

@@ -18,3 +18,8 @@ def is_conversation_id(ref: str) -> bool:
 
 def looks_like_conversation_id(name: str) -> bool:
     return _ID_LOOKALIKE.fullmatch(name.strip()) is not None
+
+
+# The route segment of a conversation reference: anything but "/". aiohttp's default
+# ([^{}/]+) would make a unique name holding "{" or "}" impossible to fetch.
+REF = "{ref:[^/]+}"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -20,10 +21,13 @@ from gateway.client.http import Http, query
 from gateway.client.paging import Paginator
 from gateway.client.resources import Conversation, Event, Message, TimeArg, _since
 from gateway.client.stream import (
+    ConsentArg,
     EventStream,
     StreamOptions,
+    consent_param,
     event_stream,
     message_stream,
+    stream_params,
 )
 
 
@@ -39,26 +43,31 @@ class Conversations:
         return Conversation.from_json(body, self._http)
 
     async def get(self, ref: str) -> Conversation:
-        """By id (CH…) or unique name."""
-        body = await self._http.request("GET", f"/v1/conversations/{ref}")
+        """By id (CH…) or unique name (any characters: it is escaped into the path)."""
+        body = await self._http.request("GET", f"/v1/conversations/{quote(ref, safe='')}")
         return Conversation.from_json(body, self._http)
 
-    def list(self, *, state: str | None = None, page_size: int = 50,
-             limit: int | None = None) -> Paginator[Conversation]:
+    def list(self, *, state: str | None = None, consent: ConsentArg = None,
+             page_size: int = 50, limit: int | None = None) -> Paginator[Conversation]:
+        """``consent`` ("allowed", "unknown", "denied", or several): only conversations
+        with an active participant whose consent is one of them (XMTP's
+        ``consentStates``)."""
         async def fetch(params: Mapping[str, str]) -> Any:
             return await self._http.request("GET", "/v1/conversations", params=params)
 
-        return Paginator(fetch, query(state=state, page_size=page_size),
+        return Paginator(fetch, query(state=state, consent=consent_param(consent),
+                                      page_size=page_size),
                          lambda body: Conversation.from_json(body, self._http),
                          size_name="page_size", limit=limit)
 
     def stream(self, **options: Any) -> EventStream[Conversation]:
-        """New conversations as they are created (XMTP's ``conversations.stream``)."""
+        """New conversations as they are created (XMTP's ``conversations.stream``). No
+        consent filter: a conversation is created before anyone joins it."""
         def convert(event: Event) -> Conversation | None:
             body = event.data.get("conversation")
             return Conversation.from_json(body, self._http) if isinstance(body, dict) else None
 
-        return EventStream(self._http, params={"types": "conversation.added"},
+        return EventStream(self._http, params=stream_params(types=("conversation.added",)),
                            options=StreamOptions(**options), convert=convert)
 
 
@@ -100,18 +109,22 @@ class GatewayClient:
         async def fetch(params: Mapping[str, str]) -> Any:
             return await self.http.request("GET", "/v1/messages", params=params)
 
-        return Paginator(fetch, query(limit=min(page_size, limit or page_size),
+        return Paginator(fetch, query(page_size=min(page_size, limit or page_size),
                                       since=_since(since), until=_since(until)),
-                         Message.from_json, size_name="limit", limit=limit)
+                         Message.from_json, size_name="page_size", limit=limit)
 
     def stream(self, *, conversation_id: str | None = None,
-               types: tuple[str, ...] | None = None, **options: Any) -> EventStream[Event]:
-        """Every event (or those of ``types``, of one conversation) as it happens."""
+               types: tuple[str, ...] | None = None, consent: ConsentArg = None,
+               **options: Any) -> EventStream[Event]:
+        """Every event (or those of ``types``, of one conversation, of conversations with
+        a participant of that ``consent``) as it happens."""
         return event_stream(self.http, conversation_id=conversation_id, types=types,
-                            options=StreamOptions(**options))
+                            consent=consent, options=StreamOptions(**options))
 
     def stream_messages(self, *, conversation_id: str | None = None,
-                        **options: Any) -> EventStream[Message]:
-        """New messages in every conversation (or one), as ``Message`` objects."""
-        return message_stream(self.http, conversation_id=conversation_id,
+                        consent: ConsentArg = None, **options: Any) -> EventStream[Message]:
+        """New messages in every conversation (or one, or those with a participant of
+        that ``consent``: XMTP's ``streamAllMessages(consentStates)``), as ``Message``
+        objects."""
+        return message_stream(self.http, conversation_id=conversation_id, consent=consent,
                               options=StreamOptions(**options))

@@ -15,7 +15,7 @@ import contextlib
 import inspect
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -185,28 +185,45 @@ async def _call(callback: Callback | None, *args: Any) -> None:
         await result
 
 
-def _params(conversation_id: str | None, types: tuple[str, ...] | None) -> dict[str, str]:
+ConsentArg = str | Iterable[str] | None
+"""A consent filter: "allowed", "unknown", "denied", or several of them."""
+
+
+def consent_param(consent: ConsentArg) -> str | None:
+    if consent is None:
+        return None
+    return consent if isinstance(consent, str) else ",".join(consent)
+
+
+def stream_params(*, conversation_id: str | None = None,
+                  types: tuple[str, ...] | None = None,
+                  consent: ConsentArg = None) -> dict[str, str]:
     params = {}
     if conversation_id is not None:
         params["conversation_id"] = conversation_id
     if types:
         params["types"] = ",".join(types)
+    consent_value = consent_param(consent)
+    if consent_value is not None:
+        params["consent"] = consent_value
     return params
 
 
 def event_stream(http: Http, *, conversation_id: str | None = None,
-                 types: tuple[str, ...] | None = None,
+                 types: tuple[str, ...] | None = None, consent: ConsentArg = None,
                  options: StreamOptions) -> EventStream[Event]:
-    return EventStream(http, params=_params(conversation_id, types), options=options,
-                       convert=lambda event: event)
+    return EventStream(http, params=stream_params(conversation_id=conversation_id,
+                                                  types=types, consent=consent),
+                       options=options, convert=lambda event: event)
 
 
 def message_stream(http: Http, *, conversation_id: str | None = None,
-                   options: StreamOptions) -> EventStream[Message]:
+                   consent: ConsentArg = None, options: StreamOptions) -> EventStream[Message]:
     def convert(event: Event) -> Message | None:
         body = event.data.get("message")
         return Message.from_json(body) if isinstance(body, dict) else None
 
-    return EventStream(http, params=_params(conversation_id, ("message.added",)),
+    return EventStream(http, params=stream_params(conversation_id=conversation_id,
+                                                  types=("message.added",), consent=consent),
                        options=options, convert=convert)
 

@@ -57,6 +57,22 @@ def parse_phone(raw: str) -> PhoneNumber:
     return PhoneNumber(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
 
 
+# E.164 exactly as written: "+", a digit 1-9, then 6 to 14 more ASCII digits. Used with
+# fullmatch, so no trailing newline slips through as "$" would let it.
+E164_EXACT = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def parse_e164(raw: str) -> PhoneNumber:
+    """A number given as exact E.164 — no separators, no spaces, no other digits than
+    ASCII ones, nothing around it — that is also possible for its country (as in
+    ``parse_phone``). For input from programs (the API), where tolerating what people
+    type would only hide a caller's bug. Raises ``BadRequest`` naming the rule broken,
+    without the number."""
+    if E164_EXACT.fullmatch(raw) is None:
+        raise BadRequest("not an E.164 number ('+' and 7 to 15 digits, nothing else)")
+    return parse_phone(raw)
+
+
 def is_phone(raw: str) -> bool:
     try:
         parse_phone(raw)

@@ -9,7 +9,7 @@ plain readers never block nor get blocked. PostgreSQL readers share the store's 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.domain.ids import ConversationId, MessageId
-from gateway.domain.models import Conversation, ConversationState, Event, Message
+from gateway.domain.models import Consent, Conversation, ConversationState, Event, Message
 from gateway.domain.ports import Slice, Store, StoreTx, TimeRange, Window
 from gateway.errors import Conflict, NotFound, StoreError
 from gateway.store import engine as engines
@@ -116,10 +116,13 @@ class SqlApiQueries:
 
     async def list_conversations(
         self, window: Window, *, state: ConversationState | None,
+        consent: frozenset[Consent] | None = None,
     ) -> Slice[Conversation]:
         base = conversations.select()
         if state is not None:
             base = base.where(conversations.c.state == state.value)
+        if consent is not None:
+            base = base.where(_has_participant_with(conversations.c.id, consent))
         start = _time_id_key(window.start) if window.start is not None else None
         found, more, behind = await self._slice(
             base, _key_columns(conversations), start, window, ascending=True)
@@ -141,6 +144,18 @@ class SqlApiQueries:
         found, more, behind = await self._slice(
             base, _key_columns(messages), start, window, ascending=True)
         return Slice([rows.message(r, self._cipher) for r in found], more, behind)
+
+    async def conversations_with_consent(
+        self, conversation_ids: Collection[ConversationId], consent: frozenset[Consent],
+    ) -> set[ConversationId]:
+        if not conversation_ids:
+            return set()
+        found = await self._rows(
+            sa.select(participants.c.conversation_id.label("id")).distinct()
+            .where(participants.c.conversation_id.in_(sorted(conversation_ids)),
+                   participants.c.left_at.is_(None),
+                   participants.c.consent.in_(sorted(c.value for c in consent))))
+        return {ConversationId(r["id"]) for r in found}
 
     async def messages_by_id(self, message_ids: Sequence[MessageId]) -> dict[MessageId, Message]:
         if not message_ids:
@@ -222,6 +237,14 @@ class SqlApiQueries:
             conversations.c.id == conversation_id))
         return await tx.add_event("conversation.removed", conversation_id=conversation_id,
                                   data=removed_event, now=now)
+
+
+def _has_participant_with(conversation_id: Any, consent: frozenset[Consent]) -> Any:
+    """EXISTS an active participant of the conversation whose consent is one of these
+    (participants are indexed by conversation_id)."""
+    return sa.exists().where(participants.c.conversation_id == conversation_id,
+                             participants.c.left_at.is_(None),
+                             participants.c.consent.in_(sorted(c.value for c in consent)))
 
 
 def _in_period(query: sa.Select[Any], period: TimeRange) -> sa.Select[Any]:

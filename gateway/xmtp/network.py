@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 from aiohttp import web
 from eth_utils.address import to_checksum_address
 
 from gateway.config import GatewayConfig, XmtpConfig
+from gateway.data_dir import LOCK_FILE, Held, claim
 from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage
 from gateway.errors import ChatNetworkError, WalletNotReachable
@@ -50,6 +51,7 @@ log = logging.getLogger(__name__)
 # Set by ``serve --new-installation``: this start may register a new installation
 # although this data_dir has one recorded (see ``installations``).
 ALLOW_NEW_INSTALLATION: web.AppKey[bool] = web.AppKey("xmtp_allow_new_installation", bool)
+DEVNODE_URL_FILE = "devnode.url"  # under the data directory, while the gateway runs
 
 # libxmtp's v3 hosts of the public networks (TLS). ``xmtp.node_url`` overrides them.
 NETWORK_HOSTS = {
@@ -313,6 +315,32 @@ async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:
     return await awaitable
 
 
+@contextlib.contextmanager
+def _announced(path: Path, url: str) -> Iterator[None]:
+    """The embedded devnode's URL (its port is any free one) in the data directory, for
+    development tools on this machine (``gateway wallet``) to find it."""
+    path.write_text(url + "\n", encoding="utf-8")
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def running_devnode_url(data_dir: Path) -> str | None:
+    """The URL of the embedded devnode of the gateway running on ``data_dir``; None when
+    no gateway runs there (a file left by a killed one is stale: nobody holds the data
+    directory's lock)."""
+    try:
+        url = (data_dir / DEVNODE_URL_FILE).read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    held = claim(data_dir / LOCK_FILE)
+    if not isinstance(held, Held):
+        os.close(held)  # nobody owns the directory: the file outlived its gateway
+        return None
+    return url or None
+
+
 @contextlib.asynccontextmanager
 async def open_chat_network(config: GatewayConfig, *, allow_new_installation: bool = False,
                             ) -> AsyncIterator[XmtpChatNetwork]:
@@ -333,6 +361,7 @@ async def open_chat_network(config: GatewayConfig, *, allow_new_installation: bo
                 DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port, limits=limits))
             node_url = node.url
             log.info("embedded XMTP devnode at %s", node.url)
+            stack.enter_context(_announced(config.data_dir / DEVNODE_URL_FILE, node.url))
         assert node_url is not None  # config validation: local needs node_url or embedded
         network = await XmtpChatNetwork.open(
             node_url=node_url, private_key=xmtp.wallet_key.get_secret_value(),

@@ -259,3 +259,35 @@ class TestListingMessagesAcrossConversations:
             parts.clock.advance(timedelta(minutes=1))  # type: ignore[attr-defined]
         page = await get(client, "/v1/messages", since=stamps[1], until=stamps[3])
         assert [m["body"] for m in page["data"]] == ["m1", "m2"]
+
+
+class TestLimitIsThePageSizeOnEveryListing:
+    """SignalWire's ``getConversationMessages(limit)``: ``limit`` is honoured as
+    ``page_size`` (never silently ignored), and giving both is refused."""
+
+    @pytest.mark.parametrize("path", ["/v1/conversations/c1/messages", "/v1/messages"])
+    async def test_limit_sizes_the_page_and_the_pages_after_it(self, api, path):
+        client, _ = api
+        for i in range(5):
+            await send(client, body=f"m{i}")
+        page = await get(client, path, limit=2)
+        assert [m["body"] for m in page["data"]] == ["m0", "m1"] and page["has_next"]
+        rest = await get(client, path, limit=2, page_token=page["next_page_token"])
+        assert [m["body"] for m in rest["data"]] == ["m2", "m3"]
+
+    async def test_limit_sizes_a_page_of_conversations(self, api):
+        client, _ = api
+        for _ in range(2):
+            await client.post("/v1/conversations", json={}, headers=AUTH)
+        page = await get(client, "/v1/conversations", limit=2)
+        assert len(page["data"]) == 2 and page["has_next"]
+
+    @pytest.mark.parametrize("path", ["/v1/conversations", "/v1/conversations/c1/messages",
+                                      "/v1/messages"])
+    @pytest.mark.parametrize("query", [{"limit": "0"}, {"limit": "101"}, {"limit": "x"},
+                                       {"page_size": "2", "limit": "2"}])
+    async def test_bad_limits_and_both_names_are_refused(self, api, path, query):
+        client, _ = api
+        resp = await client.get(path, params=query, headers=AUTH)
+        body = await resp.json()
+        assert resp.status == 400 and body["code"] == "invalid_parameter", body

@@ -4,9 +4,12 @@ real responses match its schemas, and schemathesis finds no 5xx or mismatch."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import re
 import shutil
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,11 @@ import jsonschema_rs
 import pytest
 from aiohttp import web
 
+from gateway.api.hub import EVENT_TYPES
 from gateway.api.openapi import DOCUMENT
+from gateway.api.schema import ref
+from gateway.domain.ids import ConversationId, MessageId
+from gateway.domain.relay import delivery_event
 from tests.fixtures.api_app import AUTH, PHONE, PROXY, TOKEN, WALLET, api_client
 
 _METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
@@ -149,3 +156,93 @@ class TestSchemathesis:
         text = output.decode(errors="replace")
         assert process.returncode == 0, text[-4000:]
         assert re.search(r"\d+ generated, \d+ passed", text), text[-2000:]
+
+
+async def read_frames(resp, count: int) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The next ``count`` frames carrying data, as {id, event, data: parsed JSON}."""
+    frames: list[dict[str, Any]] = []
+    fields: dict[str, str] = {}
+
+    async def _read() -> None:
+        while len(frames) < count:
+            line = (await resp.content.readline()).decode()
+            assert line, "stream ended"
+            line = line.rstrip("\n")
+            if not line:
+                if "data" in fields:
+                    frames.append({"id": fields["id"], "event": fields["event"],
+                                   "data": json.loads(fields["data"])})
+                fields.clear()
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                fields[name] = value
+
+    await asyncio.wait_for(_read(), 10)
+    return frames
+
+
+def schema_validator(name: str) -> Any:
+    return jsonschema_rs.validator_for({**ref(name), "components": DOCUMENT["components"]})
+
+
+class TestTheEventStreamMatchesItsSchema:
+    async def test_a_frame_of_every_type_validates_against_its_event_s_schema(self, api):
+        client, parts = api
+        post = functools.partial(client.post, headers=AUTH)
+        conv = await (await post("/v1/conversations", json={"unique_name": "c"})).json()
+        cid = ConversationId(conv["id"])
+        wallet = await (await post("/v1/conversations/c/participants",
+                                   json={"identity": WALLET})).json()
+        await post("/v1/conversations/c/participants",
+                   json={"address": PHONE, "proxy_address": PROXY})
+        message = await (await post("/v1/conversations/c/messages", json={"body": "hi"})).json()
+        await client.patch("/v1/conversations/c", json={"friendly_name": "F"}, headers=AUTH)
+        now = datetime.now(UTC)
+        async with parts.store.transaction() as tx:  # as the relay and the workers write
+            delivery = (await tx.list_deliveries(MessageId(message["id"])))[0]
+            await tx.add_event("delivery.updated", conversation_id=cid,
+                               data=delivery_event(delivery), now=now)
+            await tx.add_event("conversation.added", conversation_id=cid,
+                               data={"rule": "support"}, now=now)
+            await tx.add_event("participant.removed", conversation_id=cid,
+                               data={"participant_id": wallet["id"]}, now=now)
+        resp = await client.get("/v1/events", params={"after": "0"}, headers=AUTH)
+        frames = await read_frames(resp, 8)  # while their resources exist to fill in
+        await client.delete(f"/v1/conversations/c/participants/{wallet['id']}", headers=AUTH)
+        await client.delete("/v1/conversations/c", headers=AUTH)
+        frames += await read_frames(resp, 2)
+        resp.close()
+        assert {f["event"] for f in frames} == set(EVENT_TYPES)
+        frame_schema, event_schema = schema_validator("EventFrame"), schema_validator("Event")
+        for frame in frames:
+            errors = [e.message for e in frame_schema.iter_errors(frame)]
+            assert not errors, (frame["event"], errors)
+            assert event_schema.is_valid(frame["data"])
+        by_type = {f["event"]: f["data"] for f in frames}
+        assert by_type["delivery.updated"]["data"]["delivery"]["id"] == delivery.id
+        assert by_type["message.added"]["data"]["message"]["body"] == "hi"
+
+    async def test_the_schemas_refuse_what_the_stream_never_sends(self):
+        frame_schema = schema_validator("EventFrame")
+        event = {"id": 3, "type": "message.added", "conversation_id": "CH1",
+                 "created_at": "2026-01-01T00:00:00+00:00",
+                 "data": {"message_id": "IM1", "index": 0}}
+        assert frame_schema.is_valid({"id": "3", "event": "message.added", "data": event})
+        # a frame whose event is not its data's type, an id that is no number
+        assert not frame_schema.is_valid({"id": "3", "event": "delivery.updated",
+                                          "data": event})
+        assert not frame_schema.is_valid({"id": "x", "event": "message.added", "data": event})
+        # the data of another type, a malformed resource
+        assert not frame_schema.is_valid({"id": "3", "event": "message.added", "data": {
+            **event, "data": {"message_id": "IM1"}}})
+        assert not frame_schema.is_valid({"id": "3", "event": "message.added", "data": {
+            **event, "data": {**event["data"], "receipts": [{"id": "DL1"}]}}})
+
+    def test_delivery_and_receipts_are_described_as_optional(self):
+        data = DOCUMENT["components"]["schemas"]
+        assert "receipts" in data["MessageAddedData"]["properties"]
+        assert "receipts" not in data["MessageAddedData"]["required"]
+        assert "delivery" in data["DeliveryUpdatedData"]["properties"]
+        assert "delivery" not in data["DeliveryUpdatedData"]["required"]
+        content = DOCUMENT["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+        assert content == {"text/event-stream": {"schema": ref("EventFrame")}}

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.domain.phones import country_of, mask, mask_text, parse_phone
+from gateway.domain.phones import country_of, mask, mask_text, parse_e164, parse_phone
 from gateway.errors import BadRequest
 
 # Numbers phonenumbers can produce for real regions: the generator behind the properties.
@@ -64,6 +64,25 @@ class TestParsePhone:
             return
         assert parsed.startswith("+") and parsed[1:].isdigit()
         assert parse_phone(parsed) == parsed
+
+
+class TestParseE164:
+    @given(real_numbers())
+    def test_every_real_number_in_e164_is_taken_as_written(self, number: str) -> None:
+        assert parse_e164(number) == number
+
+    @pytest.mark.parametrize("raw", ["+1 555 010 0123", "+15550100123\n", " +15550100123",
+                                     "+1555010012\uff13",  # a fullwidth 3
+                                     "+1555\u0660\u0661\u0660\u0660\u0661\u0662\u0663",  # Arabic
+                                     "15550100123",
+                                     "+05550100123", "+123456", "+1234567890123456"])
+    def test_anything_people_type_around_it_is_refused(self, raw: str) -> None:
+        with pytest.raises(BadRequest, match="nothing else"):
+            parse_e164(raw)
+
+    def test_exact_but_impossible_for_its_country_is_refused(self) -> None:
+        with pytest.raises(BadRequest, match=r"not an E.164 number \(too short\)"):
+            parse_e164("+1415555")
 
 
 class TestCountryOf:

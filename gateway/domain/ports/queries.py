@@ -8,13 +8,13 @@ they commit together with the event that announces them. Implemented over SQLAlc
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 
 from gateway.domain.ids import ConversationId, MessageId
-from gateway.domain.models import Conversation, ConversationState, Event, Message
+from gateway.domain.models import Consent, Conversation, ConversationState, Event, Message
 from gateway.domain.ports.store import StoreTx
 
 T = TypeVar("T")
@@ -64,8 +64,17 @@ class ApiQueries(Protocol):
 
     async def list_conversations(
         self, window: Window, *, state: ConversationState | None,
+        consent: frozenset[Consent] | None = None,
     ) -> Slice[Conversation]:
-        """Ordered by (created_at, id); window keys are ``[created_at_iso, id]``."""
+        """Ordered by (created_at, id); window keys are ``[created_at_iso, id]``.
+        ``consent``: only conversations with an active participant (one who has not
+        left) whose consent is one of these."""
+
+    async def conversations_with_consent(
+        self, conversation_ids: Collection[ConversationId], consent: frozenset[Consent],
+    ) -> set[ConversationId]:
+        """Those of ``conversation_ids`` that have an active participant whose consent is
+        one of ``consent``, now (what an event stream filtered by consent sends)."""
 
     async def list_messages(
         self, conversation_id: ConversationId, window: Window, *, descending: bool,
