@@ -84,14 +84,14 @@ def _message_from_ffi(m: Any) -> XmtpMessage:
 
 
 def _decode_content(encoded: bytes) -> tuple[str, str | None]:
-    content_type = _content_type_of(encoded)
+    content_type = content_type_of(encoded)
     if content_type.startswith("xmtp.org/text:"):
         with contextlib.suppress(*_LIBRARY_ERRORS):
             return content_type, xb.decode_text(encoded)
     return content_type, None
 
 
-def _content_type_of(encoded: bytes) -> str:
+def content_type_of(encoded: bytes) -> str:
     """Reads ``EncodedContent.type`` (field 1: authority_id=1, type_id=2, version_major=3,
     version_minor=4) without a generated class: four fields are all we need."""
     try:
