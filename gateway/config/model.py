@@ -394,13 +394,6 @@ class MediaConfig(_Section):
             raise ValueError("max_message_bytes is below max_item_bytes")
         return self
 
-    def allows(self, content_type: str) -> bool:
-        """Whether a media type (lowercase, no parameters) is allowed."""
-        kind = content_type.split(";", 1)[0].strip().lower()
-        return any(kind == allowed or (allowed.endswith("/*")
-                                       and kind.startswith(allowed[:-1]))
-                   for allowed in self.content_types)
-
 
 class GatewayConfig(_Section):
     data_dir: Path

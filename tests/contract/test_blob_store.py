@@ -17,13 +17,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from moto.server import ThreadedMotoServer
 
-from gateway.domain.clock import ManualClock
+from gateway.config import parse_config
+from gateway.domain.clock import ManualClock, SystemClock
 from gateway.domain.ports.blobs import BlobStore, new_blob_key
 from gateway.errors import BlobNotFound
 from gateway.media.local_store import LocalBlobStore, MediaKeys
 from gateway.media.retention import sweep
 from gateway.media.s3_store import S3BlobStore, S3Settings
 from gateway.media.serve import LOCAL_MEDIA, add_media_routes
+from gateway.media.wiring import open_blob_store
+from tests.unit.config_fixtures import minimal
 
 DATABASE_KEYS = {"k1": base64.b64decode(base64.b64encode(b"k" * 32))}
 PICTURE = b"\xff\xd8\xff\xe0" + secrets.token_bytes(3000)
@@ -150,3 +153,22 @@ class TestBlobStoreContract:
         first = await blobs.url(one, ttl=timedelta(minutes=10))
         second = await blobs.url(two, ttl=timedelta(minutes=10))
         assert one.split("/")[-1] in first and one.split("/")[-1] not in second
+
+
+class TestOpenedFromTheConfig:
+    async def test_backend_s3_opens_the_configured_bucket(self, moto_endpoint: str,
+                                                          tmp_path: Path) -> None:
+        boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+                     aws_access_key_id="testing",
+                     aws_secret_access_key="testing").create_bucket(Bucket="gateway-media")
+        raw = minimal()
+        raw["media"] = {"storage": {"backend": "s3", "s3": {
+            "bucket": "gateway-media", "prefix": "gw/", "endpoint_url": moto_endpoint,
+            "access_key_id": "testing", "secret_access_key": "testing-secret",
+            "addressing_style": "path"}}}
+        config = parse_config(raw, base_dir=tmp_path, persist_secrets=False)
+        async with open_blob_store(config, SystemClock()) as store:
+            assert isinstance(store, S3BlobStore)
+            await store.put("in/x", b"x", "text/plain")
+            assert (await store.get("in/x")).data == b"x"
+            assert "/gateway-media/gw/in/x" in await store.url("in/x", ttl=timedelta(hours=1))

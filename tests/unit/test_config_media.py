@@ -12,6 +12,7 @@ import yaml
 from gateway.config import load_config, parse_config
 from gateway.config.report import check
 from gateway.errors import ConfigError
+from gateway.media.wiring import media_limits
 from tests.unit.config_fixtures import minimal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,13 +40,15 @@ class TestMediaSection:
         assert media.allow_insecure_urls is False
         assert media.storage.backend == "local"
         assert media.storage.local.dir == tmp_path / "data" / "media"
-        assert media.allows("image/jpeg") and media.allows("Image/PNG; charset=x")
-        assert not media.allows("text/html")
+        limits = media_limits(media)
+        assert limits.allows("image/jpeg") and limits.allows("Image/PNG; charset=x")
+        assert not limits.allows("text/html")
 
     def test_wildcards_allow_a_whole_type(self, tmp_path: Path) -> None:
-        media = with_media({"content_types": ["image/*", "application/pdf"]}, tmp_path).media
-        assert media.allows("image/heic") and media.allows("application/pdf")
-        assert not media.allows("imagex/png") and not media.allows("video/mp4")
+        limits = media_limits(with_media({"content_types": ["image/*", "application/pdf"]},
+                                         tmp_path).media)
+        assert limits.allows("image/heic") and limits.allows("application/pdf")
+        assert not limits.allows("imagex/png") and not limits.allows("video/mp4")
 
     def test_s3_needs_its_section_and_both_credentials_or_neither(self, tmp_path: Path) -> None:
         assert "media.storage" in problems({"storage": {"backend": "s3"}}, tmp_path)
