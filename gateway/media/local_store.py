@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import secrets
 import struct
 from collections.abc import Mapping
@@ -115,14 +116,14 @@ class LocalBlobStore:
     def verify(self, key: str, expires: str, key_id: str, signature: str) -> int | None:
         """Seconds the URL is still good for, or None when it is not a URL we made or it
         has expired."""
-        if key_id not in self.keys.signing or not expires.isdigit():
+        if key_id not in self.keys.signing or not re.fullmatch(r"[0-9]{1,12}", expires):
             return None
         try:
             check_blob_key(key)
         except ValueError:
             return None
         expected = self._signature(key_id, key, int(expires))
-        if not hmac.compare_digest(expected, signature):
+        if not hmac.compare_digest(expected.encode(), signature.encode("utf-8", "replace")):
             return None
         left = int(expires) - int(self.clock.now().timestamp())
         return left if left > 0 else None

@@ -112,7 +112,8 @@ class TestSignedUrls:
         status, body, _ = await served.get(url)
         assert status == 403 and PICTURE not in body
 
-    @pytest.mark.parametrize("change", ["signature", "expiry", "key", "key_id", "missing"])
+    @pytest.mark.parametrize("change", ["signature", "expiry", "key", "key_id", "missing",
+                                        "unicode_signature", "unicode_expiry"])
     async def test_a_url_changed_in_any_part_is_refused(self, served: Served,
                                                         change: str) -> None:
         key = new_blob_key()
@@ -128,6 +129,10 @@ class TestSignedUrls:
             query["k"] = "k2"
         elif change == "missing":
             del query["s"]
+        elif change == "unicode_signature":
+            query["s"] = "é" * len(query["s"])
+        elif change == "unicode_expiry":
+            query["e"] = "²" * 10
         path = url.path if change != "key" else "/media/in/other"
         status, body, _ = await served.get(str(url.with_path(path).with_query(query)))
         assert status == 403 and PICTURE not in body
