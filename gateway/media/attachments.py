@@ -12,10 +12,12 @@ Two content types carry files in XMTP:
   ciphertext (tag included). These parameters are libxmtp's and xmtp-js's; the test
   suite checks them against libxmtp's own encoding and a real client.
 
-The protobuf encoding itself is left to the pinned libxmtp bindings (``encode_attachment``
-and friends), so what we send is what XMTP clients read. Every function here is pure and
-synchronous, so a benchmark can time it alone; large files are better encrypted in a
-thread (``asyncio.to_thread``).
+The ``remoteStaticAttachment`` envelope (a URL and keys, small) is encoded by the pinned
+libxmtp bindings, so what we send is what XMTP clients read. The ``attachment`` envelope
+holds the file itself and is encoded with protobuf (``encoded.py``): the bindings copy
+bytes into Rust at about 0.3 s per MB; the tests check our encoding against theirs. Every
+function here is pure and synchronous, so a benchmark can time it alone; large files are
+better encrypted in a thread (``asyncio.to_thread``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from gateway.errors import AttachmentInvalid, first_line
-from gateway.xmtp.client import content_type_of
+from gateway.media.encoded import EncodedContent, decode, encode
 
 ATTACHMENT_CONTENT_TYPE = "xmtp.org/attachment:1.0"
 REMOTE_ATTACHMENT_CONTENT_TYPE = "xmtp.org/remoteStaticAttachment:1.0"
@@ -102,28 +104,34 @@ def _malformed(action: str) -> Iterator[None]:
 
 
 def encode_attachment(attachment: Attachment) -> bytes:
-    """The ``attachment`` EncodedContent (protobuf bytes), as an XMTP message holds it."""
-    with _malformed("encode attachment"):
-        encoded: bytes = xb.encode_attachment(xb.FfiAttachment(
-            filename=attachment.filename, mime_type=attachment.mime_type,
-            content=attachment.data))
-    return encoded
+    """The ``attachment`` EncodedContent (protobuf bytes), as an XMTP message holds it:
+    parameters ``mimeType`` and ``filename``, a fallback text for clients without
+    attachments, the file as content."""
+    parameters = {"mimeType": attachment.mime_type}
+    if attachment.filename is not None:
+        parameters["filename"] = attachment.filename
+    name = attachment.filename or "a file"
+    return encode(EncodedContent(
+        content_type=ATTACHMENT_CONTENT_TYPE, parameters=parameters, content=attachment.data,
+        fallback=f"[attachment: {name}; this app cannot show attachments]"))
 
 
 def _expect(encoded: bytes, content_type: str) -> None:
-    # libxmtp's decoders read the fields without looking at the type: a text decodes
-    # as an attachment with no mimeType. The type is checked here instead.
-    found = content_type_of(encoded)
+    # libxmtp's decoders read the fields without looking at the type (a text decodes
+    # as an attachment with no mimeType): the type is checked here first.
+    found = decode(encoded).content_type
     if found != content_type:
         raise AttachmentInvalid(f"expected {content_type}, found {found}")
 
 
-def decode_attachment(encoded: bytes) -> Attachment:
-    _expect(encoded, ATTACHMENT_CONTENT_TYPE)
-    with _malformed("decode attachment"):
-        found = xb.decode_attachment(encoded)
-    return Attachment(filename=found.filename, mime_type=found.mime_type,
-                      data=bytes(found.content))
+def decode_attachment(encoded: bytes, *, max_bytes: int = 16 * 1024 * 1024) -> Attachment:
+    """``max_bytes`` bounds a compressed file's size once decompressed."""
+    found = decode(encoded, max_content_bytes=max_bytes)
+    if found.content_type != ATTACHMENT_CONTENT_TYPE:
+        raise AttachmentInvalid(f"expected {ATTACHMENT_CONTENT_TYPE}, "
+                                f"found {found.content_type}")
+    return Attachment(filename=found.parameters.get("filename"),
+                      mime_type=found.parameters.get("mimeType", ""), data=found.content)
 
 
 def encode_remote_attachment(remote: RemoteAttachment) -> bytes:

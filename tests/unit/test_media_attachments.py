@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import hashlib
 import secrets
+import zlib
+from collections.abc import Callable
 
 import pytest
 import xmtp_bindings as xb
@@ -24,6 +27,7 @@ from gateway.media.attachments import (
     encode_remote_attachment,
     encrypt_attachment,
 )
+from gateway.media.encoded import DEFLATE, GZIP, EncodedContent, decode, encode
 from gateway.xmtp.client import content_type_of
 
 PICTURE = Attachment(filename="cat.jpg", mime_type="image/jpeg",
@@ -147,3 +151,58 @@ class TestRemoteAttachmentEncryption:
                                      salt=bytes(salt), nonce=bytes(nonce))
         with pytest.raises(AttachmentInvalid, match="salt must be"):
             decrypt_encoded(sealed.payload, remote)
+
+
+class TestEnvelopes:
+    """Our protobuf envelope and libxmtp's read each other."""
+
+    def test_libxmtp_reads_our_attachment_envelope(self) -> None:
+        found = xb.decode_attachment(encode_attachment(PICTURE))
+        assert (found.filename, found.mime_type, bytes(found.content)) == (
+            PICTURE.filename, PICTURE.mime_type, PICTURE.data)
+        nameless = Attachment(None, "image/png", b"png")
+        assert xb.decode_attachment(encode_attachment(nameless)).filename is None
+
+    def test_we_read_libxmtps_attachment_envelope(self) -> None:
+        theirs = xb.encode_attachment(xb.FfiAttachment(
+            filename="b.jpg", mime_type="image/jpeg", content=PICTURE.data))
+        assert decode_attachment(theirs) == Attachment("b.jpg", "image/jpeg", PICTURE.data)
+        assert decode(theirs).fallback is not None
+
+    def test_our_envelope_carries_a_fallback_for_clients_without_attachments(self) -> None:
+        fallback = decode(encode_attachment(PICTURE)).fallback
+        assert fallback is not None and "cat.jpg" in fallback
+
+    @pytest.mark.parametrize(("algorithm", "compress"), [
+        (DEFLATE, zlib.compress),
+        (DEFLATE, lambda data: _raw_deflate(data)),
+        (GZIP, gzip.compress),
+    ])
+    def test_compressed_content_is_decompressed(self, algorithm: int,
+                                                compress: Callable[[bytes], bytes]) -> None:
+        data = b"hello compressed XMTP " * 50
+        envelope = _compressed(compress(data), algorithm)
+        assert decode_attachment(envelope).data == data
+
+    def test_a_decompression_bomb_stops_at_the_cap(self) -> None:
+        envelope = _compressed(zlib.compress(bytes(10_000_000)), DEFLATE)
+        with pytest.raises(AttachmentInvalid, match="over 100000 bytes"):
+            decode_attachment(envelope, max_bytes=100_000)
+
+    def test_unknown_or_broken_compression_is_refused(self) -> None:
+        with pytest.raises(AttachmentInvalid, match="unknown compression"):
+            decode_attachment(_compressed(b"x", 7))
+        with pytest.raises(AttachmentInvalid, match="does not decompress"):
+            decode_attachment(_compressed(b"not deflate at all", GZIP))
+
+
+def _raw_deflate(data: bytes) -> bytes:
+    deflater = zlib.compressobj(wbits=-15)
+    return deflater.compress(data) + deflater.flush()
+
+
+def _compressed(content: bytes, algorithm: int) -> bytes:
+    """An attachment envelope whose content is compressed (protobuf field 5)."""
+    envelope = encode(EncodedContent("xmtp.org/attachment:1.0", {"mimeType": "text/plain"},
+                                     content))
+    return envelope + bytes([5 << 3]) + bytes([algorithm])
