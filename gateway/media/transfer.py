@@ -122,15 +122,15 @@ async def attachment_from_xmtp(content_type: str, encoded: bytes, fetcher: Media
     """The file an XMTP message carries. A remote attachment's URL is a stranger's: it
     is fetched without credentials, within the per-item cap, and must match its digest."""
     if content_type == ATTACHMENT_CONTENT_TYPE:
-        attachment = decode_attachment(encoded)
-        if len(attachment.data) > limits.max_item_bytes:
-            raise MediaRefused(f"{len(attachment.data)} bytes is over the "
-                               f"{limits.max_item_bytes}-byte cap")
+        attachment = decode_attachment(encoded, max_bytes=limits.max_item_bytes)
     elif content_type == REMOTE_ATTACHMENT_CONTENT_TYPE:
         attachment = await download_attachment(fetcher, decode_remote_attachment(encoded),
                                                max_bytes=limits.max_item_bytes + 1024)
     else:
         raise AttachmentInvalid(f"{content_type} carries no file")
+    if len(attachment.data) > limits.max_item_bytes:
+        raise MediaRefused(f"{len(attachment.data)} bytes is over the "
+                           f"{limits.max_item_bytes}-byte cap")
     if not limits.allows(attachment.mime_type):
         raise MediaRefused(f"content type {attachment.mime_type or '(none)'} is not allowed")
     return attachment

@@ -40,6 +40,7 @@ from gateway.media.transfer import (
     fetch_phone_media,
     filename_for,
     publish_for_phone,
+    upload_attachment,
 )
 from gateway.media.wiring import (
     BLOB_STORE,
@@ -214,3 +215,13 @@ class TestWalletToPhone:
         with pytest.raises(MediaRefused, match="text/html is not allowed"):
             await attachment_from_xmtp(ATTACHMENT_CONTENT_TYPE, page, gateway.fetcher,
                                        limits=gateway.limits)
+
+    async def test_a_remote_file_over_the_cap_is_cut_off_while_it_downloads(
+            self, gateway: Gateway) -> None:
+        remote = await upload_attachment(gateway.store, Attachment("a.jpg", "image/jpeg",
+                                                                   PICTURE),
+                                         ttl=timedelta(hours=1))
+        with pytest.raises(MediaRefused, match="cap"):
+            await attachment_from_xmtp(REMOTE_ATTACHMENT_CONTENT_TYPE,
+                                       encode_remote_attachment(remote), gateway.fetcher,
+                                       limits=MediaLimits(1000, 1000, 1, ("image/*",)))
