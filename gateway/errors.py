@@ -94,6 +94,54 @@ class Conflict(GatewayError):
     code = "conflict"
 
 
+# --- media ---------------------------------------------------------------------------
+
+
+class MediaError(GatewayError):
+    """Media (an MMS picture, an XMTP attachment) could not be carried."""
+
+    code = "media_error"
+
+
+class AttachmentInvalid(MediaError):
+    """An XMTP attachment that cannot be opened: its digest does not match, its
+    ciphertext was altered, or its encoding is malformed. Never retried."""
+
+    code = "attachment_invalid"
+
+
+class MediaRefused(MediaError):
+    """Media refused by policy before or while fetching it: a URL we must not fetch
+    (scheme, private or metadata address), too many bytes, a content type not allowed.
+    Retrying changes nothing."""
+
+    code = "media_refused"
+
+
+class MediaFetchFailed(MediaError):
+    """Fetching media failed: the network, a timeout, or the server's answer.
+    ``retryable``: a later attempt may succeed (5xx, 429, timeouts, connection errors)."""
+
+    code = "media_fetch_failed"
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        self.retryable = retryable
+        self.status = status
+        super().__init__(message)
+
+
+class BlobNotFound(MediaError):
+    """No stored media under this key (never stored, deleted, or past retention)."""
+
+    code = "blob_not_found"
+
+
+class BlobStoreError(MediaError):
+    """The blob store failed (disk, object storage): the operation may be retried."""
+
+    code = "blob_store_error"
+
+
 # --- store ---------------------------------------------------------------------------
 
 

@@ -363,6 +363,74 @@ class RuleConfig(_Section):
         return value
 
 
+_MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9.+-]*/(\*|[a-z0-9][a-z0-9.+-]*)")
+# Twilio's fully supported and commonly delivered types; see its accepted-MIME list.
+DEFAULT_MEDIA_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp", "audio/mpeg",
+                       "audio/ogg", "audio/amr", "audio/mp4", "video/mp4", "video/3gpp",
+                       "application/pdf", "text/vcard")
+
+
+class LocalMediaConfig(_Section):
+    dir: DataPath = Field(Path("media"), validate_default=True)
+
+
+class S3MediaConfig(_Section):
+    bucket: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")]
+    prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+/)*$")] = "media/"
+    endpoint_url: HttpUrl | None = None  # none: AWS S3
+    region: str = "us-east-1"
+    access_key_id: str | None = None  # none (with no secret): the default AWS credentials
+    secret_access_key: SecretStr | None = None
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> S3MediaConfig:
+        if (self.access_key_id is None) != (self.secret_access_key is None):
+            raise ValueError("give access_key_id and secret_access_key together, or neither")
+        return self
+
+
+class MediaStorageConfig(_Section):
+    backend: Literal["local", "s3"] = "local"
+    local: LocalMediaConfig = Field(default_factory=dict, validate_default=True)
+    s3: S3MediaConfig | None = None
+    url_ttl_seconds: int = Field(7 * 86400, ge=60, le=7 * 86400)  # S3 presigns 7 days at most
+
+    @model_validator(mode="after")
+    def _s3_settings(self) -> MediaStorageConfig:
+        if self.backend == "s3" and self.s3 is None:
+            raise ValueError("backend s3 needs the s3 section (bucket, ...)")
+        return self
+
+
+class MediaConfig(_Section):
+    max_item_bytes: int = Field(5_000_000, ge=1)
+    max_message_bytes: int = Field(5_000_000, ge=1)  # Twilio's limit for one message
+    max_items: int = Field(10, ge=1, le=10)  # Twilio takes 10 MediaUrl at most
+    content_types: tuple[str, ...] = DEFAULT_MEDIA_TYPES  # "type/*" allows a whole type
+    retention_days: Positive = 30.0
+    fetch_timeout_seconds: Positive = 30.0
+    # Fetch plain http and loopback URLs: for local development with the embedded
+    # simulator only; never where strangers' URLs can reach this network.
+    allow_insecure_urls: bool = False
+    storage: MediaStorageConfig = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("content_types")
+    @classmethod
+    def _types(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        lowered = tuple(v.strip().lower() for v in value)
+        bad = [v for v in lowered if not _MEDIA_TYPE.fullmatch(v)]
+        if bad:
+            raise ValueError(f"not a media type: {', '.join(bad)} (e.g. image/png, image/*)")
+        return lowered
+
+    @model_validator(mode="after")
+    def _budget(self) -> MediaConfig:
+        if self.max_message_bytes < self.max_item_bytes:
+            raise ValueError("max_message_bytes is below max_item_bytes")
+        return self
+
+
 class GatewayConfig(_Section):
     data_dir: Path
     server: ServerConfig = ServerConfig()
@@ -374,6 +442,7 @@ class GatewayConfig(_Section):
     directory: dict[Alias, Wallet] = {}
     demo: DemoConfig | None = None
     rules: tuple[RuleConfig, ...] = ()
+    media: MediaConfig = Field(default_factory=dict, validate_default=True)
 
     @property
     def wallet_directory(self) -> dict[str, WalletAddress]:
@@ -400,7 +469,9 @@ class GatewayConfig(_Section):
             found.append(self.xmtp.gateway_auth.token.get_secret_value())
         found += [token.get_secret_value() for token in self.api.tokens]
         for maybe in (self.twilio.auth_token, self.webhooks.secret,
-                      self.demo.wallet_key if self.demo else None):
+                      self.demo.wallet_key if self.demo else None,
+                      self.media.storage.s3.secret_access_key if self.media.storage.s3
+                      else None):
             if maybe is not None:
                 found.append(maybe.get_secret_value())
         password = re.search(r"://[^:/@]*:([^@]*)@", self.database.url)

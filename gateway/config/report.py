@@ -74,6 +74,9 @@ def notes(config: GatewayConfig) -> list[str]:
     if not config.api.tokens:
         found.append("api.tokens is empty: the REST API is disabled")
     found += _xmtp_notes(config)
+    if config.media.allow_insecure_urls:
+        found.append("media.allow_insecure_urls is on: plain http and loopback media URLs "
+                     "are fetched (local development only)")
     for index, rule in enumerate(config.rules):
         if "whatsapp" in rule.channels and rule.outbound.whatsapp_template is None:
             found.append(f"rules[{index}] ({rule.name}): no outbound.whatsapp_template, so "

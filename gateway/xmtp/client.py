@@ -18,7 +18,7 @@ import contextlib
 import enum
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import xmtp_bindings as xb
@@ -74,26 +74,30 @@ class XmtpMessage:
     content_type: str  # "authority/type:major.minor", e.g. "xmtp.org/text:1.0"
     text: str | None  # set for text messages only
     is_membership_change: bool
+    # The EncodedContent as sent (attachments and other non-text content are read from it)
+    encoded: bytes = field(default=b"", repr=False)
 
 
 def _message_from_ffi(m: Any) -> XmtpMessage:
-    content_type, text = _decode_content(bytes(m.content))
+    encoded = bytes(m.content)
+    content_type, text = _decode_content(encoded)
     return XmtpMessage(
         id=bytes(m.id).hex(), conversation_id=bytes(m.conversation_id).hex(),
         sender_inbox_id=m.sender_inbox_id, sent_at_ns=m.sent_at_ns,
         content_type=content_type, text=text,
-        is_membership_change=m.kind == xb.FfiConversationMessageKind.MEMBERSHIP_CHANGE)
+        is_membership_change=m.kind == xb.FfiConversationMessageKind.MEMBERSHIP_CHANGE,
+        encoded=encoded)
 
 
 def _decode_content(encoded: bytes) -> tuple[str, str | None]:
-    content_type = _content_type_of(encoded)
+    content_type = content_type_of(encoded)
     if content_type.startswith("xmtp.org/text:"):
         with contextlib.suppress(*LIBRARY_ERRORS):
             return content_type, xb.decode_text(encoded)
     return content_type, None
 
 
-def _content_type_of(encoded: bytes) -> str:
+def content_type_of(encoded: bytes) -> str:
     """Reads ``EncodedContent.type`` (field 1: authority_id=1, type_id=2, version_major=3,
     version_minor=4) without a generated class: four fields are all we need."""
     try:
@@ -265,6 +269,13 @@ class Conversation:
         """Sends and waits until the node has it; returns the message id (hex)."""
         with library_errors("send text"):
             return bytes(await self._ffi.send_text(text)).hex()
+
+    async def send_encoded(self, encoded: bytes, *, push: bool = True) -> str:
+        """Sends any EncodedContent (an attachment, a remote attachment, ...) and waits
+        until the node has it; returns the message id (hex)."""
+        with library_errors("send content"):
+            return bytes(await self._ffi.send(
+                encoded, xb.FfiSendMessageOpts(should_push=push))).hex()
 
     def prepare_text(self, text: str) -> str:
         """Stores a text locally as unpublished (libxmtp queues its publish intent) and

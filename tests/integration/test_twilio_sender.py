@@ -6,6 +6,7 @@ import asyncio
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -116,11 +117,18 @@ class TestSending:
         assert received.content_variables == '{"1": "Alice"}'
 
     async def test_media_urls_are_sent_and_the_sid_is_opaque(
-        self, sim: TwilioSimulator, phone: TwilioPhoneNetwork,
+        self, sim: TwilioSimulator, phone: TwilioPhoneNetwork, aiohttp_server: Any,
     ) -> None:
-        sent = await phone.send(text("look", media_urls=("https://example.org/a.png",)))
+        async def picture(request: web.Request) -> web.Response:
+            return web.Response(body=b"\x89PNG", content_type="image/png")
+
+        app = web.Application()
+        app.router.add_get("/a.png", picture)
+        url = str((await aiohttp_server(app, host="127.0.0.1")).make_url("/a.png"))
+        sent = await phone.send(text("look", media_urls=(url,)))
         assert sent.provider_id.startswith("MM")
-        assert sim.inbox(PHONE)[0].media_urls == ("https://example.org/a.png",)
+        [received] = await sim.wait_for_inbox(PHONE, 1, within=5.0)  # once Twilio fetched it
+        assert received.media_urls == (url,)
 
 
 class TestRetryableErrors:

@@ -4,6 +4,7 @@ Each is a ``Protocol`` with a real implementation (SQLAlchemy, twilio, libxmtp) 
 test double; the same contract tests run against every implementation.
 """
 
+from gateway.domain.ports.blobs import Blob, BlobStore
 from gateway.domain.ports.networks import (
     ChatMessage,
     ChatNetwork,
@@ -16,7 +17,8 @@ from gateway.domain.ports.store import NewMessage, NewParticipant, StatusChange,
 from gateway.domain.ports.taker import DeliveryTaker, LeaseOffer
 
 __all__ = [
-    "ApiQueries", "ChatMessage", "ChatNetwork", "DeliveryTaker", "LeaseOffer", "NewMessage",
+    "ApiQueries", "Blob", "BlobStore", "ChatMessage", "ChatNetwork", "DeliveryTaker",
+    "LeaseOffer", "NewMessage",
     "NewParticipant", "OutboundText", "PhoneNetwork", "SentText", "Slice", "StatusChange",
     "Store", "StoreTx", "TimeRange", "Window",
 ]

@@ -3,6 +3,7 @@ no authentication: it is a test tool and listens on 127.0.0.1 by default."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import asdict
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,11 @@ if TYPE_CHECKING:
 
 
 def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
-    """``POST /_sim/texts`` {from, to, body, channel?, media?: [{url, content_type}]} sends
-    a text from a phone; ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S`` reads (and
-    waits for) a phone's inbox; ``POST /_sim/faults`` {kind, …} injects a fault and
+    """``POST /_sim/texts`` {from, to, body, channel?, media?: [{url, content_type}],
+    attachments?: [{data_base64, content_type}]} sends a text from a phone (attachments
+    are hosted here as the message's Media);
+    ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S`` reads (and waits for) a phone's
+    inbox, with the media each text brought; ``POST /_sim/faults`` {kind, …} injects a fault and
     ``DELETE /_sim/faults`` clears them; ``GET /_sim/messages`` and ``GET /_sim/attempts``
     list what was created and every create request."""
 
@@ -27,10 +30,14 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
         data = await request.json()
         try:
             media = [(m["url"], m.get("content_type", "image/jpeg")) for m in data.get("media", [])]
+            attachments = [(base64.b64decode(a["data_base64"], validate=True),
+                            str(a.get("content_type", "image/jpeg")))
+                           for a in data.get("attachments", [])]
             result = await sim.text_from_phone(
                 str(data["from"]), str(data["to"]), str(data.get("body", "")),
                 channel=str(data.get("channel", "sms")), media=media,
-                webhook_url=data.get("webhook_url"), signed=bool(data.get("signed", True)))
+                webhook_url=data.get("webhook_url"), signed=bool(data.get("signed", True)),
+                attachments=attachments)
         except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": f"bad request: {exc}"}, status=400)
         except aiohttp.ClientError as exc:

@@ -9,6 +9,7 @@ from datetime import datetime
 from email.utils import format_datetime
 from typing import Any
 
+from gateway.testing.twilio_sim.media import SimMedia, media_json
 from gateway.testing.twilio_sim.wire import API_VERSION
 
 
@@ -71,11 +72,13 @@ class ReceivedText:
     content_sid: str | None
     content_variables: str | None
     at: datetime
+    media: tuple[SimMedia, ...] = ()  # what Twilio fetched from media_urls
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["from"] = data.pop("from_")
         data["media_urls"] = list(self.media_urls)
+        data["media"] = media_json(self.media)
         data["at"] = self.at.isoformat()
         return data
 

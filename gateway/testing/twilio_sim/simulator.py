@@ -30,6 +30,12 @@ from twilio.request_validator import RequestValidator
 
 from gateway.testing.twilio_sim.control import control_routes
 from gateway.testing.twilio_sim.faults import Fault
+from gateway.testing.twilio_sim.media import (
+    MEDIA_ERRORS,
+    MediaHost,
+    SimMedia,
+    validate_media_urls,
+)
 from gateway.testing.twilio_sim.records import (
     Callback,
     InboundResult,
@@ -65,11 +71,13 @@ class TwilioSimulator:
         self, *, account_sid: str = DEFAULT_ACCOUNT_SID,
         auth_token: str = DEFAULT_AUTH_TOKEN, webhook_url: str | None = None,
         callback_delay: float = 0.02, host: str = "127.0.0.1", port: int = 0,
-        whatsapp_window: bool = False,
+        whatsapp_window: bool = False, media_auth: bool = True,
     ) -> None:
         """``whatsapp_window``: free-form WhatsApp sends to a phone that has not written
         to that number (through ``text_from_phone``) in 24 hours are accepted and then
-        fail with 63016, as Twilio does; templates (ContentSid) always go."""
+        fail with 63016, as Twilio does; templates (ContentSid) always go.
+        ``media_auth``: media a phone sent is served only with the account's basic-auth
+        credentials (Twilio's "Enforce HTTP Auth on Media URLs", now always on)."""
         self.account_sid = account_sid
         self.auth_token = auth_token
         self.webhook_url = webhook_url
@@ -92,6 +100,8 @@ class TwilioSimulator:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._validator = RequestValidator(auth_token)
+        self.media = MediaHost(account_sid, require_auth=media_auth,
+                               authenticate=self._authenticate)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -101,6 +111,7 @@ class TwilioSimulator:
         app.router.add_post(base + ".json", self._create)
         app.router.add_get(base + ".json", self._list)
         app.router.add_get(base + "/{sid}.json", self._fetch)
+        self.media.add_routes(app, base)
         control_routes(app, self)
         return app
 
@@ -180,11 +191,18 @@ class TwilioSimulator:
         self, from_: str, to: str, body: str = "", *, channel: str = "sms",
         media: Sequence[tuple[str, str]] = (), sid: str | None = None,
         webhook_url: str | None = None, signed: bool = True,
+        attachments: Sequence[tuple[bytes, str]] = (),
     ) -> InboundResult:
-        """Posts a signed inbound webhook, as Twilio does when a phone texts ``to``."""
+        """Posts a signed inbound webhook, as Twilio does when a phone texts ``to``.
+        ``media``: (URL, content type) pairs given as they are; ``attachments``: (bytes,
+        content type) pairs the simulator hosts as the message's Media (MediaUrl{N}
+        then points here)."""
         url = webhook_url or self.webhook_url
         if not url:
             raise ValueError("no webhook URL: pass webhook_url or configure one")
+        sid = sid or new_sid("MM" if media or attachments else "SM")
+        hosted = [self.media.host(sid, data, kind) for data, kind in attachments]
+        media = [*media, *((self.url + m.uri, m.content_type) for m in hosted)]
         form = self.build_inbound(from_, to, body, channel=channel, media=media, sid=sid)
         if channel == "whatsapp":
             key = (strip_channel(from_), strip_channel(to))
@@ -209,7 +227,8 @@ class TwilioSimulator:
             self.attempts.append(SendAttempt(loop.time(), strip_channel(from_),
                                              strip_channel(to), outcome))
 
-        problem = validate_create(to, from_, body, media, content_sid)
+        problem = validate_create(to, from_, body, media, content_sid) or validate_media_urls(
+            media)
         if problem is not None:
             attempt(f"rejected:{problem[1]}")
             return error_response(*problem)
@@ -236,7 +255,7 @@ class TwilioSimulator:
         failure = fault if fault and kind == "undelivered" else None
         if failure is None and self._outside_window(to, from_, content_sid):
             failure = Fault.undelivered(63016, final="failed")
-        if failure is None:
+        if failure is None and not media:  # with media: once it is fetched (_callbacks)
             await self._deliver_to_phone(message)
         attempt(kind or "created")
         callbacks = self._callbacks(message, failure, reordered=kind == "reordered_callbacks")
@@ -334,13 +353,14 @@ class TwilioSimulator:
         self._created_order[message.sid] = next(self._order)
         return message
 
-    async def _deliver_to_phone(self, message: SimMessage) -> None:
+    async def _deliver_to_phone(self, message: SimMessage,
+                                media: tuple[SimMedia, ...] = ()) -> None:
         received = ReceivedText(
             sid=message.sid, phone=strip_channel(message.to), from_=strip_channel(message.from_),
             channel="whatsapp" if message.to.startswith(WHATSAPP) else "sms",
             body=message.body, media_urls=message.media_urls,
             content_sid=message.content_sid, content_variables=message.content_variables,
-            at=message.date_created)
+            at=message.date_created, media=media)
         self._inboxes.setdefault(received.phone, []).append(received)
         assert self._changed is not None
         async with self._changed:
@@ -349,7 +369,16 @@ class TwilioSimulator:
     async def _callbacks(self, message: SimMessage, failure: Fault | None, *,
                          reordered: bool = False) -> None:
         """Moves the message through its statuses, posting a callback for each; when
-        ``reordered``, the message moves as usual but the callbacks go out last first."""
+        ``reordered``, the message moves as usual but the callbacks go out last first.
+        A message with media is first fetched, as Twilio does before sending it; one
+        that cannot be fetched fails with Twilio's code (11200, 12300, 30019)."""
+        if failure is None and message.media_urls:
+            code = await self.media.fetch_for_send(self._client(), message.sid,
+                                                   message.media_urls)
+            if code is not None:
+                failure = Fault.undelivered(code, final="failed")
+            else:
+                await self._deliver_to_phone(message, tuple(self.media.of(message.sid)))
         steps: list[tuple[str, int | None]]
         if failure is None:
             steps = [("queued", None), ("sent", None), ("delivered", None)]
@@ -376,7 +405,7 @@ class TwilioSimulator:
             message.date_sent = now
         if code is not None:
             message.error_code = code
-            message.error_message = ERROR_MESSAGES.get(code)
+            message.error_message = ERROR_MESSAGES.get(code) or MEDIA_ERRORS.get(code)
 
     async def _post_callback(self, message: SimMessage, status: str, code: int | None) -> None:
         url = message.status_callback
