@@ -33,7 +33,8 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPES = (
     "conversation.added", "conversation.updated", "conversation.removed",
-    "participant.added", "participant.removed", "message.added", "delivery.updated",
+    "participant.added", "participant.updated", "participant.removed", "message.added",
+    "delivery.updated",
 )
 
 _CACHE_SIZE = 4096

@@ -33,6 +33,11 @@ DATA: dict[str, JSON] = {
     "participant.added": open_object({
         "participant": ref("Participant"),
     }, ["participant"], "a wallet or a phone joined"),
+    "participant.updated": open_object({
+        "participant": {**ref("Participant"), "description": "as it is now"},
+        "participant_id": ID,
+    }, ["participant"], "a participant's consent changed (a phone's STOP or START, a "
+                        "wallet leaving the group)"),
     "participant.removed": open_object({
         "participant": {**ref("Participant"), "description": "as it is now (left_at set)"},
         "participant_id": {**ID, "description": "written by the relay; "
@@ -44,7 +49,9 @@ DATA: dict[str, JSON] = {
         "message": {**ref("Message"), "description": "the message, body included "
                                                      "(absent once it is deleted)"},
         "receipts": {"type": "array", "items": ref("Receipt"),
-                     "description": "its deliveries, one per participant it goes to"},
+                     "description": "its deliveries as they were made, one per participant "
+                                    "it goes to (each change after that is a "
+                                    "delivery.updated)"},
     }, ["message_id", "index"], "a message was recorded (sent through the API, bridged "
                                 "from a phone or a wallet)"),
     "delivery.updated": open_object({
@@ -53,8 +60,10 @@ DATA: dict[str, JSON] = {
         "participant_id": ID,
         "state": {"enum": [s.value for s in DeliveryState]},
         "error_code": nullable({"type": "integer"}),
-        "delivery": {**ref("Receipt"), "description": "the delivery as it is now"},
-    }, [], "a delivery to one participant changed state"),
+        "delivery": {**ref("Receipt"), "description": "the delivery as this change "
+                                                      "left it"},
+    }, [], "a delivery to one participant changed (a claim, a retry, a result, a status "
+           "callback): one event per change"),
 }
 
 

@@ -20,8 +20,9 @@ from aiohttp import web
 from gateway.api.hub import EVENT_TYPES
 from gateway.api.openapi import DOCUMENT
 from gateway.api.schema import ref
-from gateway.domain.ids import ConversationId, MessageId
-from gateway.domain.relay import delivery_event
+from gateway.domain.ids import ConversationId, MessageId, ParticipantId
+from gateway.domain.models import Consent
+from gateway.domain.writer import AfterCommit, Writer
 from tests.fixtures.api_app import AUTH, PHONE, PROXY, TOKEN, WALLET, api_client
 
 _METHODS = {"GET", "POST", "PATCH", "PUT", "DELETE"}
@@ -198,16 +199,16 @@ class TestTheEventStreamMatchesItsSchema:
         message = await (await post("/v1/conversations/c/messages", json={"body": "hi"})).json()
         await client.patch("/v1/conversations/c", json={"friendly_name": "F"}, headers=AUTH)
         now = datetime.now(UTC)
-        async with parts.store.transaction() as tx:  # as the relay and the workers write
+        writer, after = Writer(takers=lambda _channel: None), AfterCommit()
+        async with parts.store.transaction() as tx:  # as the relay writes them
             delivery = (await tx.list_deliveries(MessageId(message["id"])))[0]
-            await tx.add_event("delivery.updated", conversation_id=cid,
-                               data=delivery_event(delivery), now=now)
-            await tx.add_event("conversation.added", conversation_id=cid,
-                               data={"rule": "support"}, now=now)
-            await tx.add_event("participant.removed", conversation_id=cid,
-                               data={"participant_id": wallet["id"]}, now=now)
+            await writer.moved(tx, after, cid, [delivery], now)
+            joined = await tx.get_participant(ParticipantId(wallet["id"]))
+            assert joined is not None
+            await writer.set_consent(tx, after, joined, Consent.DENIED, now=now)
+            await after.write_events(tx)
         resp = await client.get("/v1/events", params={"after": "0"}, headers=AUTH)
-        frames = await read_frames(resp, 8)  # while their resources exist to fill in
+        frames = await read_frames(resp, 7)
         await client.delete(f"/v1/conversations/c/participants/{wallet['id']}", headers=AUTH)
         await client.delete("/v1/conversations/c", headers=AUTH)
         frames += await read_frames(resp, 2)
