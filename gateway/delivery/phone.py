@@ -27,6 +27,7 @@ Long bodies
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -48,6 +49,8 @@ from gateway.domain.rendering import Rendering
 from gateway.domain.rules import RuleBook
 from gateway.errors import PermanentSendError, RetryableSendError, UnknownOutcomeError
 from gateway.twilio.split import MAX_BODY, split_body
+
+log = logging.getLogger(__name__)
 
 DAY = timedelta(hours=24)
 
@@ -136,9 +139,14 @@ class PhoneChannel:
         try:
             provider_id = await self._find(job, texts[-1].body if texts else None)
         except RetryableSendError as exc:
+            log.warning("delivery %s: lookup failed (%s); will look again", job.delivery.id,
+                        exc)
             return Unknown(f"lookup failed ({exc}); will look again")
         if provider_id is not None:
+            log.info("delivery %s reconciled: found at the provider", job.delivery.id)
             return Sent(provider_id)
+        log.info("delivery %s reconciled: not at the provider; sending again",
+                 job.delivery.id)
         return Retry("not found at the provider; sending again", job.delivery.error_code,
                      at_once=True)
 

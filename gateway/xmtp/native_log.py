@@ -115,7 +115,7 @@ class NativeLogRoute:
                     if line is not None:
                         previous = line
                         logging.getLogger(line.logger).log(line.level, "%s", line.message)
-                except Exception:  # the line goes out as it came instead
+                except Exception:  # noqa: BLE001 - the line goes out as it came instead
                     # this thread must keep reading: libxmtp blocks on a full pipe
                     os.write(self._real_stdout, raw)
 
