@@ -40,7 +40,8 @@ from gateway.config import parse_config  # after the path set-up above
 from gateway.domain.clock import SystemClock
 from gateway.domain.ids import PhoneNumber
 from gateway.domain.models import Channel
-from gateway.domain.relay import Outcome, PhoneText, Relay
+from gateway.domain.relay import PhoneText, Relay
+from gateway.domain.routing import Outcome
 from gateway.store import SqlStore, open_store
 
 PROXY = PhoneNumber("+15550100001")
@@ -133,9 +134,10 @@ class RawInbound:
                           ("sms", text.external_id)).fetchone() is not None:
                 raise RuntimeError("duplicate")
             db.execute(
-                "INSERT INTO contacts (address, proxy_address, consent, first_inbound_at, "
-                "last_inbound_at, updated_at) VALUES (?, ?, 'unknown', ?, ?, ?) "
-                "ON CONFLICT (address, proxy_address) DO UPDATE SET first_inbound_at = "
+                "INSERT INTO contacts (address, proxy_address, channel, consent, "
+                "first_inbound_at, last_inbound_at, updated_at) VALUES "
+                "(?, ?, 'sms', 'unknown', ?, ?, ?) "
+                "ON CONFLICT (address, proxy_address, channel) DO UPDATE SET first_inbound_at = "
                 "coalesce(contacts.first_inbound_at, excluded.first_inbound_at), "
                 "last_inbound_at = excluded.last_inbound_at, updated_at = excluded.updated_at "
                 "RETURNING *", (text.from_, text.to, now, now, now)).fetchone()
@@ -156,21 +158,26 @@ class RawInbound:
                 (self._id("IM"), conversation_id, index, phone[0], text.body.encode(),
                  text.external_id, now)).fetchone()
             members = db.execute(
-                "SELECT * FROM participants WHERE conversation_id = ? AND left_at IS NULL "
+                "SELECT * FROM participants WHERE conversation_id = ? "
                 "ORDER BY joined_at, id", (conversation_id,)).fetchall()
+            receipts = []
             for member in members:
-                if member[0] != phone[0]:
-                    db.execute(
+                if member[0] != phone[0] and member[9] is None:
+                    lane = conversation_id if member[2] == "xmtp" else member[0]
+                    row = db.execute(
                         "INSERT INTO deliveries (id, message_id, participant_id, channel, "
                         "state, attempts, next_attempt_at, lease_until, provider_id, "
-                        "error_code, error_message, created_at, updated_at) VALUES "
-                        "(?, ?, ?, ?, 'pending', 0, ?, NULL, NULL, NULL, NULL, ?, ?) "
-                        "RETURNING *", (self._id("DL"), message[0], member[0], member[2],
-                                        now, now, now)).fetchone()
+                        "error_code, error_message, created_at, updated_at, lane, position, "
+                        "holder, lease_token) VALUES (?, ?, ?, ?, 'pending', 0, ?, NULL, "
+                        "NULL, NULL, NULL, ?, ?, ?, ?, NULL, 0) RETURNING *",
+                        (self._id("DL"), message[0], member[0], member[2], now, now, now,
+                         lane, index)).fetchone()
+                    receipts.append({"id": row[0], "state": row[4], "attempts": row[5]})
             db.execute("INSERT INTO events (type, conversation_id, data, created_at) "
                        "VALUES ('message.added', ?, ?, ?) RETURNING *",
                        (conversation_id, json.dumps({"message_id": message[0],
-                                                     "index": index}), now)).fetchone()
+                                                     "index": index,
+                                                     "receipts": receipts}), now)).fetchone()
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
