@@ -9,15 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.api_app import AUTH, BACKENDS, PHONE, PROXY, api_client
+from tests.fixtures.api_app import AUTH, BACKENDS, PHONE, PROXY, api_with_conversation
 
 
 @pytest.fixture(params=BACKENDS)
 async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
-    client, parts = await api_client(aiohttp_client, tmp_path, request.param)
-    resp = await client.post("/v1/conversations", json={"unique_name": "c1"}, headers=AUTH)
-    assert resp.status == 201
-    return client, parts
+    return await api_with_conversation(aiohttp_client, tmp_path, request.param)
 
 
 def nested(levels: int) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.fixtures.api_app import AUTH, BACKENDS, api_client
+from tests.fixtures.api_app import AUTH, BACKENDS, api_with_conversation
 
 LISTINGS = ["/v1/conversations", "/v1/conversations/c1/messages", "/v1/messages"]
 
@@ -26,10 +26,7 @@ def token(payload: dict[str, Any]) -> str:
 
 @pytest.fixture(params=BACKENDS)
 async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
-    client, parts = await api_client(aiohttp_client, tmp_path, request.param)
-    resp = await client.post("/v1/conversations", json={"unique_name": "c1"}, headers=AUTH)
-    assert resp.status == 201
-    return client, parts
+    return await api_with_conversation(aiohttp_client, tmp_path, request.param)
 
 
 async def refused(client, path: str, params: dict[str, str]) -> str:  # type: ignore[no-untyped-def]

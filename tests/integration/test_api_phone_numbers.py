@@ -17,16 +17,13 @@ from tests.fixtures.api_app import (
     PHONE,
     PHONE_2,
     PROXY,
-    api_client,
+    api_with_conversation,
 )
 
 
 @pytest.fixture(params=BACKENDS)
 async def api(aiohttp_client, tmp_path, request):  # type: ignore[no-untyped-def]
-    client, parts = await api_client(aiohttp_client, tmp_path, request.param)
-    resp = await client.post("/v1/conversations", json={"unique_name": "c1"}, headers=AUTH)
-    assert resp.status == 201
-    return client, parts
+    return await api_with_conversation(aiohttp_client, tmp_path, request.param)
 
 
 async def add(client, address: str, proxy: str = PROXY):  # type: ignore[no-untyped-def]
