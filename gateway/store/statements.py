@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from gateway.domain.models import Channel, DeliveryState, MessageSource
 from gateway.store.tables import (
+    OPEN_STATES,
     contacts,
     conversations,
     cursors,
@@ -34,9 +35,11 @@ from gateway.store.tables import (
 
 
 def _one_of(column: sa.ColumnElement[str], values: list[str]) -> sa.ColumnElement[bool]:
-    """``IN`` for a fixed list, spelled with ``OR``: Core renders a literal ``IN`` list
-    late (per execution), which would keep the statement from being prepared."""
-    return sa.or_(*(column == value for value in values))
+    """``IN`` for a fixed list, spelled with ``OR`` of constants written into the SQL:
+    Core renders a literal ``IN`` list late (per execution), which would keep the
+    statement from being prepared, and a bound value would keep the planner from using a
+    partial index whose predicate names the same constants (``tables.OPEN_STATES``)."""
+    return sa.or_(*(column == sa.literal_column(f"'{value}'") for value in values))
 
 
 def _where_equal(table: sa.Table, *columns: str) -> sa.Select[tuple[object, ...]]:
@@ -81,8 +84,7 @@ TAKE_MESSAGE_INDEX = (
 
 GET_DELIVERY = _where_equal(deliveries, "id")
 ADD_DELIVERY = deliveries.insert().returning(*deliveries.c)
-_OPEN = [DeliveryState.PENDING.value, DeliveryState.SENDING.value,
-         DeliveryState.UNKNOWN.value]
+_OPEN = OPEN_STATES
 # Whether a new delivery of a lane may be claimed at birth by ``holder``: not while an
 # earlier one is open and not held by it (pending, in a backoff, or another process's).
 LANE_BLOCKED = (
