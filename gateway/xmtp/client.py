@@ -281,8 +281,12 @@ class Conversation:
         """Stores a text locally as unpublished (libxmtp queues its publish intent) and
         returns its id; ``publish_stored`` sends it. A publish retried with the same id
         sends the same message, never a second one."""
-        with library_errors("prepare text"):
-            return bytes(self._ffi.prepare_message(xb.encode_text(text), True)).hex()
+        return self.prepare_encoded(xb.encode_text(text))
+
+    def prepare_encoded(self, encoded: bytes) -> str:
+        """``prepare_text`` for any EncodedContent (an attachment, a remote attachment)."""
+        with library_errors("prepare message"):
+            return bytes(self._ffi.prepare_message(encoded, True)).hex()
 
     async def publish_stored(self, message_id: str) -> None:
         """Publishes a prepared message; a no-op once it is published."""
@@ -479,6 +483,19 @@ class XmtpClient:
     def conversation(self, conversation_id: str) -> Conversation:
         with library_errors("find conversation"):
             return Conversation(self._ffi.conversation(bytes.fromhex(conversation_id)))
+
+    def message(self, message_id: str) -> XmtpMessage | None:
+        """A message of this installation's local database by id; None when it has no
+        such message (never synced, or not an id at all)."""
+        try:
+            raw = bytes.fromhex(message_id)
+        except ValueError:
+            return None
+        try:
+            with library_errors("find message"):
+                return _message_from_ffi(self._ffi.message(raw))
+        except ChatNetworkError:
+            return None
 
     def conversations(self) -> list[Conversation]:
         options = xb.FfiListConversationsOptions(
