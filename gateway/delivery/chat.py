@@ -105,13 +105,15 @@ class ChatChannel:
         assert media is not None and job.lease is not None
         budget = media.budget()
         refused: list[str] = []
+        need = timedelta(seconds=self._send_timeout + media.settings.item_seconds + LEASE_RESERVE)
+        made: list[int] = []  # files fetched and uploaded in this attempt
         for index, item in enumerate(job.message.media):
-            room = job.lease.until - self._clock.now()
-            if posted and room < timedelta(seconds=self._send_timeout + media.settings.item_seconds
-                                           + LEASE_RESERVE):
-                return HandBack(self._clock.now())  # the rest goes under a new lease
+            if made and job.lease.until - self._clock.now() < need:
+                # the rest goes under a new lease; what went is published again, not made
+                return HandBack(self._clock.now())
 
             async def content(index: int = index) -> bytes:
+                made.append(index)
                 return await media.group_content(job.message, index, budget)
 
             name = name_of(item, index)

@@ -58,7 +58,6 @@ from gateway.media.carrier import ForPhone, MediaCarrier
 from gateway.twilio.split import MAX_BODY, split_body
 
 DAY = timedelta(hours=24)
-LEASE_RESERVE = 30.0  # seconds of the lease kept for the sends after a wallet's files
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +149,8 @@ class PhoneChannel:
         assert media is not None and job.target.address is not None and job.lease is not None
         phone = pretty(job.target.address)
         why_links = files_as_links(self.policy_for(job), job.target.channel, job.target.address)
-        room = (job.lease.until - self._clock.now()).total_seconds() - LEASE_RESERVE
+        # half of what the lease has left: the other half is the sends'
+        room = (job.lease.until - self._clock.now()).total_seconds() / 2
         try:
             async with asyncio.timeout(max(room, 1.0)):
                 files = await media.for_phone(job.message, channel=job.target.channel,

@@ -28,7 +28,7 @@ from eth_account.messages import encode_defunct
 from gateway.errors import ChatNetworkError, WalletNotReachable
 from gateway.xmtp.api import GatewayAccess, connect_api, ethereum_identifier
 from gateway.xmtp.inbox_state import InboxState, state_from_ffi
-from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors
+from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors, translate
 
 TEXT_CONTENT_TYPE = "xmtp.org/text:1.0"
 _STREAM_QUEUE_LIMIT = 10_000
@@ -492,10 +492,11 @@ class XmtpClient:
         except ValueError:
             return None
         try:
-            with library_errors("find message"):
-                return _message_from_ffi(self._ffi.message(raw))
-        except ChatNetworkError:
-            return None
+            return _message_from_ffi(self._ffi.message(raw))
+        except LIBRARY_ERRORS as exc:
+            if "not found" in str(exc):  # libxmtp's StorageError::NotFound
+                return None
+            raise translate("find message", exc) from exc
 
     def conversations(self) -> list[Conversation]:
         options = xb.FfiListConversationsOptions(
