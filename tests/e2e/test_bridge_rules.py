@@ -141,7 +141,6 @@ class TestContent:
         assert bodies[-1].endswith('👍 to "see you at 5"')
 
 
-
 class TestUnreachableWallet:
     async def test_a_dialled_wallet_not_on_xmtp_is_refused_and_the_phone_told(
             self, bridge: Bridge) -> None:
