@@ -143,6 +143,20 @@ class TestMediaFromPhones:
         assert webhook.forms[0]["NumMedia"] == "1"
 
 
+    async def test_a_file_may_be_hosted_alone_for_a_webhook_posted_elsewhere(
+            self, sim: TwilioSimulator) -> None:
+        body = {"data_base64": base64.b64encode(PICTURE).decode(), "content_type": "image/png"}
+        async with aiohttp.ClientSession() as http, \
+                http.post(sim.url + "/_sim/media", json=body) as response:
+            assert response.status == 201
+            hosted = await response.json()
+        creds = twilio_credentials(ACCOUNT, TOKEN, extra_origins=(sim.url,))
+        async with MediaFetcher(LOCAL) as fetcher:
+            got = await fetcher.fetch(hosted["url"], credentials=creds)
+        assert (got.data, got.content_type) == (PICTURE, "image/png")
+        assert sim.inbox(PHONE) == [] and sim.newest_first() == []
+
+
 class TestMediaOfSends:
     async def test_media_urls_are_fetched_and_the_phone_gets_the_files(
             self, sim: TwilioSimulator, client: Client, files: Files) -> None:
