@@ -135,5 +135,5 @@ class TestCarrying:
         assert check(path, out) == 0
         text = out.getvalue()
         assert "sms-only" in text
-        assert ("inline into groups up to 262144 bytes; MediaUrl links 3600s, other links "
+        assert ("inline into groups up to 65536 bytes; MediaUrl links 3600s, other links "
                 "604800s; kept 30 days") in text

@@ -27,7 +27,7 @@ class TestSamplePicture:
         assert demo_files.sample_picture(16) != picture
 
     def test_the_default_travels_as_a_remote_attachment(self) -> None:
-        assert len(demo_files.sample_picture()) > 262_144
+        assert len(demo_files.sample_picture()) > 65_536
 
 
 class TestSendingAndSaving:
