@@ -16,6 +16,14 @@ Outcomes
     blind re-send. Sids other deliveries already hold are passed over: a phone texted
     "ok" twice has two matching messages.
 
+Files
+    A wallet's files (``Media.held``) are opened when the text goes (``MediaCarrier.
+    for_phone``: downloaded, digest checked, decrypted, stored, signed) within half of
+    what the lease has left: MediaUrls on MMS and WhatsApp (one file per message there),
+    or links in the body where MMS does not reach (``files_as_links``). What cannot go is
+    reported to the wallets in one line (``Sent.note``), or fails the delivery when
+    nothing of the message can.
+
 Long bodies
     Several messages, in order, for one delivery; the delivery records the *last* part's
     sid, so its status callbacks (and a reconciliation, which looks for the last part)
