@@ -250,6 +250,11 @@ class Bench:
                 group = await self.open(session, wallet, wallet_thread)
                 self.results["webhook_idle_ms"] = summary(await self.idle_webhooks())
 
+                # one photo each way first: the first of each (a new connection, the
+                # worker threads started) is timed apart, as "cold"
+                await self.phone_to_wallet(session, arrivals, count=1, name="cold_")
+                await self.wallet_to_phone(session, wallet_thread, group, count=1,
+                                           name="cold_")
                 await self.phone_to_wallet(session, arrivals)
                 await self.wallet_to_phone(session, wallet_thread, group)
                 await self.floor(session, peer_thread, wallet.address, wallet_thread,
@@ -293,10 +298,10 @@ class Bench:
 
         return await self.on(thread, find())
 
-    async def phone_to_wallet(self, session: aiohttp.ClientSession,
-                              arrivals: Arrivals) -> None:
+    async def phone_to_wallet(self, session: aiohttp.ClientSession, arrivals: Arrivals, *,
+                              count: int | None = None, name: str = "") -> None:
         streamed, opened = [], []
-        for _ in range(self.n):
+        for _ in range(count or self.n):
             data = photo(self.size)
             url = await self.host(session, data)
             started = time.monotonic()
@@ -306,8 +311,8 @@ class Bench:
             got = await wallet_opens(session, message)
             opened.append(time.monotonic() - started)
             assert got == data, "the wallet got other bytes"
-        self.results["phone_to_wallet_stream_ms"] = summary(streamed)
-        self.results["phone_to_wallet_opened_ms"] = summary(opened)
+        self.results[f"{name}phone_to_wallet_stream_ms"] = summary(streamed)
+        self.results[f"{name}phone_to_wallet_opened_ms"] = summary(opened)
 
     async def wallet_sends(self, thread: LoopThread, group: Conversation,
                            data: bytes) -> tuple[float, float]:
@@ -326,17 +331,18 @@ class Bench:
         return await self.on(thread, send())
 
     async def wallet_to_phone(self, session: aiohttp.ClientSession, thread: LoopThread,
-                              group: Conversation) -> None:
+                              group: Conversation, *, count: int | None = None,
+                              name: str = "") -> None:
         latencies, to_api = [], []
-        for _ in range(self.n):
+        for _ in range(count or self.n):
             data = photo(self.size)
             started, started_wall = await self.wallet_sends(thread, group, data)
             at, got, accepted = await self.phone_got_photo(session)
             latencies.append(at - started)
             to_api.append(accepted - started_wall)
             assert got == data, "the phone got other bytes"
-        self.results["wallet_to_phone_ms"] = summary(latencies)
-        self.results["wallet_to_phone_api_call_ms"] = summary(to_api)
+        self.results[f"{name}wallet_to_phone_ms"] = summary(latencies)
+        self.results[f"{name}wallet_to_phone_api_call_ms"] = summary(to_api)
 
     async def floor(self, session: aiohttp.ClientSession, peer_thread: LoopThread,
                     wallet_address: str, wallet_thread: LoopThread,
@@ -476,6 +482,9 @@ def report(r: dict[str, Any]) -> str:
         f"{r['phone_to_wallet_stream_ms']['p50'] / floor_in['p50']:.2f}x, wallet → phone "
         f"{r['wallet_to_phone_ms']['p50'] / floor_out['p50']:.2f}x",
         f"both ways back to back: {r['relay_both_ways_seconds']} s for {2 * r['photos']} photos",
+        f"the first photo each way (cold, not in the series): phone → wallet "
+        f"{r['cold_phone_to_wallet_stream_ms']['p50']} ms, wallet → phone "
+        f"{r['cold_wallet_to_phone_ms']['p50']} ms",
     ])
 
 
