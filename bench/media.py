@@ -20,10 +20,11 @@ native send, and a file server on 127.0.0.1 where the wallet's remote attachment
   + digest check and decrypt + store + sign; and a native XMTP send of a remote
   attachment's envelope (libxmtp client → peer's stream). Floor = the media work + the
   native send.
-- the webhook's round trip (a text, no media): idle, and 20 a second while photos
-  relay back to back both ways.
+- the webhook's round trip (a text, no media, 20 a second, from a thread of its own):
+  idle; while photos relay both ways at ``--rate`` a second each way (hosted and sealed
+  beforehand); and while they relay back to back, saturating the machine.
 
-    python bench/media.py [--photos 40] [--size 1000000] [--json out.json]
+    python bench/media.py [--photos 40] [--size 1000000] [--rate 2] [--json out.json]
 """
 
 from __future__ import annotations
@@ -136,12 +137,13 @@ class Files:
 
 
 class Bench:
-    def __init__(self, tmp: Path, photos: int, size: int) -> None:
+    def __init__(self, tmp: Path, photos: int, size: int, rate: float) -> None:
         self.tmp = tmp
         self.n = photos
         self.size = size
+        self.rate = rate
         self.main = asyncio.get_running_loop()
-        self.results: dict[str, Any] = {"photos": photos, "bytes": size}
+        self.results: dict[str, Any] = {"photos": photos, "bytes": size, "rate": rate}
         self.validator = RequestValidator(AUTH_TOKEN)
         self.files = Files()
         self.inbox_count = 0
@@ -213,8 +215,8 @@ class Bench:
                 raise RuntimeError(f"webhook answered {response.status}")
         return time.monotonic() - started
 
-    async def phone_got_photo(self, session: aiohttp.ClientSession,
-                              ) -> tuple[float, bytes, float]:
+    async def phone_got_photo(self, session: aiohttp.ClientSession, *,
+                              with_data: bool = True) -> tuple[float, bytes, float]:
         """When the next photo reached the phone (the simulator fetched it from the
         gateway's MediaUrl), its bytes, and the wall-clock time the simulator accepted
         the gateway's Messages API call."""
@@ -222,14 +224,15 @@ class Bench:
         deadline = time.monotonic() + WAIT
         while time.monotonic() < deadline:
             params = {"phone": PHONE, "count": str(self.inbox_count), "timeout": "20",
-                      "since": str(self.inbox_count - 1)}
+                      "since": str(self.inbox_count - 1), "data": "1" if with_data else "0"}
             async with session.get(self.sim_url + "/_sim/inbox", params=params) as response:
                 data = await response.json()
             at = time.monotonic()
             texts = [t for t in data["messages"] if t["media"]]
             if data["total"] >= self.inbox_count and texts:
                 accepted = datetime.fromisoformat(texts[-1]["at"]).timestamp()
-                return at, base64.b64decode(texts[-1]["media"][-1]["data_base64"]), accepted
+                data_base64 = texts[-1]["media"][-1].get("data_base64", "")
+                return at, base64.b64decode(data_base64), accepted
         raise TimeoutError("the phone never got the photo")
 
     # ---- the run ------------------------------------------------------------------------
@@ -259,7 +262,10 @@ class Bench:
                 await self.wallet_to_phone(session, wallet_thread, group)
                 await self.floor(session, peer_thread, wallet.address, wallet_thread,
                                  arrivals)
-                await self.webhook_while_relaying(session, arrivals, wallet_thread, group)
+                await self.webhook_while_relaying(session, arrivals, wallet_thread, group,
+                                                  rate=self.rate, name="relaying_paced")
+                await self.webhook_while_relaying(session, arrivals, wallet_thread, group,
+                                                  rate=None, name="relaying_flat_out")
         finally:
             wallet_thread.stop()
             peer_thread.stop()
@@ -399,7 +405,18 @@ class Bench:
 
     async def webhook_while_relaying(self, session: aiohttp.ClientSession,
                                      arrivals: Arrivals, thread: LoopThread,
-                                     group: Conversation) -> None:
+                                     group: Conversation, *, rate: float | None,
+                                     name: str) -> None:
+        """A phone texting 20 times a second while photos relay both ways, ``rate`` a
+        second each way (None: back to back, as fast as they go). The photos are hosted
+        and sealed beforehand, so this process only posts, sends and waits meanwhile."""
+        inbound_urls = [await self.host(session, photo(self.size)) for _ in range(self.n)]
+        outbound = []
+        for _ in range(self.n):
+            sealed = await asyncio.to_thread(encrypt_attachment, Attachment(
+                "photo.jpg", "image/jpeg", photo(self.size)))
+            outbound.append(encode_remote_attachment(sealed.remote(
+                self.files.put(sealed.payload))))
         probe: list[float] = []
         relaying = True
 
@@ -413,28 +430,37 @@ class Bench:
                     i += 1
                     await asyncio.sleep(0.05)
 
-        async def inbound() -> None:
-            for _ in range(self.n):
-                url = await self.host(session, photo(self.size))
+        async def paced(i: int, started: float) -> None:
+            if rate is not None:
+                await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+
+        async def phone_side(started: float) -> None:
+            for i, url in enumerate(inbound_urls):
+                await paced(i, started)
                 await self.webhook_post(session, PHONE, "", media_url=url)
                 await arrivals.next()
 
-        async def outbound() -> None:
-            for _ in range(self.n):
-                await self.wallet_sends(thread, group, photo(self.size))
-                await self.phone_got_photo(session)
+        async def wallet_side(started: float) -> None:
+            for i, encoded in enumerate(outbound):
+                await paced(i, started)
+
+                async def send(encoded: bytes = encoded) -> None:
+                    await group.send_encoded(encoded)
+
+                await self.on(thread, send())
+                await self.phone_got_photo(session, with_data=False)
 
         probe_thread = LoopThread("bench-probe")
         prober = asyncio.wrap_future(probe_thread.submit(probe_ingest()))
         started = time.monotonic()
         try:
-            await asyncio.gather(inbound(), outbound())
+            await asyncio.gather(phone_side(started), wallet_side(started))
         finally:
             relaying = False
             await prober
             probe_thread.stop()
-        self.results["relay_both_ways_seconds"] = round(time.monotonic() - started, 2)
-        self.results["webhook_while_media_relays_ms"] = summary(probe)
+        self.results[f"{name}_seconds"] = round(time.monotonic() - started, 2)
+        self.results[f"webhook_while_{name}_ms"] = summary(probe)
 
 
 async def wallet_opens(session: aiohttp.ClientSession, message: XmtpMessage) -> bytes:
@@ -471,9 +497,11 @@ def report(r: dict[str, Any]) -> str:
         row("wallet → phone (send → Twilio API call)", r["wallet_to_phone_api_call_ms"]),
         row("  floor: fetch + verify/decrypt + store + read", r["floor_wallet_to_phone_media_ms"]),
         row("native: a remote attachment's envelope, client → client", native),
-        row("webhook (a text), idle", r["webhook_idle_ms"]),
-        row("webhook (a text), 20/s while photos relay both ways",
-            r["webhook_while_media_relays_ms"]),
+        row("webhook (a text, 20/s), idle", r["webhook_idle_ms"]),
+        row(f"webhook (a text, 20/s), {r['rate']:g} photos/s relaying each way",
+            r["webhook_while_relaying_paced_ms"]),
+        row("webhook (a text, 20/s), photos back to back both ways",
+            r["webhook_while_relaying_flat_out_ms"]),
         "",
         f"floor with the native send, p50 / p99 ms: phone → wallet {floor_in['p50']:.1f} / "
         f"{floor_in['p99']:.1f}; wallet → phone {floor_out['p50']:.1f} / "
@@ -481,7 +509,8 @@ def report(r: dict[str, Any]) -> str:
         f"relayed ÷ floor at p50: phone → wallet (stream) "
         f"{r['phone_to_wallet_stream_ms']['p50'] / floor_in['p50']:.2f}x, wallet → phone "
         f"{r['wallet_to_phone_ms']['p50'] / floor_out['p50']:.2f}x",
-        f"both ways back to back: {r['relay_both_ways_seconds']} s for {2 * r['photos']} photos",
+        f"both ways back to back: {r['relaying_flat_out_seconds']} s for "
+        f"{2 * r['photos']} photos",
         f"the first photo each way (cold, not in the series): phone → wallet "
         f"{r['cold_phone_to_wallet_stream_ms']['p50']} ms, wallet → phone "
         f"{r['cold_wallet_to_phone_ms']['p50']} ms",
@@ -492,6 +521,8 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=40, help="photos each way per series")
     parser.add_argument("--size", type=int, default=1_000_000, help="bytes per photo")
+    parser.add_argument("--rate", type=float, default=2.0,
+                        help="photos a second each way while the webhook is probed")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--gateway-log", type=Path, default=None,
                         help="keep the gateway's log here (PYTHONASYNCIODEBUG=1 in the "
@@ -501,7 +532,7 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
         log = Path(tmp) / "gateway.log"
         try:
-            results = await Bench(Path(tmp), args.photos, args.size).run()
+            results = await Bench(Path(tmp), args.photos, args.size, args.rate).run()
         except BaseException:
             if log.exists():
                 print(log.read_text()[-4000:], file=sys.stderr)

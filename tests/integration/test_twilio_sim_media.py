@@ -172,6 +172,19 @@ class TestMediaOfSends:
         listed = await client.messages(message.sid).media.list_async()
         assert sorted(m.content_type for m in listed) == ["application/pdf", "image/png"]
 
+    async def test_the_inbox_gives_the_files_sizes_without_their_bytes_when_asked(
+            self, sim: TwilioSimulator, client: Client, files: Files) -> None:
+        url = files.add("/a.png", PICTURE)
+        await client.messages.create_async(to=PHONE, from_=OUR_NUMBER, body="see",
+                                           media_url=[url])
+        await sim.wait_for_inbox(PHONE, 1, within=5.0)
+        async with aiohttp.ClientSession() as http:
+            params = {"phone": PHONE, "count": "1", "data": "0"}
+            async with http.get(sim.url + "/_sim/inbox", params=params) as response:
+                [text] = (await response.json())["messages"]
+        [media] = text["media"]
+        assert media["size"] == len(PICTURE) and "data_base64" not in media
+
     async def test_a_text_only_send_keeps_its_sm_sid(self, client: Client) -> None:
         message = await client.messages.create_async(to=PHONE, from_=OUR_NUMBER, body="hi")
         assert message.sid.startswith("SM") and message.num_media == "0"

@@ -22,8 +22,9 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
     attachments?: [{data_base64, content_type}]} sends a text from a phone (attachments
     are hosted here as the message's Media); ``POST /_sim/media`` {data_base64,
     content_type} hosts a file only and answers its URL;
-    ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S[&since=K]`` reads (and waits for) a
-    phone's inbox (from its K+1st text), with the media each text brought;
+    ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S[&since=K][&data=0]`` reads (and
+    waits for) a phone's inbox (from its K+1st text), with the media each text brought
+    (their bytes too, unless data=0);
     ``POST /_sim/faults`` {kind, …} injects a fault and ``DELETE /_sim/faults`` clears them;
     ``GET /_sim/messages`` and ``GET /_sim/attempts`` list what was created and every
     create request."""
@@ -69,6 +70,7 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
             count = int(request.query.get("count", "0"))
             timeout = min(float(request.query.get("timeout", "0")), 60.0)
             since = max(int(request.query.get("since", "0")), 0)
+            with_data = request.query.get("data", "1") != "0"
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         received = (await sim.wait_for_inbox(phone, count, timeout) if count
@@ -76,7 +78,8 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
         # ``since``: only the texts after the first ``since`` (their files are big)
         return web.json_response({"phone": strip_channel(phone), "complete": len(received) >= count,
                                   "total": len(received),
-                                  "messages": [r.to_json() for r in received[since:]]})
+                                  "messages": [r.to_json(with_data=with_data)
+                                               for r in received[since:]]})
 
     async def add_fault(request: web.Request) -> web.Response:
         try:
