@@ -88,8 +88,8 @@ async def _seed(db_url: str, sizes: dict[str, int]) -> dict[str, str]:
             ids[name] = (await tx.create_conversation(rule=None, unique_name=name,
                                                       now=start)).id
         assert isinstance(tx, SqlStoreTx)
-        cipher = tx._cipher  # the store's own sealing, so the API reads real rows
-        connection = tx._conn
+        cipher = store.cipher  # the store's own sealing, so the API reads real rows
+        connection = tx.connection
         for name, count in sizes.items():
             for first in range(0, count, 5000):
                 rows = []

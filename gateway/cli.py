@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "<server.public_url>/twilio/messages (default: nowhere)")
 
     xmtp = sub.add_parser("xmtp", help="the gateway's XMTP installations")
-    xmtp_actions = xmtp.add_subparsers(dest="action", required=True, metavar="ACTION",
-                                       help="status or revoke")
+    xmtp_actions = xmtp.add_subparsers(dest="action", required=True,
+                                       help="status: show them; revoke: remove some")
     status = xmtp_actions.add_parser(
         "status", help="the gateway's inbox, its installations and what is left of its caps")
     _config_option(status)

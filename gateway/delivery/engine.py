@@ -113,6 +113,15 @@ class Outbox:
         self._lease = timedelta(seconds=settings.lease)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # what the lanes hold: see _held_key
+        self._settles: dict[str, float] = {}  # reconciling delivery -> loop time to wait for
+        # Per lane, results that leave a delivery open (a retry, a hand-back, an unknown):
+        # [position, when written (a tick of _ticks), None while not yet]. Until one is
+        # written, and while a claim that began before it was written is under way, the
+        # store may show that delivery as this process's and give the claim a later one
+        # of its lane, which must then wait its turn too.
+        self._reopening: dict[str, list[list[int | None]]] = {}
+        self._ticks = itertools.count()
+        self._claim_began: int | None = None
         self._waiting: dict[str, int] = {}  # jobs held per sender, not yet sent
         self._results: list[tuple[DeliveryJob, Outcome]] = []
         self._flush_wanted = asyncio.Event()
@@ -210,13 +219,18 @@ class Outbox:
             return 0
         if self._holder.lapsed(self._settings.lease_margin):
             await self._holder.beat()
+        # the lease covers the wait for the provider to settle as well as the lookup
+        settle = timedelta(seconds=self._channel.reconcile_settle)
         jobs = await self._ledger.reclaim(
             self._channel.channels, holder=self._holder.id,
-            lease_until=self._clock.now() + self._lease, limit=room)
+            lease_until=self._clock.now() + settle + self._lease, limit=room)
         if jobs:
             log.info("reconciling %d %s deliveries", len(jobs), self.name)
-            if self._channel.reconcile_settle:
-                await asyncio.sleep(self._channel.reconcile_settle)
+            # into their lanes at once, so what comes after them waits behind them; each
+            # lets its request settle at the provider before it is looked at (_attempt)
+            settled = asyncio.get_running_loop().time() + self._channel.reconcile_settle
+            for job in jobs:
+                self._settles[job.delivery.id] = settled
             self._accept([replace(job, reconciling=True) for job in jobs])
         return len(jobs)
 
@@ -237,10 +251,16 @@ class Outbox:
         if self._holder.lapsed(self._settings.lease_margin):
             await self._holder.beat()
         now = self._clock.now()
-        fresh, self._next_due = await self._ledger.claim(
-            self._channel.channels, holder=self._holder.id, lease_until=now + self._lease,
-            limit=min(room, self._settings.batch_size))
-        self._accept(fresh)
+        began = next(self._ticks)
+        self._forget_reopened(began)
+        self._claim_began = began
+        try:
+            fresh, self._next_due = await self._ledger.claim(
+                self._channel.channels, holder=self._holder.id,
+                lease_until=now + self._lease, limit=min(room, self._settings.batch_size))
+            self._accept(fresh)
+        finally:
+            self._claim_began = None
         return len(fresh)
 
     def _accept(self, jobs: Sequence[DeliveryJob]) -> None:
@@ -248,7 +268,10 @@ class Outbox:
             if self._held_key(job) in self._held:
                 continue  # another wallet's delivery of a message already in its lane
             sender = self._channel.sender_of(job)
-            if not self._has_room(sender):
+            if not job.reconciling and self._behind_reopened(job):
+                self._result(job, HandBack(self._clock.now()))
+                continue
+            if not job.reconciling and not self._has_room(sender):
                 self._result(job, HandBack(self._clock.now() + timedelta(
                     seconds=self._backlog_seconds(sender))))
                 continue
@@ -261,6 +284,15 @@ class Outbox:
             if lane.task is None:
                 lane.task = asyncio.get_running_loop().create_task(
                     self._work_lane(job.lane, lane), name=f"{self.name}-lane")
+
+    def _behind_reopened(self, job: DeliveryJob) -> bool:
+        """Whether an earlier delivery of the job's lane is going back to the outbox and
+        the claim that gave this job may have seen it as still held here (its result was
+        not written when the claim began)."""
+        began = self._claim_began
+        return any(position is not None and position < job.position
+                   and (written is None or began is None or written > began)
+                   for position, written in self._reopening.get(job.lane, ()))
 
     def _held_key(self, job: DeliveryJob) -> str:
         """A message, when one send covers all its deliveries (it is held once); else the
@@ -311,19 +343,37 @@ class Outbox:
         dropped, lane.queue = lane.queue, []
         for job in dropped:
             self._held.discard(self._held_key(job))
+            self._settles.pop(job.delivery.id, None)
             sender = self._channel.sender_of(job)
             self._waiting[sender] = self._waiting.get(sender, 1) - 1
         return dropped
 
     def _hand_back_lane(self, lane: _Lane) -> None:
-        """Untried, back to the outbox: the store holds them until their lane's earlier
-        delivery is done (a hand-back whose lease was lost meanwhile is dropped)."""
+        """What waits in the lane goes back to the outbox, untried: the store holds it
+        until the lane's earlier delivery is done (a hand-back whose lease was lost
+        meanwhile is dropped). Deliveries being reconciled stay: a lookup sends nothing,
+        so it needs no turn, and one that finds nothing is due again in order."""
         now = self._clock.now()
+        keep = [job for job in lane.queue if job.reconciling]
+        lane.queue = [job for job in lane.queue if not job.reconciling]
         for job in self._drop(lane):
-            self._result(job, HandBack(now))
+            self._result(job, self._untried(job, now))
+        lane.queue = keep
+
+    def _untried(self, job: DeliveryJob, due: datetime) -> Outcome:
+        """A job not tried this time goes back to the outbox, due at ``due``, without using
+        up an attempt — unless it was claimed for reconciling: an earlier attempt's
+        outcome is still unknown, and handed back as untried it would be sent again
+        blindly. It stays unknown, for the reconciler."""
+        if job.reconciling:
+            return Unknown("not looked up yet")
+        return HandBack(due)
 
     async def _attempt(self, job: DeliveryJob, sender: str) -> Outcome | None:
         """One go at ``job``; None when its lease turned out to be lost."""
+        settle = self._settles.pop(job.delivery.id, None)
+        if settle is not None and (wait := settle - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(wait)
         lease = job.lease
         assert lease is not None, "the engine sends only claimed deliveries"
         need = self._settings.send_timeout + self._settings.lease_margin
@@ -339,7 +389,7 @@ class Outbox:
             assert job.lease is not None
             lease = job.lease
         if self._clock.now() + timedelta(seconds=need) >= lease.until:
-            return HandBack(self._clock.now())  # too little lease left to start a send
+            return self._untried(job, self._clock.now())  # too little lease left to start
 
         started = False  # the channel had its turn: a send may be under way from here
 
@@ -358,10 +408,10 @@ class Outbox:
         try:
             outcome = await self._channel.deliver(attempt)
         except PacedOut as exc:
-            return HandBack(self._clock.now() + timedelta(seconds=exc.due_in))
+            return self._untried(job, self._clock.now() + timedelta(seconds=exc.due_in))
         except asyncio.CancelledError:
             if not started:  # stopped while it waited for its turn: untried, handed back
-                self._result(job, HandBack(self._clock.now()))
+                self._result(job, self._untried(job, self._clock.now()))
             raise
         except Exception:
             # A bug or a store error mid-delivery: whether it went out is not known, so
@@ -422,8 +472,30 @@ class Outbox:
     def _result(self, job: DeliveryJob, outcome: Outcome) -> None:
         if self._halted:
             return
+        if not isinstance(outcome, (Sent, Failed)):
+            self._reopening.setdefault(job.lane, []).append([job.position, None])
         self._results.append((job, outcome))
         self._flush_wanted.set()
+
+    def _reopened(self, results: Sequence[tuple[DeliveryJob, Outcome]]) -> None:
+        """These results are written (or dropped): from now on the store shows them."""
+        tick = next(self._ticks)
+        for job, outcome in results:
+            if isinstance(outcome, (Sent, Failed)):
+                continue
+            for entry in self._reopening.get(job.lane, []):
+                if entry[0] == job.position and entry[1] is None:
+                    entry[1] = tick
+                    break
+
+    def _forget_reopened(self, before: int) -> None:
+        """Drops what was written before ``before``: a claim beginning now sees it."""
+        for lane in list(self._reopening):
+            kept = [e for e in self._reopening[lane] if e[1] is None or e[1] >= before]
+            if kept:
+                self._reopening[lane] = kept
+            else:
+                del self._reopening[lane]
 
     async def _flush_loop(self) -> None:
         failures = 0
@@ -459,6 +531,7 @@ class Outbox:
         except BaseException:
             self._results[:0] = results
             raise
+        self._reopened([r for r in results if r not in self._results])
         self._after_flush(results, kept)
 
     async def _settle_one_by_one(
@@ -507,7 +580,7 @@ class Outbox:
         self._waiting.clear()
         now = self._clock.now()
         for job in waiting:
-            self._result(job, HandBack(now))
+            self._result(job, self._untried(job, now))
         try:
             async with asyncio.timeout(5):
                 await self._flush()

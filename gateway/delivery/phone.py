@@ -35,6 +35,7 @@ Long bodies
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -64,6 +65,8 @@ from gateway.errors import (
 )
 from gateway.media.carrier import ForPhone, MediaCarrier
 from gateway.twilio.split import MAX_BODY, split_body
+
+log = logging.getLogger(__name__)
 
 DAY = timedelta(hours=24)
 
@@ -198,9 +201,14 @@ class PhoneChannel:
         try:
             provider_id = await self._find(job, body)
         except RetryableSendError as exc:
+            log.warning("delivery %s: lookup failed (%s); will look again", job.delivery.id,
+                        exc)
             return Unknown(f"lookup failed ({exc}); will look again")
         if provider_id is not None:
+            log.info("delivery %s reconciled: found at the provider", job.delivery.id)
             return Sent(provider_id)
+        log.info("delivery %s reconciled: not at the provider; sending again",
+                 job.delivery.id)
         return Retry("not found at the provider; sending again", job.delivery.error_code,
                      at_once=True)
 

@@ -115,7 +115,7 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 
 def _current_revision(connection: sa.Connection) -> str | None:
-    with _alembic_quiet():
+    with alembic_quiet():
         from alembic.runtime.migration import MigrationContext
 
         return MigrationContext.configure(connection).get_current_revision()
@@ -128,7 +128,7 @@ async def lock(connection: AsyncConnection, name: str) -> None:
 
 def _upgrade(connection: sa.Connection, revision: str) -> None:
     before = _current_revision(connection)
-    with _alembic_quiet():
+    with alembic_quiet():
         from alembic import command
         from alembic.config import Config
 
@@ -142,7 +142,7 @@ def _upgrade(connection: sa.Connection, revision: str) -> None:
 
 
 @contextlib.contextmanager
-def _alembic_quiet() -> Iterator[None]:
+def alembic_quiet() -> Iterator[None]:
     """Alembic narrates at INFO: seven plugins set up when it is first imported (so it is
     imported in here), the dialect, each step; the one line above says what changed.
     Its warnings still show, and a failed migration raises."""

@@ -25,7 +25,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
-from gateway.store.prepared import PreparedStatements
+from gateway.store.prepared import Prepared, PreparedStatements
 
 LOCK_WAIT_SECONDS = 15.0
 
@@ -52,7 +52,27 @@ class InlineConnection:
         prepared = self._prepared.get(statement, parameters)
         if prepared is None:
             return self.sync_connection.execute(statement, parameters).mappings().all()
+        if self._prepared.verify:
+            return self._verified(statement, parameters, prepared)
         return prepared.run(self._driver, parameters)
+
+    def _verified(self, statement: sa.Executable, parameters: Mapping[str, Any] | None,
+                  prepared: Prepared) -> list[dict[str, Any]]:
+        """Runs the statement through SQLAlchemy first, in a savepoint rolled back after
+        it, then prepared, and insists both answer the same: the guard on ``prepared``'s
+        use of SQLAlchemy's internals (the equivalence test runs the store this way)."""
+        savepoint = self.sync_connection.begin_nested()
+        try:
+            expected = [dict(row) for row in
+                        self.sync_connection.execute(statement, parameters).mappings()]
+        finally:
+            savepoint.rollback()
+        found = prepared.run(self._driver, parameters)
+        if found != expected:
+            raise AssertionError(f"a prepared statement answered differently from "
+                                 f"SQLAlchemy: {prepared.sql}")
+        self._prepared.verified.add(statement)
+        return found
 
     async def scalar(self, statement: sa.Executable,
                      parameters: Mapping[str, Any] | None = None) -> Any:

@@ -62,10 +62,14 @@ class PreparedStatements:
     marks one that cannot be prepared). Lives as long as the store: compiling is the
     expensive part, so statements built per call are never eligible."""
 
-    def __init__(self, dialect: Dialect, eligible: frozenset[sa.Executable]) -> None:
+    def __init__(self, dialect: Dialect, eligible: frozenset[sa.Executable], *,
+                 verify: bool = False) -> None:
         self._dialect = dialect
         self._eligible = eligible
         self._prepared: dict[tuple[Any, ...], Prepared | None] = {}
+        # verify: every prepared run is checked against SQLAlchemy's own (tests)
+        self.verify = verify
+        self.verified: set[sa.Executable] = set()
 
     def get(self, statement: sa.Executable,
             parameters: Mapping[str, Any] | None) -> Prepared | None:

@@ -20,7 +20,7 @@ from gateway.store.tx import SqlStoreTx
 
 
 async def open_store(url: str, *, keys: Mapping[str, bytes], active_key: str,
-                     migrate: bool = True) -> SqlStore:
+                     migrate: bool = True, verify_prepared: bool = False) -> SqlStore:
     """Opens the database at ``url`` (``sqlite+aiosqlite:///path`` or
     ``postgresql+asyncpg://…``), bringing its schema up to date unless told not to."""
     cipher = ContentCipher(keys, active_key)
@@ -35,11 +35,12 @@ async def open_store(url: str, *, keys: Mapping[str, bytes], active_key: str,
     except BaseException:
         await engine.dispose()
         raise
-    return SqlStore(engine, cipher)
+    return SqlStore(engine, cipher, verify_prepared=verify_prepared)
 
 
 class SqlStore:
-    def __init__(self, engine: AsyncEngine, cipher: ContentCipher) -> None:
+    def __init__(self, engine: AsyncEngine, cipher: ContentCipher, *,
+                 verify_prepared: bool = False) -> None:
         self.engine = engine
         self._cipher = cipher
         # SQLite has one writer at a time anyway; queueing here instead of in SQLite's busy
@@ -54,12 +55,18 @@ class SqlStore:
         # The one connection those transactions take turns on: checking one out of the
         # pool and back for every transaction cost more than a short transaction's work.
         self._inline_connection: sa.Connection | None = None
-        self._prepared = (PreparedStatements(self._inline.dialect, statements.prebuilt())
+        self._prepared = (PreparedStatements(self._inline.dialect, statements.prebuilt(),
+                                             verify=verify_prepared)
                           if self._inline is not None else None)
 
     @property
     def dialect(self) -> str:
         return self.engine.dialect.name
+
+    @property
+    def prepared(self) -> PreparedStatements | None:
+        """The prebuilt statements run inline on SQLite (None on PostgreSQL)."""
+        return self._prepared
 
     @property
     def cipher(self) -> ContentCipher:

@@ -65,8 +65,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("RUST_LOG", "off")  # libxmtp's own log lines are not for here
     try:
         if args.action == "status":
-            return asyncio.run(_status(config, sys.stdout))
-        return asyncio.run(_revoke(config, sys.stdout, ids=args.ids,
+            return asyncio.run(show_status(config, sys.stdout))
+        return asyncio.run(revoke(config, sys.stdout, ids=args.ids,
                                    all_others=args.all_others, confirmed=args.yes))
     except GatewayError as exc:
         print(f"gateway xmtp {args.action}: {exc}", file=sys.stderr)
@@ -152,7 +152,7 @@ def _this(status: Status, config: GatewayConfig) -> str:
     return f"{recorded.installation_id} ({active}; libxmtp database {db}: {present})"
 
 
-async def _status(config: GatewayConfig, out: TextIO) -> int:
+async def show_status(config: GatewayConfig, out: TextIO) -> int:
     async with connected(config) as (api, network):
         render(await read_status(config, api, network), config, out)
     return 0
@@ -184,7 +184,7 @@ def choose(status: Status, ids: Sequence[str], *, all_others: bool) -> list[str]
     return chosen
 
 
-async def _revoke(config: GatewayConfig, out: TextIO, *, ids: Sequence[str],
+async def revoke(config: GatewayConfig, out: TextIO, *, ids: Sequence[str],
                   all_others: bool, confirmed: bool) -> int:
     if all_others == bool(ids):
         raise AdminError("name the installations to revoke, or give --all-others")

@@ -201,7 +201,7 @@ class MessageStream:
             self._done = True
         self._queue.put_nowait(item)
 
-    async def _open(self, conversations: Any, consent: Sequence[Consent] | None) -> None:
+    async def open(self, conversations: Any, consent: Sequence[Consent] | None) -> None:
         callback = _MessageQueueCallback(asyncio.get_running_loop(), self._put)
         states = None if consent is None else [_CONSENT_TO_FFI[c] for c in consent]
         with library_errors("open message stream"):
@@ -526,7 +526,7 @@ class XmtpClient:
         async for message in stream: ...``.
         """
         stream = MessageStream()
-        await stream._open(self._ffi.conversations(), consent)
+        await stream.open(self._ffi.conversations(), consent)
         return stream
 
     async def set_inbox_consent(self, inbox_id: str, consent: Consent) -> None:

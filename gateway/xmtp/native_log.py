@@ -53,6 +53,12 @@ class NativeLine:
     message: str
 
 
+# openmls, the MLS library inside libxmtp, logs an ERROR for every message it cannot
+# decrypt, and a catch-up after a restart meets its own past messages by the dozen
+# ("TooDistantInThePast"); libxmtp handles those results and says what matters itself.
+_OPENMLS = f"{ROOT_LOGGER}.openmls"
+
+
 def parse(line: str, previous: NativeLine | None = None) -> NativeLine | None:
     """The record for one line of libxmtp's output; None for a blank one. A line with no
     header continues the event before it (openmls puts an error's cause on its own line)
@@ -72,7 +78,7 @@ def parse(line: str, previous: NativeLine | None = None) -> NativeLine | None:
     else:
         logger = f"{ROOT_LOGGER}.{found['target'].replace('::', '.')}"
         message = found["message"]
-    if _RELEASED in message:
+    if _RELEASED in message or logger.startswith(_OPENMLS):
         level = min(level, logging.DEBUG)
     return NativeLine(level, logger, message)
 
@@ -115,7 +121,7 @@ class NativeLogRoute:
                     if line is not None:
                         previous = line
                         logging.getLogger(line.logger).log(line.level, "%s", line.message)
-                except Exception:  # the line goes out as it came instead
+                except Exception:  # noqa: BLE001 - the line goes out as it came instead
                     # this thread must keep reading: libxmtp blocks on a full pipe
                     os.write(self._real_stdout, raw)
 

@@ -110,6 +110,11 @@ class XmtpChatNetwork:
         self.address = WalletAddress(client.address)
         self.inbox_id = client.inbox_id
 
+    @property
+    def installation_id(self) -> str:
+        """This process's XMTP installation (its libxmtp database)."""
+        return str(self._client.installation_id)
+
     @classmethod
     async def open(cls, *, node_url: str, private_key: str | bytes, db_path: Path | None,
                    encryption_key: bytes | None, gateway: GatewayAccess | None = None,
@@ -277,7 +282,7 @@ class XmtpChatNetwork:
             await put(ChatNetworkError("the XMTP message stream closed"))
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # handed to the consumer, which counts, logs and reopens
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer, which counts, logs and reopens
             with contextlib.suppress(Exception):
                 await put(exc)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.delivery import PacingSettings
 from gateway.domain.ids import PhoneNumber
 from gateway.domain.models import Channel, DeliveryState
 from gateway.errors import RetryableSendError, UnknownOutcomeError
@@ -91,6 +92,25 @@ class TestRestart:
         await w.settled(within=10.0)
         assert asyncio.get_running_loop().time() - started < FAST.lease / 2
         assert w.texts_to_phone() == ["in flight", "behind it"]  # looked up, not re-sent
+
+    async def test_what_a_restart_takes_back_is_looked_up_even_when_its_sender_is_busy(
+            self, w: World) -> None:
+        # a slow sender holds little: most of the backlog waits in the outbox, and what
+        # the dead process held must still be looked up, never handed back as untried
+        w.settings = replace(w.settings, lease=6.0, send_timeout=1.0, lease_margin=0.5,
+                             pacing=PacingSettings(default=2.0))  # it holds 4 at most
+        process = await w.start()
+        await conversation(w)
+        w.phone.hold = asyncio.Event()
+        for n in range(1, 11):
+            await w.wallet_says(f"text {n}")
+        await until(lambda: _true_if(len(w.phone.accepted) == 1))
+        await w.kill()
+        w.phone.hold = None
+        w.reconcile_settle = 5.0  # most of a lease: new texts are claimed meanwhile
+        await w.start(process.holder.id)
+        await w.settled(within=20.0)
+        assert w.texts_to_phone() == [f"text {n}" for n in range(1, 11)]
 
     async def test_a_post_in_flight_is_published_again_never_twice(self, w: World) -> None:
         process = await w.start()

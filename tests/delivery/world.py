@@ -132,6 +132,7 @@ class World:
         # between a send and the write of its result).
         self.settle_gate: asyncio.Event | None = None
         self.alive_seconds = 30.0  # a holder's heartbeat (tests of takeover shorten it)
+        self.reconcile_settle = 0.0  # the phone channel's wait before a lookup
         self._sids = itertools.count(1)
 
     # ---- processes ---------------------------------------------------------------------
@@ -144,7 +145,7 @@ class World:
         phone = Outbox(ledger, PhoneChannel(
             self.store, self.phone, self.rules, self.clock,
             PhoneSettings(status_callback_url="https://gw.example/twilio/status",
-                          reconcile_settle=0.0), media=self.media),
+                          reconcile_settle=self.reconcile_settle), media=self.media),
             holder, self.clock, self.settings)
         chat = Outbox(ledger, ChatChannel(self.store, self.chat, self.rules,
                                               group_made=self.relay.group_made,

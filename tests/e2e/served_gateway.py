@@ -60,11 +60,8 @@ class ServedGateway:
 def copy_default_config(home: Path, port: int) -> None:
     (home / "config").mkdir(parents=True)
     text = (ROOT / "config" / "gateway.yaml").read_text()
-    # the embedded config leaves server.public_url unset: it follows the port
-    assert "port: 8080" in text
-    text = text.replace("port: 8080", f"port: {port}")
-    (home / "config" / "gateway.yaml").write_text(
-        text.replace("127.0.0.1:8080", f"127.0.0.1:{port}"))
+    assert "port: 8080" in text  # the public URL follows the port (it is not set)
+    (home / "config" / "gateway.yaml").write_text(text.replace("port: 8080", f"port: {port}"))
 
 
 @contextlib.contextmanager

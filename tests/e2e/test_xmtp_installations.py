@@ -49,7 +49,7 @@ def config(node: DevNode, tmp_path: Path) -> GatewayConfig:
 async def start_once(config: GatewayConfig, *, allow_new: bool = False) -> str:
     """Opens the gateway's chat network as ``serve`` does; its installation id."""
     async with open_chat_network(config, allow_new_installation=allow_new) as network:
-        return network._client.installation_id
+        return network.installation_id
 
 
 async def other_installations(config: GatewayConfig, node: DevNode, count: int) -> list[str]:
@@ -64,7 +64,7 @@ async def other_installations(config: GatewayConfig, node: DevNode, count: int) 
 
 async def status_text(config: GatewayConfig) -> str:
     out = io.StringIO()
-    assert await admin._status(config, out) == 0
+    assert await admin.show_status(config, out) == 0
     return out.getvalue()
 
 
@@ -111,7 +111,7 @@ class TestAGatewayStarting:
         first = await start_once(config)
         lose_database(config)
         out = io.StringIO()
-        assert await admin._revoke(config, out, ids=[first[:12]], all_others=False,
+        assert await admin.revoke(config, out, ids=[first[:12]], all_others=False,
                                    confirmed=True) == 0
         assert await start_once(config) != first
 
@@ -188,13 +188,13 @@ class TestStatusAndRevoke:
         others = await other_installations(config, node, 9)
 
         shown = io.StringIO()
-        assert await admin._revoke(config, shown, ids=[], all_others=True,
+        assert await admin.revoke(config, shown, ids=[], all_others=True,
                                    confirmed=False) == 1
         assert "nothing revoked: add --yes" in shown.getvalue()
         assert "10 of 10 in use" in await status_text(config)
 
         done = io.StringIO()
-        assert await admin._revoke(config, done, ids=[], all_others=True, confirmed=True) == 0
+        assert await admin.revoke(config, done, ids=[], all_others=True, confirmed=True) == 0
         assert all(other in done.getvalue() for other in others)
         assert "installations:     1 of 10 in use" in done.getvalue()
         # its inbox's creation, 9 adds and one revoke for all 9
@@ -207,7 +207,7 @@ class TestStatusAndRevoke:
         lose_database(config)
         await other_installations(config, node, 9)  # at the cap, and no database here
         out = io.StringIO()
-        assert await admin._revoke(config, out, ids=[first], all_others=False,
+        assert await admin.revoke(config, out, ids=[first], all_others=False,
                                    confirmed=True) == 0
         assert "9 of 10 in use" in out.getvalue()
         assert await start_once(config) != first
@@ -216,8 +216,8 @@ class TestStatusAndRevoke:
             self, config: GatewayConfig) -> None:
         mine = await start_once(config)
         with pytest.raises(admin.AdminError, match="no active installation"):
-            await admin._revoke(config, io.StringIO(), ids=["ffff0000"], all_others=False,
+            await admin.revoke(config, io.StringIO(), ids=["ffff0000"], all_others=False,
                                 confirmed=True)
         with pytest.raises(admin.AdminError, match="this gateway's own installation"):
-            await admin._revoke(config, io.StringIO(), ids=[mine], all_others=False,
+            await admin.revoke(config, io.StringIO(), ids=[mine], all_others=False,
                                 confirmed=True)

@@ -43,7 +43,7 @@ class TestMigrationLog:
     async def test_alembic_warnings_still_show_while_it_runs(
             self, caplog: pytest.LogCaptureFixture) -> None:
         caplog.set_level(logging.DEBUG)
-        with engines._alembic_quiet():  # the quieting itself is the subject
+        with engines.alembic_quiet():  # the quieting itself is the subject
             logging.getLogger("alembic.runtime.migration").info("narration")
             logging.getLogger("alembic.runtime.migration").warning("a real problem")
         assert [r.getMessage() for r in caplog.records] == ["a real problem"]

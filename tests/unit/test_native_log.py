@@ -36,12 +36,18 @@ class TestALine:
         assert line == NativeLine(logging.INFO, "libxmtp.xmtp_mls.groups", "synced: 2 intents")
 
     def test_without_a_header_continues_the_event_before_it(self) -> None:
-        first = parse("2026-12-06T10:12:59.793169Z ERROR openmls::framing::private_message_in:"
-                      "   Ciphertext generation out of bounds 1")
+        first = parse("2026-12-06T10:12:59.793169Z ERROR xmtp_mls::groups::mls_sync:"
+                      "   failed to process a commit")
         assert first is not None
-        assert parse("\tSecretReuseError\n", first) == NativeLine(
-            logging.ERROR, "libxmtp.openmls.framing.private_message_in", "SecretReuseError")
+        assert parse("\tEpochMismatch\n", first) == NativeLine(
+            logging.ERROR, "libxmtp.xmtp_mls.groups.mls_sync", "EpochMismatch")
         assert parse("   \n", first) is None
+
+    def test_openmls_failing_to_decrypt_a_past_message_is_debug(self) -> None:
+        line = parse("2026-12-06T11:43:39.555Z ERROR openmls::framing::private_message_in: "
+                     "TooDistantInThePast")
+        assert line is not None and line.level == logging.DEBUG
+        assert line.logger == "libxmtp.openmls.framing.private_message_in"
 
     def test_a_workers_complaint_after_its_client_closed_is_debug(self) -> None:
         line = parse("2026-12-06T10:13:33.278886Z ERROR xmtp_mls::worker::disappearing_"
