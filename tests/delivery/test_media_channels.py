@@ -11,7 +11,6 @@ import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -270,7 +269,3 @@ class TestWalletToPhone:
 
 async def _true_if(found: object) -> bool | None:
     return True if found else None
-
-
-def test_settle_timeouts_are_short() -> None:
-    assert timedelta(seconds=CarrySettings(limits=LIMITS).item_seconds) <= timedelta(minutes=5)
