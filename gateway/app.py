@@ -39,6 +39,7 @@ from gateway.domain.ports import ChatNetwork, DeliveryTaker, PhoneNetwork, Store
 from gateway.domain.relay import Relay
 from gateway.domain.writer import AfterCommit
 from gateway.health import add_health_routes
+from gateway.media.wiring import install_media, media_carrier
 from gateway.metrics import Metrics
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.twilio.webhooks import MESSAGES_PATH, STATUS_PATH, add_twilio_routes
@@ -83,6 +84,10 @@ def create_app(config: GatewayConfig, parts: Parts | None = None) -> web.Applica
     add_twilio_routes(app)
     add_health_routes(app)
     add_api_routes(app)  # its context needs STORE, CHAT and CLOCK: after theirs
+    # Media: the blob store (encrypted at rest, swept after media.retention_days), the
+    # fetcher for strangers' URLs and GET /media/… for the local store. The workers use
+    # them (files both ways): before theirs.
+    install_media(app)
     if parts.run_workers:
         app.cleanup_ctx.append(_workers_context)
     contexts = list(app.cleanup_ctx)
@@ -269,18 +274,22 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
                     max((clock.now() - job.message.created_at).total_seconds(), 0.0))
         return observed
 
+    simulator = app.get(SIMULATOR)
+    media = media_carrier(app, simulator.url if simulator is not None else None)
     phone = Outbox(relay, PhoneChannel(
         store, app[PHONE], rules, clock, PhoneSettings(
-            status_callback_url=config.server.public_url.rstrip("/") + STATUS_PATH)),
+            status_callback_url=config.server.public_url.rstrip("/") + STATUS_PATH),
+        media=media),
         holder, clock, phone_engine_settings(config), observer=observe("phone"))
     chat = Outbox(relay, ChatChannel(
         store, app[CHAT], rules, group_made=relay.group_made,
-        send_timeout=config.xmtp.send_timeout_seconds),
+        send_timeout=config.xmtp.send_timeout_seconds, media=media, clock=clock,
+        give_up_after=config.xmtp.retry.max_attempts),
         holder, clock, chat_engine_settings(config), observer=observe("xmtp"))
     app[PHONE_OUTBOX] = phone
     app[CHAT_OUTBOX] = chat
     stream = ChatStreamConsumer(store, app[CHAT], relay, metrics,
-                                leadership=_stream_leadership(store))
+                                leadership=_stream_leadership(store), describe=media.describe)
     tasks = app[TASKS]
     tasks["outbox_holder"] = asyncio.create_task(holder.run(), name="outbox-holder")
     tasks["phone_outbox"] = asyncio.create_task(phone.run(), name="phone-outbox")

@@ -9,9 +9,12 @@ and receiving what the gateway sends to it.
 
 Interactive (when stdin is a terminal): ``p hello`` texts from the phone (to the current
 number; ``to dial`` or ``to +1555…`` switches to another number a rule serves), ``w
-thanks`` replies from the wallet in the last conversation it saw, ``q`` quits.
-``--script``, or no terminal, runs phone → wallet, wallet → phone, dial mode, STOP then
-START, prints the transcript and exits 0 only if every step arrived in time.
+thanks`` replies from the wallet in the last conversation it saw, ``p! photo.jpg [text]``
+and ``w! photo.jpg`` send a file (MMS from the phone, an XMTP attachment from the
+wallet), ``q`` quits. Files either side receives are saved under
+``<data_dir>/demo-files/``. ``--script``, or no terminal, runs phone → wallet, wallet →
+phone, a photo each way (bytes compared), dial mode, STOP then START, prints the
+transcript and exits 0 only if every step arrived in time.
 
 The terminal shows the transcript only: the gateway's own log goes to
 ``<data_dir>/demo.log`` (one run's worth), as the banner says. The data directory is
@@ -35,15 +38,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
+from gateway import demo_files
 from gateway.app import SIMULATOR, create_app
 from gateway.config import GatewayConfig
 from gateway.data_dir import exclusive_data_dir
+from gateway.domain.ports.blobs import BlobStore
 from gateway.domain.rules import Rule, RuleMode
 from gateway.errors import CannotListen, GatewayError
 from gateway.listen import local_url
 from gateway.logs import setup_logging
+from gateway.media.attachments import Attachment
+from gateway.media.transfer import filename_for
+from gateway.media.wiring import BLOB_STORE
 from gateway.serve import config_for_command, listening_socket
 from gateway.terminal import stdin_lines
 from gateway.testing.twilio_sim import TwilioSimulator
@@ -135,30 +144,57 @@ class Demo:
     config: GatewayConfig
     simulator: TwilioSimulator
     wallet: XmtpClient
+    store: BlobStore  # where the wallet uploads a remote attachment's ciphertext
+    session: aiohttp.ClientSession  # the wallet's, to fetch remote attachments
     transcript: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)  # wallet-side message ids already shown
     phone_seen: int = 0
+    wallet_files: list[bytes] = field(default_factory=list)  # what the wallet received
+    phone_files: list[bytes] = field(default_factory=list)  # what the phone received
+
+    @property
+    def files_dir(self) -> Path:
+        return self.config.data_dir / demo_files.FILES_DIR
 
     def say(self, line: str) -> None:
         self.transcript.append(line)
         print(line, flush=True)
 
-    async def phone_texts(self, to: str, body: str) -> None:
-        self.say(f"phone  → {to}: {body}")
-        result = await self.simulator.text_from_phone(DEMO_PHONE, to, body)
+    async def phone_texts(self, to: str, body: str, *,
+                          file: tuple[str, bytes, str] | None = None) -> None:
+        """``file``: (name, bytes, type) sent with it, as MMS."""
+        shown = f"📎 {file[0]} ({demo_files.describe(file[1], file[2])}) " if file else ""
+        self.say(f"phone  → {to}: {shown}{body}")
+        result = await self.simulator.text_from_phone(
+            DEMO_PHONE, to, body, attachments=[(file[1], file[2])] if file else ())
         if result.status != 200:
             raise GatewayError(f"the gateway answered the webhook with {result.status}")
 
+    async def wallet_sends_file(self, group: Conversation, name: str, data: bytes,
+                                kind: str) -> None:
+        self.say(f"wallet → [{group.name}] 📎 {name} ({demo_files.describe(data, kind)})")
+        await group.send_encoded(await demo_files.wallet_content(
+            Attachment(name, kind, data), self.store,
+            inline_max_bytes=self.config.media.inline_max_bytes))
+
     async def phone_inbox(self) -> list[tuple[str, str]]:
-        """(from, body) of texts the phone got since the last call, shown as they come."""
+        """(from, body) of texts the phone got since the last call, shown as they come;
+        their files saved."""
         received = self.simulator.inbox(DEMO_PHONE)[self.phone_seen:]
         self.phone_seen += len(received)
         for text in received:
             self.say(f"phone  ← {text.from_}: {text.body}")
+            for index, media in enumerate(text.media):
+                path = demo_files.save(self.files_dir / "phone", filename_for(
+                    media.content_type, index), media.data)
+                self.phone_files.append(media.data)
+                self.say(f"phone  ← 📎 {demo_files.describe(media.data, media.content_type)}"
+                         f", saved as {path}")
         return [(t.from_, t.body) for t in received]
 
     async def wallet_news(self) -> list[tuple[Conversation, XmtpMessage]]:
-        """Messages from others in the wallet's groups it has not shown yet."""
+        """Messages from others in the wallet's groups it has not shown yet; files are
+        opened (fetched and decrypted when remote) and saved."""
         await self.wallet.sync_all()
         news = []
         for group in self.wallet.conversations():
@@ -169,8 +205,22 @@ class Demo:
                     continue
                 self.seen.add(message.id)
                 news.append((group, message))
-                self.say(f"wallet ← [{group.name}] {message.text or message.content_type}")
+                if demo_files.is_file(message):
+                    await self._wallet_file(group, message)
+                else:
+                    self.say(f"wallet ← [{group.name}] {message.text or message.content_type}")
         return news
+
+    async def _wallet_file(self, group: Conversation, message: XmtpMessage) -> None:
+        try:
+            got = await demo_files.open_file(message, self.session)
+        except (GatewayError, aiohttp.ClientError, TimeoutError) as exc:
+            self.say(f"wallet ← [{group.name}] a file that could not be opened: {exc}")
+            return
+        path = demo_files.save(self.files_dir / "wallet", got.filename, got.data)
+        self.wallet_files.append(got.data)
+        self.say(f"wallet ← [{group.name}] 📎 {got.filename} "
+                 f"({demo_files.describe(got.data, got.mime_type)}), saved as {path}")
 
 
 @contextlib.asynccontextmanager
@@ -179,12 +229,14 @@ async def _running(config: GatewayConfig, sock: socket.socket) -> AsyncIterator[
     app = create_app(config)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()  # opens the store, simulator, devnode and the gateway's XMTP client
+    stack = contextlib.AsyncExitStack()
     try:
         site = web.SockSite(runner, sock)
         await site.start()
         wallet = await _demo_wallet(config, app)
         try:
-            demo = Demo(config, app[SIMULATOR], wallet)
+            session = await stack.enter_async_context(aiohttp.ClientSession())
+            demo = Demo(config, app[SIMULATOR], wallet, app[BLOB_STORE], session)
             for group in wallet.conversations():  # history from earlier runs stays quiet
                 demo.seen.update(m.id for m in await group.messages())
             print(f"gateway on {config.server.public_url}; demo wallet "
@@ -192,6 +244,7 @@ async def _running(config: GatewayConfig, sock: socket.socket) -> AsyncIterator[
                   f"gateway logs: {config.data_dir / LOG_FILE}", flush=True)
             yield demo
         finally:
+            await stack.aclose()
             wallet.close()
     finally:
         await runner.cleanup()
@@ -246,7 +299,9 @@ class Script:
         steps: list[tuple[str, Callable[[], Awaitable[bool]]]] = []
         if self.support is not None:
             steps += [("phone → wallet", self.phone_to_wallet),
-                      ("wallet → phone", self.wallet_to_phone)]
+                      ("wallet → phone", self.wallet_to_phone),
+                      ("photo phone → wallet", self.photo_to_wallet),
+                      ("photo wallet → phone", self.photo_to_phone)]
         if self.dial is not None:
             steps.append(("dial mode", self.dial_mode))
         if self.support is not None:
@@ -297,6 +352,34 @@ class Script:
         await self.group.send_text(reply)
         return await self._phone_gets(reply, self.support.proxy)
 
+    async def photo_to_wallet(self) -> bool:
+        """A made-up photo by MMS: the wallet gets it as a remote attachment, the same
+        bytes."""
+        assert self.support is not None
+        picture = demo_files.sample_picture()
+        await self.demo.phone_texts(self.support.proxy, f"a photo ({self.tag})",
+                                    file=("photo.png", picture, "image/png"))
+
+        async def check() -> bool:
+            await self.demo.wallet_news()
+            return picture in self.demo.wallet_files
+
+        return await _until(check, STEP_SECONDS)
+
+    async def photo_to_phone(self) -> bool:
+        """The wallet's photo: the phone gets it by MMS, the same bytes."""
+        if self.group is None:
+            return False
+        picture = demo_files.sample_picture()
+        await self.demo.wallet_sends_file(self.group, "from-the-wallet.png", picture,
+                                          "image/png")
+
+        async def check() -> bool:
+            await self.demo.phone_inbox()
+            return picture in self.demo.phone_files
+
+        return await _until(check, STEP_SECONDS)
+
     async def dial_mode(self) -> bool:
         assert self.dial is not None
         body = f"hello through the shared number ({self.tag})"
@@ -330,6 +413,7 @@ class Interactive:
     """Lines from the terminal: ``p TEXT`` as the phone, ``w TEXT`` as the wallet."""
 
     HELP = ("type  p TEXT  to text as the phone,  w TEXT  to reply as the wallet,"
+            "  p! FILE [TEXT]  /  w! FILE  to send a file (a photo) from either,"
             "  to RULE  (or its +1… number) to text another number,  q  to quit")
 
     def __init__(self, demo: Demo) -> None:
@@ -358,6 +442,7 @@ class Interactive:
     async def _handle(self, line: str) -> None:
         command, _, text = line.partition(" ")
         command = command.rstrip(">")
+        text = text.strip()
         if command == "p" and text:
             await self.demo.phone_texts(self.to, text)
         elif command == "w" and text:
@@ -366,6 +451,17 @@ class Interactive:
                 return
             self.demo.say(f"wallet → [{self.group.name}] {text}")
             await self.group.send_text(text)
+        elif command in ("p!", "w!") and text:
+            path, _, caption = text.partition(" ")
+            file = await asyncio.to_thread(_read, path)
+            if file is None:
+                print(f"cannot read {path}")
+            elif command == "p!":
+                await self.demo.phone_texts(self.to, caption, file=file)
+            elif self.group is None:
+                print("the wallet has no conversation yet: text it from the phone first")
+            else:
+                await self.demo.wallet_sends_file(self.group, *file)
         elif command == "to" and text:
             number = self.numbers.named(text)
             if number is None:
@@ -384,6 +480,15 @@ class Interactive:
                     self.group = group
                 await self.demo.phone_inbox()
             await asyncio.sleep(0.3)
+
+
+def _read(name: str) -> tuple[str, bytes, str] | None:
+    """(name, bytes, type) of a file to send; None when it cannot be read."""
+    path = Path(name).expanduser()
+    try:
+        return path.name, path.read_bytes(), demo_files.kind_of(path)
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)

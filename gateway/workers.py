@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 
 from gateway.delivery.backoff import Backoff
-from gateway.domain.ports import ChatNetwork, Store
+from gateway.domain.ports import ChatMessage, ChatNetwork, Store
 from gateway.domain.relay import Relay
 from gateway.errors import GatewayError, first_line
 from gateway.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+Describe = Callable[[ChatMessage], Awaitable[ChatMessage]]
 
 
 class ChatStreamConsumer:
@@ -27,8 +29,11 @@ class ChatStreamConsumer:
     def __init__(self, store: Store, chat: ChatNetwork, relay: Relay, metrics: Metrics, *,
                  max_backoff: float = 30.0,
                  leadership: Callable[[], AbstractAsyncContextManager[None]] | None = None,
-                 ) -> None:
+                 describe: Describe | None = None) -> None:
+        """``describe``: the media step, which reads a message's attachments (without
+        fetching a URL) before the relay records it."""
         self._store = store
+        self._describe = describe
         self._leadership = leadership
         self._chat = chat
         self._relay = relay
@@ -64,6 +69,8 @@ class ChatStreamConsumer:
         while True:
             try:
                 async for message in self._chat.messages(self.high_water):
+                    if self._describe is not None:
+                        message = await self._describe(message)
                     outcome = await self._relay.receive_chat_message(message)
                     self._metrics.inbound.labels("xmtp", outcome.value).inc()
                     failures = 0

@@ -64,8 +64,13 @@ SCHEMAS: JSON = {
         "joined_at": TIME,
         "left_at": nullable(TIME),
     }),
-    "Media": closed_object({"url": {"type": "string"},
-                      "content_type": nullable({"type": "string"})}),
+    "Media": closed_object({
+        "url": nullable({"type": "string", "description": "null: a file the gateway holds "
+                         "(a wallet's inline attachment)"}),
+        "content_type": nullable({"type": "string"}),
+        "filename": nullable({"type": "string"}),
+        "size": nullable({"type": "integer", "minimum": 0,
+                          "description": "bytes, as the sender gave it"})}),
     "Receipt": closed_object({
         "id": ID,
         "message_id": ID,

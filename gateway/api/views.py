@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gateway.api.pagination import Page
-from gateway.domain.models import Delivery, Event, Message
+from gateway.domain.models import Delivery, Event, Media, Message
 from gateway.domain.records import (
     conversation_record,
     delivery_record,
@@ -23,6 +23,13 @@ participant_json = participant_record
 delivery_json = delivery_record
 
 
+def media_json(m: Media) -> JSON:
+    """A file as the API shows it: never a remote attachment's keys. ``url`` is null for
+    a file the gateway holds (a wallet's inline attachment)."""
+    return {"url": m.url or None, "content_type": m.content_type, "filename": m.filename,
+            "size": m.size}
+
+
 def message_json(m: Message, receipts: Sequence[Delivery] | None = None) -> JSON:
     body: JSON = {
         "id": m.id,
@@ -30,7 +37,7 @@ def message_json(m: Message, receipts: Sequence[Delivery] | None = None) -> JSON
         "index": m.index,
         "author": m.author,
         "body": m.body,
-        "media": [{"url": x.url, "content_type": x.content_type} for x in m.media],
+        "media": [media_json(x) for x in m.media],
         "attributes": dict(m.attributes),
         "source": m.source.value,
         "external_id": m.external_id,

@@ -316,6 +316,7 @@ class OutboundConfig(_Section):
     per_phone_daily: int | None = Field(None, ge=1)
     per_rule_daily: int | None = Field(None, ge=1)
     whatsapp_template: TemplateConfig | None = None  # the only thing sent outside 24 h
+    sms_only: bool = False  # files reach SMS phones as links, never as MMS
 
 
 class RuleConfig(_Section):
@@ -414,6 +415,15 @@ class MediaConfig(_Section):
     # simulator only; never where strangers' URLs can reach this network.
     allow_insecure_urls: bool = False
     storage: MediaStorageConfig = Field(default_factory=dict, validate_default=True)
+    # A phone's file up to this size goes into the group inline (an XMTP attachment);
+    # larger ones as remote attachments (encrypted, uploaded, fetched by the wallets).
+    # XMTP caps a message just under 1 MB, but libxmtp's Python bindings copy a message
+    # into Rust a byte at a time (~0.36 ms of CPU per KB): inline is for small files.
+    # 0 sends every file as a remote attachment.
+    inline_max_bytes: int = Field(65_536, ge=0, le=900_000)
+    # How long a wallet's file stays fetchable at the MediaUrl given to Twilio (the
+    # send's own link; a link texted to a phone lasts storage.url_ttl_seconds).
+    phone_url_ttl_seconds: int = Field(3600, ge=60, le=7 * 86400)
 
     @field_validator("content_types")
     @classmethod
@@ -498,6 +508,7 @@ def _to_rule(rule: RuleConfig, directory: Mapping[str, WalletAddress]) -> Rule:
             allow_unsolicited=rule.outbound.allow_unsolicited,
             per_phone_daily=rule.outbound.per_phone_daily,
             per_rule_daily=rule.outbound.per_rule_daily,
+            sms_only=rule.outbound.sms_only,
             whatsapp_template=WhatsAppTemplate(template.content_sid, dict(template.variables))
             if template else None,
         ),

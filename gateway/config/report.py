@@ -60,10 +60,23 @@ def check(path: Path, out: TextIO) -> int:
             shown = "(generated on first start)" if alias == unborn else wallet
             out.write(f"  {alias}: {shown}\n")
         out.write("\n")
+    out.write(media_summary(config) + "\n")
     for note in notes(config):
         out.write(f"note: {note}\n")
     out.write(f"{path}: OK ({len(book.rules)} rule(s))\n")
     return 0
+
+
+def media_summary(config: GatewayConfig) -> str:
+    """Where files wait between the networks, and how long their links live."""
+    media = config.media
+    storage = media.storage
+    where = (f"local {storage.local.dir}" if storage.backend == "local" or storage.s3 is None
+             else f"s3 {storage.s3.bucket}/{storage.s3.prefix}")
+    return (f"media: {where}; up to {media.max_items} file(s), {media.max_item_bytes} bytes "
+            f"each, {media.max_message_bytes} per message; inline into groups up to "
+            f"{media.inline_max_bytes} bytes; MediaUrl links {media.phone_url_ttl_seconds}s, "
+            f"other links {storage.url_ttl_seconds}s; kept {media.retention_days:g} days\n")
 
 
 def notes(config: GatewayConfig) -> list[str]:
@@ -123,6 +136,8 @@ def _rows(book: RuleBook) -> list[tuple[str, ...]]:
             outbound.append(f"{rule.outbound.per_rule_daily}/day")
         if rule.outbound.whatsapp_template is not None:
             outbound.append("wa-template")
+        if rule.outbound.sms_only:
+            outbound.append("sms-only")
         rows.append((
             rule.name, rule.proxy, ",".join(sorted(rule.channels)), rule.mode.value, wallets,
             _screen(rule.allow.prefixes, rule.allow.countries, "everyone"),

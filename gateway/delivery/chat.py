@@ -2,28 +2,42 @@
 
 A message is posted into its conversation's group once, however many wallets it has
 (the relay marks every wallet's delivery with the one post), creating the group on first
-use. Sends are keyed by the message id: a send whose outcome is unknown (a dead process,
-a node that did not answer) is posted again under the same key, and the chat network
-publishes the message it prepared the first time, never a second one. So reconciling is
-posting again, and a node that does not answer delays a post but never fails it (libxmtp
-publishes a prepared message once the node is back).
+use. A phone's files follow its text, each as an attachment of its own, fetched,
+encrypted and uploaded here, after the webhook was answered (``_post_files``). Sends are
+keyed by the message id (a file's by ``<message id>:<n>``): a send whose outcome is
+unknown (a dead process, a node that did not answer) is posted again under the same key,
+and the chat network publishes the message it prepared the first time, never a second
+one (nor does it fetch or upload that file again). So reconciling is posting again, and
+a node that does not answer delays a post but never fails it (libxmtp publishes a
+prepared message once the node is back).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 
 from gateway.delivery.channel import Attempt
+from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.ids import ConversationId, WalletAddress
 from gateway.domain.models import Channel, DeliveryJob
-from gateway.domain.outcomes import Failed, Outcome, Retry, Sent
+from gateway.domain.outcomes import Failed, HandBack, Outcome, Retry, Sent
 from gateway.domain.ports import ChatNetwork, Store
 from gateway.domain.rendering import Rendering
 from gateway.domain.rules import RuleBook
-from gateway.errors import ChatNetworkError, GatewayError, WalletNotReachable
+from gateway.errors import (
+    AttachmentInvalid,
+    ChatNetworkError,
+    GatewayError,
+    MediaFetchFailed,
+    MediaRefused,
+    WalletNotReachable,
+)
+from gateway.media.carrier import MediaCarrier, name_of
 
 GroupMade = Callable[[ConversationId, str, Sequence[WalletAddress]], Awaitable[str]]
+LEASE_RESERVE = 5.0  # seconds kept between the last post of a delivery and its lease's end
 
 
 class ChatChannel:
@@ -34,13 +48,20 @@ class ChatChannel:
 
     def __init__(self, store: Store, chat: ChatNetwork, rules: RuleBook, *,
                  group_made: GroupMade, send_timeout: float = 30.0,
-                 sender: str = "xmtp") -> None:
+                 sender: str = "xmtp", media: MediaCarrier | None = None,
+                 clock: Clock | None = None, give_up_after: int = 5) -> None:
+        """``media``: carries a message's files as attachments (without it they are
+        posted as links). ``give_up_after``: attempts after which a file that still
+        cannot be fetched is reported and left out, so the rest goes."""
         self._store = store
         self._chat = chat
         self._rendering = Rendering(rules)
         self._group_made = group_made
         self._send_timeout = send_timeout
         self._sender = sender
+        self._media = media
+        self._clock = clock or SystemClock()
+        self._give_up_after = give_up_after
         # set once per conversation, never changed: no lookup after the first post
         self._groups: dict[ConversationId, str] = {}
 
@@ -49,12 +70,18 @@ class ChatChannel:
 
     async def deliver(self, attempt: Attempt) -> Outcome:
         job = attempt.job
+        files = self._media is not None and bool(job.message.media)
+        text = self._rendering.for_wallets(job, links=not files)
         try:
             group_id = await self._group_of(job)
-            await attempt.pace(1)
-            async with asyncio.timeout(self._send_timeout):
-                message_id = await self._chat.send(
-                    group_id, self._rendering.for_wallets(job), key=job.message.id)
+            await attempt.pace(max(1, bool(text) + (len(job.message.media) if files else 0)))
+            posted: list[str] = []
+            if text or not files:
+                async with asyncio.timeout(self._send_timeout):
+                    posted.append(await self._chat.send(group_id, text, key=job.message.id))
+            if files:
+                return await self._post_files(job, group_id, posted)
+            message_id = posted[0]
         except WalletNotReachable as exc:
             # The group cannot be made: every message waiting in this lane fails the same
             # way, and the phone is told once.
@@ -68,6 +95,42 @@ class ChatChannel:
         except GatewayError as exc:
             return Retry(str(exc))
         return Sent(message_id)
+
+    async def _post_files(self, job: DeliveryJob, group_id: str, posted: list[str]) -> Outcome:
+        """After the text (if any), each file as its own post, in order, keyed
+        ``<message id>:<n>``: one already posted (a retry, a restart) is published again,
+        not fetched again. A file that cannot go is left out and reported in one line;
+        when none of the message went, it fails (refused) and the phone is told."""
+        media = self._media
+        assert media is not None and job.lease is not None
+        budget = media.budget()
+        refused: list[str] = []
+        need = timedelta(seconds=self._send_timeout + media.settings.item_seconds + LEASE_RESERVE)
+        made: list[int] = []  # files fetched and uploaded in this attempt
+        for index, item in enumerate(job.message.media):
+            if made and job.lease.until - self._clock.now() < need:
+                # the rest goes under a new lease; what went is published again, not made
+                return HandBack(self._clock.now())
+
+            async def content(index: int = index) -> bytes:
+                made.append(index)
+                return await media.group_content(job.message, index, budget)
+
+            name = name_of(item, index)
+            try:
+                async with asyncio.timeout(self._send_timeout + media.settings.item_seconds):
+                    posted.append(await self._chat.send_encoded(
+                        group_id, content, key=f"{job.message.id}:{index}"))
+            except (MediaRefused, AttachmentInvalid) as exc:
+                refused.append(f"{name} ({exc})")
+            except MediaFetchFailed as exc:
+                if exc.retryable and job.delivery.attempts < self._give_up_after:
+                    return Retry(f"{name}: {exc}")
+                refused.append(f"{name} ({exc})")
+        if not posted:
+            return Failed("; ".join(refused) or "nothing to post", refused=True)
+        note = f"Not delivered to the wallet: {'; '.join(refused)}." if refused else None
+        return Sent(posted[0], note=note)
 
     async def _group_of(self, job: DeliveryJob) -> str:
         conversation_id = job.conversation.id

@@ -16,6 +16,14 @@ Outcomes
     blind re-send. Sids other deliveries already hold are passed over: a phone texted
     "ok" twice has two matching messages.
 
+Files
+    A wallet's files (``Media.held``) are opened when the text goes (``MediaCarrier.
+    for_phone``: downloaded, digest checked, decrypted, stored, signed) within half of
+    what the lease has left: MediaUrls on MMS and WhatsApp (one file per message there),
+    or links in the body where MMS does not reach (``files_as_links``). What cannot go is
+    reported to the wallets in one line (``Sent.note``), or fails the delivery when
+    nothing of the message can.
+
 Long bodies
     Several messages, in order, for one delivery; the delivery records the *last* part's
     sid, so its status callbacks (and a reconciliation, which looks for the last part)
@@ -43,11 +51,19 @@ from gateway.domain.policy import (
     SendAsIs,
     SendTemplate,
     decide_outbound,
+    files_as_links,
 )
 from gateway.domain.ports import OutboundText, PhoneNetwork, Store, StoreTx
-from gateway.domain.rendering import Rendering
+from gateway.domain.rendering import Rendering, pretty
 from gateway.domain.rules import RuleBook
-from gateway.errors import PermanentSendError, RetryableSendError, UnknownOutcomeError
+from gateway.errors import (
+    BlobStoreError,
+    MediaFetchFailed,
+    PermanentSendError,
+    RetryableSendError,
+    UnknownOutcomeError,
+)
+from gateway.media.carrier import ForPhone, MediaCarrier
 from gateway.twilio.split import MAX_BODY, split_body
 
 log = logging.getLogger(__name__)
@@ -72,13 +88,16 @@ class PhoneChannel:
     one_send_per_message: bool = False
 
     def __init__(self, store: Store, phone: PhoneNetwork, rules: RuleBook, clock: Clock,
-                 settings: PhoneSettings) -> None:
+                 settings: PhoneSettings, *, media: MediaCarrier | None = None) -> None:
+        """``media``: opens a wallet's files for the phone (without it they are left
+        out, and only their names are texted)."""
         self._store = store
         self._phone = phone
         self._rules = rules
         self._rendering = Rendering(rules)
         self._clock = clock
         self._settings = settings
+        self._media = media
         self.reconcile_settle = settings.reconcile_settle
 
     def sender_of(self, job: DeliveryJob) -> str:
@@ -98,7 +117,15 @@ class PhoneChannel:
         decision = await self._decide(job, with_quotas=True)
         if isinstance(decision, Refuse):
             return Failed(decision.reason, decision.code, refused=True)
-        texts = self.texts(job, decision)
+        files: ForPhone | None = None
+        note: str | None = None
+        if isinstance(decision, SendAsIs) and self._media is not None \
+                and any(m.held for m in job.message.media):
+            opened = await self._open_files(job)
+            if not isinstance(opened, tuple):
+                return opened
+            files, note = opened
+        texts = self.texts(job, decision, files)
         if not texts:
             return Failed("nothing to send to a phone", refused=True)
         gaps = await attempt.pace(len(texts))
@@ -123,7 +150,35 @@ class PhoneChannel:
                 return Unknown(str(exc))
             last_sid = sent.provider_id
         assert last_sid is not None
-        return Sent(last_sid)
+        return Sent(last_sid, note=note)
+
+    async def _open_files(self, job: DeliveryJob) -> tuple[ForPhone, str | None] | Outcome:
+        """A wallet's files made ready (downloaded, checked, decrypted, stored, signed)
+        within what the lease leaves, and the line the wallet is told about them; or
+        the outcome when they cannot go now (a retry) or none of the message can."""
+        media = self._media
+        assert media is not None and job.target.address is not None and job.lease is not None
+        phone = pretty(job.target.address)
+        why_links = files_as_links(self.policy_for(job), job.target.channel, job.target.address)
+        # half of what the lease has left: the other half is the sends'
+        room = (job.lease.until - self._clock.now()).total_seconds() / 2
+        try:
+            async with asyncio.timeout(max(room, 1.0)):
+                files = await media.for_phone(job.message, channel=job.target.channel,
+                                              as_links=why_links is not None)
+        except TimeoutError:
+            return Retry("opening the files took longer than the delivery's lease")
+        except (MediaFetchFailed, BlobStoreError) as exc:
+            return Retry(f"a file could not be fetched: {exc}")
+        notes = []
+        if files.refused:
+            if not files.urls and not files.links and not (job.message.body or "").strip():
+                return Failed("; ".join(files.refused), refused=True)
+            notes.append(f"Not delivered to {phone}: {'; '.join(files.refused)}.")
+        if files.links:
+            days = media.settings.link_ttl / timedelta(days=1)
+            notes.append(f"Sent to {phone} as a link valid for {days:g} days ({why_links}).")
+        return files, " ".join(notes) or None
 
     async def _reconcile(self, job: DeliveryJob) -> Outcome:
         """A delivery whose send may or may not have happened: look for its last part.
@@ -136,8 +191,15 @@ class PhoneChannel:
         # A refusal now does not mean it was refused then: look for the plain text. A
         # template's text is Twilio's to render, so any message after ours matches it.
         texts = self.texts(job, SendAsIs() if isinstance(decision, Refuse) else decision)
+        body = texts[-1].body if texts else None
+        if any(m.held for m in job.message.media) and job.target.address is not None \
+                and files_as_links(self.policy_for(job), job.target.channel,
+                                   job.target.address):
+            # Its links were signed when it was sent (their expiry is in them): any text
+            # to the phone from this number since matches. Its lane held every later one.
+            body = None
         try:
-            provider_id = await self._find(job, texts[-1].body if texts else None)
+            provider_id = await self._find(job, body)
         except RetryableSendError as exc:
             log.warning("delivery %s: lookup failed (%s); will look again", job.delivery.id,
                         exc)
@@ -163,10 +225,13 @@ class PhoneChannel:
             policy=policy, channel=target.channel, contact=contact,
             sent_to_phone_today=to_phone, sent_by_rule_today=by_rule, now=now)
 
-    def texts(self, job: DeliveryJob, decision: OutboundDecision) -> list[OutboundText]:
+    def texts(self, job: DeliveryJob, decision: OutboundDecision,
+              files: ForPhone | None = None) -> list[OutboundText]:
         """What the delivery becomes: one template message, or the rendered body in
-        parts (the sender label and the media on the first), or nothing when there is
-        nothing to send."""
+        parts (the sender label and the media on the first; on WhatsApp, which takes one
+        file per message, each further file in a message of its own), or nothing when
+        there is nothing to send. ``files``: a wallet's files made ready (without them
+        only the URLs the message was given go, an API caller's)."""
         target = job.target
         assert target.address is not None and target.proxy_address is not None
         base = OutboundText(to=target.address, from_=target.proxy_address,
@@ -175,8 +240,13 @@ class PhoneChannel:
         if isinstance(decision, SendTemplate):
             return [replace(base, content_sid=decision.template.content_sid,
                             content_variables=dict(decision.template.variables))]
-        media = tuple(m.url for m in job.message.media)
+        if files is None:
+            files = ForPhone(urls=tuple(m.url for m in job.message.media if not m.held))
+        media = files.urls
         rendered = self._rendering.for_phone(job)
+        if files.links:
+            rendered = replace(rendered, body="\n".join(
+                [rendered.body, *(f"{name}: {url}" for name, url in files.links)]))
         if not rendered.text.strip() and not media:
             return []
         parts = split_body(rendered.text, self._settings.max_body)
@@ -184,8 +254,11 @@ class PhoneChannel:
             # the label belongs to the first part: never a message of its own
             parts = split_body(rendered.body, self._settings.max_body - len(rendered.label))
             parts[0] = rendered.label + parts[0]
-        return [replace(base, body=part, media_urls=media if i == 0 else ())
-                for i, part in enumerate(parts)]
+        first, rest = ((media[:1], media[1:]) if target.channel is Channel.WHATSAPP
+                       else (media, ()))
+        return ([replace(base, body=part, media_urls=first if i == 0 else ())
+                 for i, part in enumerate(parts)]
+                + [replace(base, media_urls=(url,)) for url in rest])
 
     async def _sent_before(self, tx: StoreTx, job: DeliveryJob, policy: OutboundPolicy,
                            now: datetime) -> tuple[int, int]:

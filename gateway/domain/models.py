@@ -96,9 +96,37 @@ _DELIVERY_RANK = {
 
 
 @dataclass(frozen=True, slots=True)
+class RemoteReference:
+    """How to open what an XMTP remote attachment's URL serves (XMTP's scheme: the
+    ciphertext's SHA-256, and the secret, salt and nonce its key and cipher take). Kept
+    with the message, sealed like its body, until the phone channel fetches the file."""
+
+    content_digest: str
+    secret: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+    nonce: bytes = field(repr=False)
+    scheme: str = "https://"
+
+
+@dataclass(frozen=True, slots=True)
 class Media:
+    """One file of a message. A phone's (Twilio's MediaUrl) or an API caller's is a URL
+    and its type; a wallet's is described as the chat network gave it: ``filename``,
+    ``size`` (the sender's word, advisory), and where the bytes are: ``blob_key`` (the
+    gateway stored an inline attachment; ``url`` is then "") or ``remote`` (a remote
+    attachment: ``url`` serves its ciphertext). Nobody fetches a URL to describe it."""
+
     url: str
     content_type: str | None = None
+    filename: str | None = None
+    size: int | None = None
+    blob_key: str | None = None
+    remote: RemoteReference | None = None
+
+    @property
+    def held(self) -> bool:
+        """The file comes from a wallet: the gateway opens it before a phone gets it."""
+        return self.blob_key is not None or self.remote is not None
 
 
 @dataclass(frozen=True, slots=True)

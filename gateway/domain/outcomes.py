@@ -10,9 +10,11 @@ from datetime import datetime
 @dataclass(frozen=True, slots=True)
 class Sent:
     """The provider took it; ``provider_id`` is its id there (a Twilio sid, an XMTP
-    message id)."""
+    message id). ``note``: one line for the author's side about how it went, when that
+    is worth saying (a file that could not go with it; a picture sent as a link)."""
 
     provider_id: str
+    note: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,8 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from gateway.domain.models import Channel, Consent, Contact
+from gateway.domain.phones import country_of
 
 WHATSAPP_WINDOW = timedelta(hours=24)
+# Where Twilio delivers MMS; elsewhere an MMS arrives as an SMS with a link of Twilio's,
+# or not at all, so the gateway sends its own link instead.
+MMS_COUNTRIES = frozenset({"US", "CA"})
 
 # Our own refusal codes, kept in Delivery.error_code beside Twilio's (which are < 100000).
 REFUSED_OPTED_OUT = 900001
@@ -33,6 +37,9 @@ class OutboundPolicy:
     per_phone_daily: int | None = None
     per_rule_daily: int | None = None
     whatsapp_template: WhatsAppTemplate | None = None
+    # Files go to SMS phones as a short text with an expiring link, never as MMS (which
+    # reaches only US and Canadian numbers anyway).
+    sms_only: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,3 +89,15 @@ def decide_outbound(
                               "outside WhatsApp's 24-hour window and no template configured")
             return SendTemplate(policy.whatsapp_template)
     return SendAsIs()
+
+
+def files_as_links(policy: OutboundPolicy, channel: Channel, phone: str) -> str | None:
+    """Why files go to this phone as a short text with a link rather than as MMS; None
+    when they go as media (MMS, or WhatsApp's own)."""
+    if channel is not Channel.SMS:
+        return None
+    if policy.sms_only:
+        return "this number sends files as links"
+    if country_of(phone) not in MMS_COUNTRIES:
+        return "MMS does not reach that number"
+    return None

@@ -35,7 +35,7 @@ from gateway.domain.models import (
 from gateway.domain.outcomes import Failed, HandBack, Outcome, Retry, Sent, Unknown
 from gateway.domain.phones import mask
 from gateway.domain.ports import ChatMessage, DeliveryTaker, NewMessage, Store, StoreTx
-from gateway.domain.rendering import pretty
+from gateway.domain.rendering import pretty, reaction_text, reply_text
 from gateway.domain.routing import Outcome as Routed
 from gateway.domain.routing import PhoneText, Routing
 from gateway.domain.rules import RuleBook, short_address
@@ -50,12 +50,15 @@ from gateway.errors import (
 
 log = logging.getLogger(__name__)
 
-NOT_TEXT_NOTICE = ("This message was not delivered: only text can be sent to {phone}; "
-                   "{kind} messages cannot be carried by SMS.")
+NOT_TEXT_NOTICE = ("This message was not delivered: only text and files can be sent to "
+                   "{phone}; {kind} messages cannot be carried by SMS.")
+REFUSED_NOTICE = "This file was not delivered to {phone}: {reason}."
 CLOSED_NOTICE = "This conversation is closed; the phone can no longer receive messages here."
 LEFT_NOTICE = "{wallet} has left this conversation; your texts no longer reach them."
 NOT_IN_GROUP = "the wallet is not in the conversation's group"
 LEAVE_REQUEST = "leave_request"  # the content type a wallet sends when it leaves a group
+REACTION = "reaction"
+REPLY = "reply"
 
 Wake = Callable[[AfterCommit], None]
 Prepare = Callable[[StoreTx], Awaitable[tuple[Conversation, ParticipantId | None]]]
@@ -129,21 +132,30 @@ class Relay:
         participants = await tx.list_participants(conversation.id, include_left=True)
         author = next((p for p in participants if p.identity == chat.sender), None)
         attributes: dict[str, Any] = {"wallet": chat.sender}
-        if chat.text is None:
+        if chat.content_type != "text":
             attributes["content_type"] = chat.content_type
+        if chat.reference is not None:
+            attributes["in_reply_to"] = chat.reference.message_id
+        body = _readable(chat)
         new = NewMessage(conversation_id=conversation.id, author=author.id if author else None,
-                         body=chat.text, source=MessageSource.XMTP,
-                         external_id=chat.message_id, attributes=attributes)
+                         body=body, source=MessageSource.XMTP, external_id=chat.message_id,
+                         media=chat.media, attributes=attributes)
+        phones = [p for p in participants if p.active and not p.is_chat]
+        phone_names = ", ".join(pretty(p.address) for p in phones if p.address) or "the phone"
         if conversation.state is not ConversationState.ACTIVE:
             await self._writer.keep(tx, after, conversation, new, now=now)
             await self._writer.notice_to_wallets(tx, after, conversation, CLOSED_NOTICE,
                                                  now=now)
-        elif chat.text is None:
+        elif chat.removed:
+            await self._writer.keep(tx, after, conversation, new, now=now)  # nothing to say
+        elif chat.refused is not None:
             await self._writer.keep(tx, after, conversation, new, now=now)
-            phones = [p for p in participants if p.active and not p.is_chat]
+            await self._writer.notice_to_wallets(tx, after, conversation, REFUSED_NOTICE.format(
+                phone=phone_names, reason=chat.refused), now=now)
+        elif body is None and not chat.media:
+            await self._writer.keep(tx, after, conversation, new, now=now)
             await self._writer.notice_to_wallets(tx, after, conversation, NOT_TEXT_NOTICE.format(
-                phone=", ".join(pretty(p.address) for p in phones if p.address) or "the phone",
-                kind=chat.content_type), now=now)
+                phone=phone_names, kind=chat.content_type), now=now)
         else:
             await self._writer.record(tx, after, conversation, new, now=now,
                                       participants=participants)
@@ -342,6 +354,19 @@ class Relay:
         mine = changed[0]
         if mine.state.is_failure:
             await self._report_failure(tx, after, job, mine, outcome, now)
+        elif isinstance(outcome, Sent) and outcome.note:
+            await self._tell_author_side(tx, after, job, outcome.note, now)
+
+    async def _tell_author_side(self, tx: StoreTx, after: AfterCommit, job: DeliveryJob,
+                                note: str, now: datetime) -> None:
+        """One line about a delivery that went, to the side its message came from."""
+        if job.message.source is MessageSource.SYSTEM:
+            return
+        conversation = await _conversation(tx, job.conversation.id)
+        if job.target.is_chat:
+            await self._writer.notice_to_phones(tx, after, conversation, note, now=now)
+        else:
+            await self._writer.notice_to_wallets(tx, after, conversation, note, now=now)
 
     async def _siblings(self, tx: StoreTx, job: DeliveryJob,
                         outcome: Outcome) -> list[Delivery]:
@@ -374,6 +399,11 @@ class Relay:
                     tx, after, conversation,
                     f"Sorry, {short_address(outcome.unreachable)} cannot receive messages: "
                     "that wallet is not on XMTP.", now=now)
+            elif isinstance(outcome, Failed):
+                # nothing of the message could be posted (its files were refused, or
+                # could not be fetched or stored however often it was tried)
+                await self._writer.notice_to_phones(
+                    tx, after, conversation, f"Not delivered: {outcome.reason}.", now=now)
             return
         phone = pretty(job.target.address) if job.target.address else "the phone"
         code = delivery.error_code
@@ -414,6 +444,19 @@ class Relay:
                 await self._report_failure(tx, after, job, delivery, Failed(
                     error_message or f"message {state}", error_code), now)
             return delivery
+
+
+def _readable(chat: ChatMessage) -> str | None:
+    """What a phone reads of a wallet's message: its text, a reaction as '👍 to "…"', a
+    reply quoting the start of its original; None when it has no text (a file)."""
+    if chat.text is None:
+        return None
+    quoted = chat.reference.quoted if chat.reference is not None else None
+    if chat.content_type == REACTION:
+        return reaction_text(chat.text, quoted)
+    if chat.content_type == REPLY:
+        return reply_text(chat.text, quoted)
+    return chat.text
 
 
 async def load_job(tx: StoreTx, delivery: Delivery) -> DeliveryJob:

@@ -3,12 +3,13 @@ sender label), a phone's text in the group, and the group's name."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import phonenumbers
 
 from gateway.domain.ids import PhoneNumber
-from gateway.domain.models import Channel, DeliveryJob, MessageSource
+from gateway.domain.models import Channel, DeliveryJob, Media, MessageSource
 from gateway.domain.rules import RuleBook
 
 
@@ -31,8 +32,12 @@ class Rendering:
 
     def for_phone(self, job: DeliveryJob) -> ForPhone:
         """System notices as they are; a wallet's text behind the governing rule's sender
-        label (see ``RuleBook.governing``)."""
+        label (see ``RuleBook.governing``). A wallet's file without text reads as its
+        name, so the phone sees who sent what (and a lookup has a body to find)."""
         body = job.message.body or ""
+        held = [m for m in job.message.media if m.held]
+        if not body.strip() and held:
+            body = file_names(held)
         if job.message.source is MessageSource.SYSTEM or job.author is None:
             return ForPhone("", body)
         if job.author.identity is None:
@@ -43,11 +48,39 @@ class Rendering:
             return ForPhone("", body)
         return ForPhone(self._rules.sender_label(rule, job.author.identity), body)
 
-    def for_wallets(self, job: DeliveryJob) -> str:
-        """The text posted into the group: a phone's body with its media as links."""
+    def for_wallets(self, job: DeliveryJob, *, links: bool = True) -> str:
+        """The text posted into the group: a phone's body, with its media as links unless
+        they go as attachments of their own (``links=False``)."""
         parts = [job.message.body] if job.message.body else []
-        parts += [f"[{m.content_type or 'media'}] {m.url}" for m in job.message.media]
+        if links:
+            parts += [f"[{m.content_type or 'media'}] {m.url}" for m in job.message.media]
         return "\n".join(parts)
+
+
+QUOTE_CHARS = 40
+
+
+def quote(text: str) -> str:
+    """The start of a message, on one line, quoted: '"see you at 5"', '"a long one..."'.
+    Plain ASCII around it, so an SMS stays in its 160-character alphabet when it can."""
+    line = " ".join(text.split())
+    if len(line) > QUOTE_CHARS:
+        line = line[:QUOTE_CHARS - 3].rstrip() + "..."
+    return f'"{line}"'
+
+
+def reaction_text(emoji: str, quoted: str | None) -> str:
+    """A wallet's reaction as a phone reads it: '👍 to "see you at 5"'."""
+    return f"{emoji} to {quote(quoted)}" if quoted else f"{emoji} to a message"
+
+
+def reply_text(text: str, quoted: str | None) -> str:
+    """A wallet's reply as a phone reads it: 'Re "see you at 5": ok, 5 it is'."""
+    return f"Re {quote(quoted)}: {text}" if quoted else text
+
+
+def file_names(media: Sequence[Media]) -> str:
+    return ", ".join(m.filename or m.content_type or "a file" for m in media)
 
 
 def group_name(channel: Channel, phone: PhoneNumber, proxy: PhoneNumber) -> str:

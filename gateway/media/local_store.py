@@ -76,23 +76,33 @@ class LocalBlobStore:
 
     # -- the port ---------------------------------------------------------------------
 
+    # Sealing and opening a file of megabytes takes milliseconds of CPU: they run in the
+    # same worker thread as the disk I/O, not on the loop that answers webhooks.
+
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         path = self._path(key)
-        sealed = self._seal(key, content_type, data, self.clock.now())
+        now = self.clock.now()
+
+        def seal_and_write() -> None:
+            _write_atomically(path, self._seal(key, content_type, data, now), now)
+
         try:
-            await asyncio.to_thread(_write_atomically, path, sealed, self.clock.now())
+            await asyncio.to_thread(seal_and_write)
         except OSError as exc:
             raise BlobStoreError(f"cannot write media {key}: {exc.strerror or exc}") from exc
 
     async def get(self, key: str) -> Blob:
         path = self._path(key)
+
+        def read_and_open() -> Blob:
+            return self._open(key, path.read_bytes())
+
         try:
-            sealed = await asyncio.to_thread(path.read_bytes)
+            return await asyncio.to_thread(read_and_open)
         except FileNotFoundError:
             raise BlobNotFound(key) from None
         except OSError as exc:
             raise BlobStoreError(f"cannot read media {key}: {exc.strerror or exc}") from exc
-        return self._open(key, sealed)
 
     async def delete(self, key: str) -> None:
         path = self._path(key)

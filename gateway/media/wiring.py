@@ -1,6 +1,6 @@
 """From the config to running media parts: the blob store, the fetcher, retention, the
-media route. ``install_media(app)`` is the one line ``create_app`` needs (not added yet:
-the delivery engine that uses these is being rewritten)."""
+media route (``install_media(app)``, called by ``create_app``), and the carrier the
+delivery channels and the chat stream use (``media_carrier``)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from gateway.config import GatewayConfig
 from gateway.config.model import MediaConfig
 from gateway.domain.clock import Clock
 from gateway.domain.ports.blobs import BlobStore
+from gateway.media.carrier import CarrySettings, MediaCarrier
 from gateway.media.fetch import Credentials, FetchPolicy, MediaFetcher, twilio_credentials
 from gateway.media.local_store import LocalBlobStore, MediaKeys
 from gateway.media.retention import sweep_forever
@@ -52,6 +53,24 @@ def phone_media_credentials(config: GatewayConfig,
     origins = tuple(url for url in (simulator_url, twilio.api_base_url) if url)
     return twilio_credentials(twilio.account_sid, twilio.auth_token.get_secret_value(),
                               extra_origins=origins)
+
+
+def carry_settings(config: GatewayConfig, simulator_url: str | None = None) -> CarrySettings:
+    media = config.media
+    links = timedelta(seconds=media.storage.url_ttl_seconds)
+    return CarrySettings(
+        limits=media_limits(media), inline_max_bytes=media.inline_max_bytes,
+        group_url_ttl=links, phone_url_ttl=timedelta(seconds=media.phone_url_ttl_seconds),
+        link_ttl=links, phone_credentials=phone_media_credentials(config, simulator_url),
+        item_seconds=2 * media.fetch_timeout_seconds)
+
+
+def media_carrier(app: web.Application, simulator_url: str | None = None) -> MediaCarrier:
+    """The carrier over the app's blob store and fetcher (open once the media context
+    has started); ``simulator_url``: an embedded Twilio simulator's, whose media URLs
+    take the account's credentials."""
+    return MediaCarrier(app[BLOB_STORE], app[MEDIA_FETCHER],
+                        carry_settings(app[CONFIG], simulator_url))
 
 
 @contextlib.asynccontextmanager

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,7 @@ from gateway.domain.models import (
     Message,
     MessageSource,
     Participant,
+    RemoteReference,
 )
 from gateway.store.crypto import ContentCipher
 
@@ -104,6 +106,31 @@ def event(row: Mapping[Any, Any]) -> Event:
     )
 
 
+def media_wire(m: Media) -> dict[str, Any]:
+    """A file of a message as JSON (sealed with the body). Keys beyond url and
+    content_type only when set, so rows written before them read the same."""
+    wire: dict[str, Any] = {"url": m.url, "content_type": m.content_type}
+    for name in ("filename", "size", "blob_key"):
+        if getattr(m, name) is not None:
+            wire[name] = getattr(m, name)
+    if m.remote is not None:
+        wire["remote"] = {"digest": m.remote.content_digest, "scheme": m.remote.scheme,
+                          **{part: base64.b64encode(getattr(m.remote, part)).decode()
+                             for part in ("secret", "salt", "nonce")}}
+    return wire
+
+
+def media_from_wire(wire: Mapping[str, Any]) -> Media:
+    remote = wire.get("remote")
+    return Media(
+        url=wire["url"], content_type=wire["content_type"], filename=wire.get("filename"),
+        size=wire.get("size"), blob_key=wire.get("blob_key"),
+        remote=RemoteReference(
+            content_digest=remote["digest"], scheme=remote["scheme"],
+            secret=base64.b64decode(remote["secret"]), salt=base64.b64decode(remote["salt"]),
+            nonce=base64.b64decode(remote["nonce"])) if remote else None)
+
+
 def seal_content(cipher: ContentCipher, body: str | None,
                  media: tuple[Media, ...]) -> dict[str, Any]:
     """The message columns that hold its content: body and media (URLs can carry account
@@ -112,7 +139,7 @@ def seal_content(cipher: ContentCipher, body: str | None,
     if body is not None:
         sealed["body_ciphertext"] = cipher.seal(body.encode())
     if media:
-        wire = [{"url": m.url, "content_type": m.content_type} for m in media]
+        wire = [media_wire(m) for m in media]
         sealed["media_ciphertext"] = cipher.seal(json.dumps(wire).encode())
     if body is not None or media:
         sealed["key_id"] = cipher.active_key
@@ -127,7 +154,7 @@ def message(row: Mapping[Any, Any], cipher: ContentCipher) -> Message:
         body = cipher.open(key_id, row["body_ciphertext"]).decode()
     if row["media_ciphertext"] is not None:
         wire = json.loads(cipher.open(key_id, row["media_ciphertext"]))
-        media = tuple(Media(url=m["url"], content_type=m["content_type"]) for m in wire)
+        media = tuple(media_from_wire(m) for m in wire)
     author = row["author_id"]
     return Message(
         id=MessageId(row["id"]),

@@ -24,9 +24,10 @@ class FakeGroup:
 @dataclass(frozen=True, slots=True)
 class SentChat:
     group_id: str
-    text: str
+    text: str  # "" for encoded content
     message_id: str
     key: str | None = None  # the send's idempotency key, as the worker passed it
+    encoded: bytes | None = field(default=None, repr=False)  # what send_encoded sent
 
 
 class RecordingChatNetwork:
@@ -98,6 +99,26 @@ class RecordingChatNetwork:
         self.sent.append(sent)
         if key is not None:
             self._by_key[(group_id, key)] = sent
+        if self.hold is not None:
+            await self.hold.wait()
+        return message_id
+
+    async def send_encoded(self, group_id: str, content: Callable[[], Awaitable[bytes]], *,
+                           key: str) -> str:
+        """As the port promises: ``content`` is called only when nothing was sent under
+        ``key`` into this group yet."""
+        self._check()
+        self._group(group_id)
+        prepared = self._by_key.get((group_id, key))
+        if prepared is not None:
+            self.republished.append(prepared)
+            return prepared.message_id
+        encoded = await content()
+        self._check()
+        message_id = f"msg-{next(self._ids)}"
+        sent = SentChat(group_id, "", message_id, key, encoded)
+        self.sent.append(sent)
+        self._by_key[(group_id, key)] = sent
         if self.hold is not None:
             await self.hold.wait()
         return message_id

@@ -28,7 +28,7 @@ from eth_account.messages import encode_defunct
 from gateway.errors import ChatNetworkError, WalletNotReachable
 from gateway.xmtp.api import GatewayAccess, connect_api, ethereum_identifier
 from gateway.xmtp.inbox_state import InboxState, state_from_ffi
-from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors
+from gateway.xmtp.library_errors import LIBRARY_ERRORS, library_errors, translate
 
 TEXT_CONTENT_TYPE = "xmtp.org/text:1.0"
 _STREAM_QUEUE_LIMIT = 10_000
@@ -281,8 +281,12 @@ class Conversation:
         """Stores a text locally as unpublished (libxmtp queues its publish intent) and
         returns its id; ``publish_stored`` sends it. A publish retried with the same id
         sends the same message, never a second one."""
-        with library_errors("prepare text"):
-            return bytes(self._ffi.prepare_message(xb.encode_text(text), True)).hex()
+        return self.prepare_encoded(xb.encode_text(text))
+
+    def prepare_encoded(self, encoded: bytes) -> str:
+        """``prepare_text`` for any EncodedContent (an attachment, a remote attachment)."""
+        with library_errors("prepare message"):
+            return bytes(self._ffi.prepare_message(encoded, True)).hex()
 
     async def publish_stored(self, message_id: str) -> None:
         """Publishes a prepared message; a no-op once it is published."""
@@ -479,6 +483,20 @@ class XmtpClient:
     def conversation(self, conversation_id: str) -> Conversation:
         with library_errors("find conversation"):
             return Conversation(self._ffi.conversation(bytes.fromhex(conversation_id)))
+
+    def message(self, message_id: str) -> XmtpMessage | None:
+        """A message of this installation's local database by id; None when it has no
+        such message (never synced, or not an id at all)."""
+        try:
+            raw = bytes.fromhex(message_id)
+        except ValueError:
+            return None
+        try:
+            return _message_from_ffi(self._ffi.message(raw))
+        except LIBRARY_ERRORS as exc:
+            if "not found" in str(exc):  # libxmtp's StorageError::NotFound
+                return None
+            raise translate("find message", exc) from exc
 
     def conversations(self) -> list[Conversation]:
         options = xb.FfiListConversationsOptions(

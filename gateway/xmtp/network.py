@@ -18,8 +18,11 @@ those already yielded by the catch-up. A stream failure is raised to the consume
 which opens ``messages`` again: catch-up, then stream.
 
 Content: texts are relayed; membership changes and read receipts are protocol noise
-and left out; any other content type (attachment, reaction, reply, leave request, …)
-comes through with ``text=None`` and its type name, for the relay to answer.
+and left out; a reaction comes with its emoji as text and a reply with its own text,
+each with the message it refers to (and the start of what that said, from the
+gateway's copy of the group); any other content type (attachment, leave request, …)
+comes with ``text=None``, its type name and its EncodedContent, for the media step and
+the relay.
 """
 
 from __future__ import annotations
@@ -31,16 +34,25 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
+import xmtp_bindings as xb
 from aiohttp import web
 from eth_utils.address import to_checksum_address
 
 from gateway.config import GatewayConfig, XmtpConfig
 from gateway.data_dir import LOCK_FILE, Held, claim
 from gateway.domain.ids import WalletAddress
-from gateway.domain.ports import ChatMessage
+from gateway.domain.ports import ChatMessage, Reference
 from gateway.errors import ChatNetworkError, WalletNotReachable
 from gateway.xmtp.api import GatewayAccess
 from gateway.xmtp.client import Consent, Conversation, XmtpClient, XmtpMessage
+from gateway.xmtp.content import (
+    REACTION,
+    REPLY,
+    content_name,
+    quotable,
+    read_reaction,
+    read_reply,
+)
 from gateway.xmtp.inbox_state import MAX_INSTALLATIONS
 from gateway.xmtp.installations import InstallationGuard, InstallationRecord, warn_if_near_caps
 from gateway.xmtp.loop_thread import LoopThread, on_loop
@@ -62,11 +74,6 @@ NETWORK_HOSTS = {
 HighWater = Callable[[str], Awaitable[int | None]]
 _SILENT_TYPES = frozenset({"group_updated", "group_membership_change", "readReceipt"})
 _HANDOFF_LIMIT = 1000  # streamed messages waiting for the consumer on the gateway's loop
-
-
-def content_name(content_type: str) -> str:
-    """"xmtp.org/remoteStaticAttachment:1.0" -> "remoteStaticAttachment"."""
-    return content_type.partition("/")[2].partition(":")[0] or content_type
 
 
 def node_url_for(xmtp: XmtpConfig) -> str | None:
@@ -200,17 +207,32 @@ class XmtpChatNetwork:
         await self._thread.run(rename())
 
     async def send(self, group_id: str, text: str, *, key: str | None = None) -> str:
-        return await self._thread.run(self._send(group_id, text, key))
+        return await self._thread.run(self._send(group_id, xb.encode_text(text), key))
 
-    async def _send(self, group_id: str, text: str, key: str | None) -> str:
+    async def send_encoded(self, group_id: str, content: Callable[[], Awaitable[bytes]], *,
+                           key: str) -> str:
+        published = await self._thread.run(self._republish(group_id, key))
+        if published is not None:
+            return published
+        # Made on the gateway's loop (it fetches, encrypts and uploads there), then
+        # prepared, logged and published on the XMTP thread.
+        encoded = await content()
+        return await self._thread.run(self._send(group_id, encoded, key))
+
+    async def _republish(self, group_id: str, key: str) -> str | None:
+        """A retry of a send whose outcome was not known: publishes what was prepared
+        under ``key`` (None when nothing was)."""
+        found = self._sends.find(key)
+        if found is None or found[0] != group_id:
+            return None
+        await self._group(group_id).publish_stored(found[1])
+        return found[1]
+
+    async def _send(self, group_id: str, encoded: bytes, key: str | None) -> str:
+        if key is not None and (published := await self._republish(group_id, key)):
+            return published
         group = self._group(group_id)
-        if key is not None:
-            found = self._sends.find(key)
-            if found is not None and found[0] == group_id:
-                # A retry of a send whose outcome was not known: publish what was prepared.
-                await group.publish_stored(found[1])
-                return found[1]
-        message_id = group.prepare_text(text)
+        message_id = group.prepare_encoded(encoded)
         if key is not None:
             self._sends.record(key, group_id, message_id)
         await group.publish_stored(message_id)
@@ -300,9 +322,23 @@ class XmtpChatNetwork:
             log.warning("skipped XMTP message %s: its sender's inbox has no Ethereum "
                         "address", message.id)
             return None
+        text, reference, removed = message.text, None, False
+        said = (read_reaction(message.encoded) if kind == REACTION
+                else read_reply(message.encoded) if kind == REPLY else None)
+        if said is not None:
+            text, removed = said.text, said.removed
+            reference = Reference(said.reference, self._quoted(said.reference))
         return ChatMessage(
             group_id=message.conversation_id, message_id=message.id, sender=sender,
-            sent_at_ns=message.sent_at_ns, text=message.text, content_type=kind)
+            sent_at_ns=message.sent_at_ns, text=text, content_type=kind,
+            reference=reference, removed=removed,
+            encoded=message.encoded if message.text is None else b"")
+
+    def _quoted(self, message_id: str) -> str | None:
+        """The start of what the referenced message said, from this installation's copy
+        of the group (the gateway's own posts included)."""
+        found = self._client.message(message_id)
+        return quotable(found) if found is not None else None
 
     async def _address_of(self, inbox_id: str) -> WalletAddress | None:
         """The inbox's wallet address; None when it has none. A failed lookup raises."""

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from gateway.domain.ids import ConversationId, MessageId
-from gateway.domain.models import Media, Message, MessageSource
+from gateway.domain.models import Media, Message, MessageSource, RemoteReference
 from gateway.domain.ports import NewMessage
 from gateway.errors import DuplicateMessage, NotFound, UnknownEncryptionKey
 from gateway.store import SqlStore
@@ -42,6 +42,24 @@ class TestMessages:
         assert written.author == on.phone.id and written.attributes == {"segments": 1}
         assert written.index == 0 and written.created_at == LATER
         assert conversation is not None and conversation.last_message_at == LATER
+
+    async def test_a_wallets_files_read_back_as_described_keys_sealed_with_the_body(
+            self, store: SqlStore) -> None:
+        media = (Media("", "image/png", "cat.png", 2048, blob_key="wallet/ab12"),
+                 Media("https://files.example/x", None, "doc.pdf", 99, remote=RemoteReference(
+                     "0f" * 32, secrets.token_bytes(32), secrets.token_bytes(32),
+                     secrets.token_bytes(12))))
+        async with store.transaction() as tx:
+            on = await thread(tx)
+            written = await tx.add_message(NewMessage(
+                on.conversation.id, None, None, MessageSource.XMTP, external_id="x1",
+                media=media), now=NOW)
+        async with store.transaction() as tx:
+            assert (await tx.get_message(written.id)) == written
+            row = (await tx.connection.execute(
+                sa.select(messages.c.media_ciphertext).where(messages.c.id == written.id))).one()
+        assert media[1].remote is not None
+        assert media[1].remote.secret not in row[0] and b"doc.pdf" not in row[0]
 
     async def test_a_message_may_have_no_body_and_no_author(self, store: SqlStore) -> None:
         async with store.transaction() as tx:

@@ -45,6 +45,7 @@ from gateway.domain.ports import ChatMessage, DeliveryTaker, NewParticipant, Sto
 from gateway.domain.relay import PhoneText, Relay
 from gateway.domain.rules import Rule, RuleBook, RuleMode
 from gateway.domain.writer import AfterCommit
+from gateway.media.carrier import MediaCarrier
 from gateway.store import SqlStore, open_store
 from gateway.testing.chat_fake import RecordingChatNetwork
 from gateway.testing.phone_fake import RecordingPhoneNetwork
@@ -113,8 +114,11 @@ class Process:
 class World:
     def __init__(self, store: SqlStore, *, clock: Clock | None = None,
                  rules: RuleBook | None = None, settings: EngineSettings = FAST,
-                 chat_settings: EngineSettings | None = None) -> None:
+                 chat_settings: EngineSettings | None = None,
+                 media: MediaCarrier | None = None) -> None:
+        """``media``: the channels carry files with it (without: links and names)."""
         self.store = store
+        self.media = media
         self.clock = clock or SystemClock()
         self.rules = rules or rulebook()
         self.settings = settings
@@ -141,11 +145,14 @@ class World:
         phone = Outbox(ledger, PhoneChannel(
             self.store, self.phone, self.rules, self.clock,
             PhoneSettings(status_callback_url="https://gw.example/twilio/status",
-                          reconcile_settle=self.reconcile_settle)),
+                          reconcile_settle=self.reconcile_settle), media=self.media),
             holder, self.clock, self.settings)
         chat = Outbox(ledger, ChatChannel(self.store, self.chat, self.rules,
                                               group_made=self.relay.group_made,
-                                              send_timeout=2.0),
+                                              send_timeout=2.0, media=self.media,
+                                              clock=self.clock,
+                                              give_up_after=self.chat_settings.backoff
+                                              .max_attempts),
                       holder, self.clock, self.chat_settings)
         return Process(holder, phone, chat)
 
@@ -197,10 +204,10 @@ class World:
     # ---- traffic -----------------------------------------------------------------------
 
     async def phone_says(self, body: str, *, phone: PhoneNumber = PHONE,
-                         channel: Channel = Channel.SMS) -> None:
+                         channel: Channel = Channel.SMS, media: Sequence[Media] = ()) -> None:
         await self.relay.receive_phone_text(PhoneText(
             external_id=f"SMin{next(self._sids):030d}", from_=phone, to=OUR_NUMBER,
-            channel=channel, body=body))
+            channel=channel, body=body, media=tuple(media)))
 
     async def group_of(self, phone: PhoneNumber = PHONE,
                        channel: Channel = Channel.SMS) -> str:
@@ -215,11 +222,18 @@ class World:
         return await until(made)
 
     async def wallet_says(self, body: str | None, *, phone: PhoneNumber = PHONE,
-                          wallet: WalletAddress = WALLET, content_type: str = "text") -> None:
+                          wallet: WalletAddress = WALLET, content_type: str = "text",
+                          encoded: bytes = b"") -> None:
+        """As the stream consumer hands it over: an attachment (``encoded``) described
+        by the media step first."""
         group = await self.group_of(phone)
-        await self.relay.receive_chat_message(ChatMessage(
+        chat = ChatMessage(
             group_id=group, message_id=f"xm{next(self._sids)}", sender=wallet,
-            sent_at_ns=time.time_ns(), text=body, content_type=content_type))
+            sent_at_ns=time.time_ns(), text=body, content_type=content_type,
+            encoded=encoded)
+        if self.media is not None:
+            chat = await self.media.describe(chat)
+        await self.relay.receive_chat_message(chat)
 
     async def api_conversation(self, phone: PhoneNumber = PHONE, *,
                                proxy: PhoneNumber = OUR_NUMBER,

@@ -31,10 +31,14 @@ class TestScriptedDemo:
         for options in (["--script"], []):  # the second without: there is no terminal
             result = demo(tmp_path, *options)
             assert result.returncode == 0, result.stdout + result.stderr
-            assert "4/4 steps arrived" in result.stdout
-            for step in ("phone → wallet", "wallet → phone", "dial mode", "STOP then START"):
+            assert "6/6 steps arrived" in result.stdout
+            for step in ("phone → wallet", "wallet → phone", "photo phone → wallet",
+                         "photo wallet → phone", "dial mode", "STOP then START"):
                 assert f"--- {step}: ok" in result.stdout
         assert (tmp_path / "xmtp" / "demo-wallet.db3").exists()
+        # the photos each side received, saved where the transcript says
+        assert len(list((tmp_path / "demo-files" / "wallet").iterdir())) == 2
+        assert len(list((tmp_path / "demo-files" / "phone").iterdir())) == 2
 
     def test_the_terminal_shows_the_transcript_and_the_gateway_logs_to_a_file(
             self, tmp_path: Path) -> None:

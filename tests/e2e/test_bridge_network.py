@@ -11,8 +11,9 @@ import pytest
 import xmtp_bindings as xb
 
 from gateway.domain.ids import WalletAddress
-from gateway.domain.ports import ChatMessage
-from gateway.errors import WalletNotReachable
+from gateway.domain.ports import ChatMessage, Reference
+from gateway.errors import MediaRefused, WalletNotReachable
+from gateway.media.attachments import Attachment, decode_attachment, encode_attachment
 from gateway.xmtp.client import XmtpClient
 from gateway.xmtp.devnode import DevNode
 from gateway.xmtp.network import XmtpChatNetwork
@@ -162,20 +163,94 @@ class TestMessages:
         assert live.content_type == "text"
         await stream.aclose()  # type: ignore[attr-defined]
 
-    async def test_content_the_phone_cannot_carry_comes_through_with_its_type(
+    async def test_a_reaction_comes_with_its_emoji_and_the_start_of_its_message(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        posted = await network.send(group_id, "see you at 5", key="M1")  # the gateway's own
+        await wallet.sync_all()
+        group = wallet.conversation(group_id)
+        stream = network.messages(Marks())
+        await group.send_encoded(reaction(posted, wallet.inbox_id, "👍"))
+        [liked] = await take(stream, 1)
+        assert (liked.text, liked.content_type, liked.removed) == ("👍", "reaction", False)
+        assert liked.reference == Reference(posted, "see you at 5")
+        await group.send_encoded(reaction(posted, wallet.inbox_id, "👍", removed=True))
+        [unliked] = await take(stream, 1)
+        assert (unliked.text, unliked.removed) == ("👍", True)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+    async def test_a_reply_comes_with_its_text_and_the_start_of_its_original(
             self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
         wallet = await make_client()
         group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
         await wallet.sync_all()
         group = wallet.conversation(group_id)
         stream = network.messages(Marks())
-        await group.send_text("hello")
-        [hello] = await take(stream, 1)
-        reaction = xb.encode_reaction(xb.FfiReactionPayload(
-            reference=hello.message_id, reference_inbox_id=wallet.inbox_id,
-            action=xb.FfiReactionAction.ADDED, content="👍",
-            schema=xb.FfiReactionSchema.UNICODE))
-        await group._ffi.send(reaction, xb.FfiSendMessageOpts(should_push=True))
-        [liked] = await take(stream, 1)
-        assert (liked.text, liked.content_type) == (None, "reaction")
+        original = await group.send_text("shall we meet at five?")
+        await take(stream, 1)
+        await group.send_encoded(xb.encode_reply(xb.FfiReply(
+            reference=original, reference_inbox_id=wallet.inbox_id,
+            content=xb.FfiEncodedContent(
+                type_id=xb.FfiContentTypeId(authority_id="xmtp.org", type_id="text",
+                                            version_major=1, version_minor=0),
+                parameters={"encoding": "UTF-8"}, fallback=None, compression=None,
+                content=b"yes, 5"))))
+        [reply] = await take(stream, 1)
+        assert (reply.text, reply.content_type) == ("yes, 5", "reply")
+        assert reply.reference == Reference(original, "shall we meet at five?")
         await stream.aclose()  # type: ignore[attr-defined]
+
+    async def test_an_attachment_comes_with_its_encoded_content(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        await wallet.sync_all()
+        group = wallet.conversation(group_id)
+        stream = network.messages(Marks())
+        sent = encode_attachment(Attachment("a.png", "image/png", b"\x89PNG" + bytes(500)))
+        await group.send_encoded(sent)
+        [message] = await take(stream, 1)
+        assert (message.text, message.content_type, message.encoded) == (
+            None, "attachment", sent)
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+class TestEncodedSends:
+    async def test_a_keyed_encoded_send_is_made_once_and_posted_once(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+        made: list[bytes] = []
+        picture = Attachment("a.png", "image/png", b"\x89PNG" + bytes(1000))
+
+        async def content() -> bytes:
+            made.append(encode_attachment(picture))
+            return made[-1]
+
+        first = await network.send_encoded(group_id, content, key="M1:0")
+        again = await network.send_encoded(group_id, content, key="M1:0")
+        assert first == again and len(made) == 1
+        await wallet.sync_all()
+        [message] = await wallet.conversation(group_id).messages()
+        assert message.id == first and decode_attachment(message.encoded) == picture
+
+    async def test_an_error_making_the_content_sends_nothing(
+            self, network: XmtpChatNetwork, make_client: MakeClient) -> None:
+        wallet = await make_client()
+        group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
+
+        async def refused() -> bytes:
+            raise MediaRefused("image/tiff files are not carried")
+
+        with pytest.raises(MediaRefused):
+            await network.send_encoded(group_id, refused, key="M1:0")
+        await wallet.sync_all()
+        assert await wallet.conversation(group_id).messages() == []
+
+
+def reaction(reference: str, inbox_id: str, emoji: str, *, removed: bool = False) -> bytes:
+    return bytes(xb.encode_reaction(xb.FfiReactionPayload(
+        reference=reference, reference_inbox_id=inbox_id,
+        action=xb.FfiReactionAction.REMOVED if removed else xb.FfiReactionAction.ADDED,
+        content=emoji, schema=xb.FfiReactionSchema.UNICODE)))

@@ -114,30 +114,31 @@ class TestDeliveryFailures:
 
 
 class TestContent:
-    async def test_mms_media_reaches_the_wallet_as_links(self, bridge: Bridge) -> None:
-        ann = bridge.wallets["ann"]
-        url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1"
-        await bridge.phones.text(PHONE, SUPPORT, "see photo", media=[(url, "image/jpeg")])
-        group = await ann.group_named(GROUP)
-        texts = await ann.wait_for_texts(group, contains(url))
-        assert f"see photo\n[image/jpeg] {url}" in texts
-
-    async def test_a_reaction_the_phone_cannot_carry_gets_a_notice_back(
+    async def test_a_file_of_a_type_not_carried_is_reported_to_the_phone(
             self, bridge: Bridge) -> None:
         ann = bridge.wallets["ann"]
-        await bridge.phones.text(PHONE, SUPPORT, "hello")
+        await bridge.phones.text_with_files(PHONE, SUPPORT, "see attached",
+                                            [(b"MZ" + bytes(100), "application/x-msdownload")])
         group = await ann.group_named(GROUP)
-        await ann.wait_for_texts(group, contains("hello"))
-        hello = next(m for m in await ann.texts(group) if m.text == "hello")
+        await ann.wait_for_texts(group, contains("see attached"))
+        bodies = await bridge.phones.wait_for(PHONE, contains("Not delivered to the wallet"))
+        assert any("application/x-msdownload files are not carried" in b for b in bodies)
+
+    async def test_a_reaction_reaches_the_phone_as_text_naming_what_it_is_on(
+            self, bridge: Bridge) -> None:
+        ann = bridge.wallets["ann"]
+        await bridge.phones.text(PHONE, SUPPORT, "see you at 5")
+        group = await ann.group_named(GROUP)
+        await ann.wait_for_texts(group, contains("see you at 5"))
+        posted = next(m for m in await ann.texts(group) if m.text == "see you at 5")
         reaction = xb.encode_reaction(xb.FfiReactionPayload(
-            reference=hello.id, reference_inbox_id=hello.sender_inbox_id,
+            reference=posted.id, reference_inbox_id=posted.sender_inbox_id,
             action=xb.FfiReactionAction.ADDED, content="👍",
             schema=xb.FfiReactionSchema.UNICODE))
-        await group._ffi.send(reaction, xb.FfiSendMessageOpts(should_push=True))
+        await group.send_encoded(reaction)
 
-        texts = await ann.wait_for_texts(group, contains("was not delivered"))
-        assert any("reaction" in t for t in texts)
-        assert len(await bridge.phones.inbox(PHONE)) == 0
+        bodies = await bridge.phones.wait_for(PHONE, contains("👍"))
+        assert bodies[-1].endswith('👍 to "see you at 5"')
 
 
 class TestUnreachableWallet:

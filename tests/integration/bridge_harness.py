@@ -57,6 +57,8 @@ def bridge_config(tmp: Path, *, port: int, sim_url: str, **overrides: Any) -> Ga
                              "max_delay_seconds": 0.2}},
         "xmtp": {"env": "local", "node_url": "http://127.0.0.1:5556",
                  "wallet_key": "0x" + "11" * 32, "db_encryption_key": "22" * 32},
+        # the simulator's media and the tests' own file servers are on 127.0.0.1
+        "media": {"allow_insecure_urls": True},
         "directory": {"alice": ALICE, "bob": BOB, "carol": CAROL},
         "rules": [
             {"name": "support", "proxy": SUPPORT, "channels": ["sms", "whatsapp"],
@@ -91,10 +93,11 @@ class Bridge:
         return await self.sim.text_from_phone(from_, to, body, **kwargs)
 
     def wallet_says(self, group_id: str, sender: WalletAddress, text: str | None,
-                    content_type: str = "text") -> ChatMessage:
+                    content_type: str = "text", **more: Any) -> ChatMessage:
+        """``more``: the rest of ``ChatMessage`` (``encoded``, ``reference``, …)."""
         message = ChatMessage(group_id=group_id, message_id=f"xmtp-{next(self._ids)}",
                               sender=sender, sent_at_ns=next(self._ids) * 1_000_000,
-                              text=text, content_type=content_type)
+                              text=text, content_type=content_type, **more)
         self.chat.inbox.put_nowait(message)
         return message
 

@@ -53,7 +53,8 @@ class TestSendingAMessage:
                           media_url=["https://example.com/a.png"], attributes={"k": 1})
         assert sent["index"] == 0 and sent["source"] == "api"
         assert sent["author"] == wallet["id"] and sent["body"] == "hello"
-        assert sent["media"] == [{"url": "https://example.com/a.png", "content_type": None}]
+        assert sent["media"] == [{"url": "https://example.com/a.png", "content_type": None,
+                              "filename": None, "size": None}]
         async with parts.store.transaction() as tx:
             deliveries = await tx.list_deliveries(MessageId(sent["id"]))
         assert [(d.participant_id, d.channel, d.state) for d in deliveries] == [

@@ -143,6 +143,20 @@ class TestMediaFromPhones:
         assert webhook.forms[0]["NumMedia"] == "1"
 
 
+    async def test_a_file_may_be_hosted_alone_for_a_webhook_posted_elsewhere(
+            self, sim: TwilioSimulator) -> None:
+        body = {"data_base64": base64.b64encode(PICTURE).decode(), "content_type": "image/png"}
+        async with aiohttp.ClientSession() as http, \
+                http.post(sim.url + "/_sim/media", json=body) as response:
+            assert response.status == 201
+            hosted = await response.json()
+        creds = twilio_credentials(ACCOUNT, TOKEN, extra_origins=(sim.url,))
+        async with MediaFetcher(LOCAL) as fetcher:
+            got = await fetcher.fetch(hosted["url"], credentials=creds)
+        assert (got.data, got.content_type) == (PICTURE, "image/png")
+        assert sim.inbox(PHONE) == [] and sim.newest_first() == []
+
+
 class TestMediaOfSends:
     async def test_media_urls_are_fetched_and_the_phone_gets_the_files(
             self, sim: TwilioSimulator, client: Client, files: Files) -> None:
@@ -157,6 +171,19 @@ class TestMediaOfSends:
         assert (await client.messages(message.sid).fetch_async()).status == "delivered"
         listed = await client.messages(message.sid).media.list_async()
         assert sorted(m.content_type for m in listed) == ["application/pdf", "image/png"]
+
+    async def test_the_inbox_gives_the_files_sizes_without_their_bytes_when_asked(
+            self, sim: TwilioSimulator, client: Client, files: Files) -> None:
+        url = files.add("/a.png", PICTURE)
+        await client.messages.create_async(to=PHONE, from_=OUR_NUMBER, body="see",
+                                           media_url=[url])
+        await sim.wait_for_inbox(PHONE, 1, within=5.0)
+        async with aiohttp.ClientSession() as http:
+            params = {"phone": PHONE, "count": "1", "data": "0"}
+            async with http.get(sim.url + "/_sim/inbox", params=params) as response:
+                [text] = (await response.json())["messages"]
+        [media] = text["media"]
+        assert media["size"] == len(PICTURE) and "data_base64" not in media
 
     async def test_a_text_only_send_keeps_its_sm_sid(self, client: Client) -> None:
         message = await client.messages.create_async(to=PHONE, from_=OUR_NUMBER, body="hi")

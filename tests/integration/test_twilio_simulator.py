@@ -275,8 +275,15 @@ class TestControlApi:
                                                        "timeout": "0.2"}) as r:
                 assert (await r.json())["complete"] is False
 
+            await send(client, "and another")
+            async with http.get("/_sim/inbox", params={"phone": PHONE, "count": "2",
+                                                       "since": "1"}) as r:
+                later_only = await r.json()
+            assert later_only["total"] == 2 and later_only["complete"] is True
+            assert [m["body"] for m in later_only["messages"]] == ["and another"]
+
             async with http.get("/_sim/attempts") as r:
-                assert [a["outcome"] for a in await r.json()] == ["429", "created"]
+                assert [a["outcome"] for a in await r.json()] == ["429", "created", "created"]
 
 
 def _free_port() -> int:

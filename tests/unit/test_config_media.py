@@ -71,6 +71,8 @@ class TestMediaSection:
         ({"storage": {"backend": "s3", "s3": {"bucket": "Not_A_Bucket"}}},
          "media.storage.s3.bucket"),
         ({"allow_insecure_url": True}, "media.allow_insecure_url"),
+        ({"inline_max_bytes": 2_000_000}, "media.inline_max_bytes"),
+        ({"phone_url_ttl_seconds": 10}, "media.phone_url_ttl_seconds"),
     ])
     def test_wrong_values_name_their_key(self, tmp_path: Path, media: dict[str, Any],
                                          key: str) -> None:
@@ -97,3 +99,41 @@ class TestShippedConfigs:
         out = io.StringIO()
         assert check(path, out) == 0
         assert "media.allow_insecure_urls is on" in out.getvalue()
+
+
+class TestCarrying:
+    def test_the_carrier_follows_the_section(self, tmp_path: Path) -> None:
+        from datetime import timedelta
+
+        from gateway.media.wiring import carry_settings
+        config = with_media({"inline_max_bytes": 1000, "phone_url_ttl_seconds": 600,
+                             "storage": {"url_ttl_seconds": 86400}}, tmp_path)
+        settings = carry_settings(config, "http://127.0.0.1:8788")
+        assert settings.inline_max_bytes == 1000
+        assert settings.phone_url_ttl == timedelta(minutes=10)
+        assert settings.link_ttl == settings.group_url_ttl == timedelta(days=1)
+        assert settings.phone_credentials is not None
+        assert "http://127.0.0.1:8788" in settings.phone_credentials.scopes
+
+    def test_a_rule_may_send_files_to_sms_phones_as_links_only(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["rules"][0]["outbound"] = {"sms_only": True}
+        config = parse_config(raw, base_dir=tmp_path, persist_secrets=False)
+        support, dial = config.rulebook().rules
+        assert (support.outbound.sms_only, dial.outbound.sms_only) == (True, False)
+        assert parse_config(minimal(), base_dir=tmp_path, persist_secrets=False
+                            ).rulebook().rules[0].outbound.sms_only is False
+
+    def test_check_config_shows_the_media_settings_and_sms_only_rules(
+            self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["data_dir"] = str(tmp_path / "data")
+        raw["rules"][0]["outbound"] = {"sms_only": True}
+        path = tmp_path / "gateway.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        out = io.StringIO()
+        assert check(path, out) == 0
+        text = out.getvalue()
+        assert "sms-only" in text
+        assert ("inline into groups up to 65536 bytes; MediaUrl links 3600s, other links "
+                "604800s; kept 30 days") in text

@@ -10,6 +10,7 @@ from gateway.domain.ports.networks import (
     ChatNetwork,
     OutboundText,
     PhoneNetwork,
+    Reference,
     SentText,
 )
 from gateway.domain.ports.queries import ApiQueries, Slice, TimeRange, Window
@@ -19,6 +20,7 @@ from gateway.domain.ports.taker import DeliveryTaker, LeaseOffer
 __all__ = [
     "ApiQueries", "Blob", "BlobStore", "ChatMessage", "ChatNetwork", "DeliveryTaker",
     "LeaseOffer", "NewMessage",
-    "NewParticipant", "OutboundText", "PhoneNetwork", "SentText", "Slice", "StatusChange",
+    "NewParticipant", "OutboundText", "PhoneNetwork", "Reference", "SentText", "Slice",
+    "StatusChange",
     "Store", "StoreTx", "TimeRange", "Window",
 ]

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -14,6 +14,7 @@ from gateway.domain.ids import (
 )
 from gateway.domain.models import (
     Channel,
+    Media,
 )
 
 # --- phone network (Twilio) ------------------------------------------------------------
@@ -55,13 +56,34 @@ class PhoneNetwork(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class Reference:
+    """What a reaction or a reply points at: the XMTP message, and the start of what it
+    said (its text, or the name of the file it carried) when the gateway's copy of the
+    group has it."""
+
+    message_id: str
+    quoted: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
     group_id: str
     message_id: str
     sender: WalletAddress
     sent_at_ns: int
-    text: str | None  # None when the content is not text (attachment, reaction, ...)
-    content_type: str  # "text", "attachment", "reaction", ...
+    # The text; a reply's own text; a reaction's emoji. None when the content carries
+    # none the gateway reads (an attachment, a reply with a file, an unknown type, ...).
+    text: str | None
+    content_type: str  # "text", "attachment", "reaction", "reply", ...
+    reference: Reference | None = None  # a reaction's or a reply's
+    removed: bool = False  # a reaction taken back
+    # The EncodedContent as sent, for content other than text (attachments are read
+    # from it): the chat network fills it in.
+    encoded: bytes = field(default=b"", repr=False)
+    # Its files as the media step described them before the relay records it (nothing
+    # fetched): ``refused`` says why they cannot be carried, when they cannot.
+    media: tuple[Media, ...] = ()
+    refused: str | None = None
 
 
 class ChatNetwork(Protocol):
@@ -77,6 +99,14 @@ class ChatNetwork(Protocol):
         """Sends text into the group; returns the message id. ``key`` names the send
         for retries: a second send with the same key (after an error whose outcome was
         unknown) publishes the message prepared the first time, never a second one."""
+    async def send_encoded(self, group_id: str, content: Callable[[], Awaitable[bytes]], *,
+                           key: str) -> str:
+        """Sends any EncodedContent (an attachment, a remote attachment) into the group,
+        keyed as ``send`` is: when a message was prepared under ``key`` already, that one
+        is published and ``content`` is not called (it would make a new one: a remote
+        attachment's upload would replace the file the prepared message names).
+        Otherwise ``content()`` gives the bytes, which are prepared, logged under
+        ``key``, then published. Errors ``content`` raises go to the caller."""
     def messages(
         self, high_water: Callable[[str], Awaitable[int | None]],
     ) -> AsyncIterator[ChatMessage]:

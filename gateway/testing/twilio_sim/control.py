@@ -11,7 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from gateway.testing.twilio_sim.faults import Fault
-from gateway.testing.twilio_sim.wire import strip_channel
+from gateway.testing.twilio_sim.wire import new_sid, strip_channel
 
 if TYPE_CHECKING:
     from gateway.testing.twilio_sim.simulator import TwilioSimulator
@@ -20,11 +20,14 @@ if TYPE_CHECKING:
 def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
     """``POST /_sim/texts`` {from, to, body, channel?, media?: [{url, content_type}],
     attachments?: [{data_base64, content_type}]} sends a text from a phone (attachments
-    are hosted here as the message's Media);
-    ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S`` reads (and waits for) a phone's
-    inbox, with the media each text brought; ``POST /_sim/faults`` {kind, …} injects a fault and
-    ``DELETE /_sim/faults`` clears them; ``GET /_sim/messages`` and ``GET /_sim/attempts``
-    list what was created and every create request."""
+    are hosted here as the message's Media); ``POST /_sim/media`` {data_base64,
+    content_type} hosts a file only and answers its URL;
+    ``GET /_sim/inbox?phone=%2B1…&count=N&timeout=S[&since=K][&data=0]`` reads (and
+    waits for) a phone's inbox (from its K+1st text), with the media each text brought
+    (their bytes too, unless data=0);
+    ``POST /_sim/faults`` {kind, …} injects a fault and ``DELETE /_sim/faults`` clears them;
+    ``GET /_sim/messages`` and ``GET /_sim/attempts`` list what was created and every
+    create request."""
 
     async def texts(request: web.Request) -> web.Response:
         data = await request.json()
@@ -45,6 +48,20 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
         return web.json_response({"sid": result.sid, "status": result.status,
                                   "body": result.body})
 
+    async def host_media(request: web.Request) -> web.Response:
+        """Hosts a file as a phone's message's Media, without sending anything: its
+        Twilio-shaped URL (behind the account's credentials), for a caller that posts
+        the webhook itself (a benchmark timing the gateway alone)."""
+        data = await request.json()
+        try:
+            content = base64.b64decode(data["data_base64"], validate=True)
+            kind = str(data.get("content_type", "image/jpeg"))
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"bad request: {exc}"}, status=400)
+        media = sim.media.host(new_sid("MM"), content, kind)
+        return web.json_response({"url": sim.url + media.uri, "sid": media.sid,
+                                  "content_type": kind}, status=201)
+
     async def inbox(request: web.Request) -> web.Response:
         phone = request.query.get("phone", "")
         if not phone:
@@ -52,12 +69,17 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
         try:
             count = int(request.query.get("count", "0"))
             timeout = min(float(request.query.get("timeout", "0")), 60.0)
+            since = max(int(request.query.get("since", "0")), 0)
+            with_data = request.query.get("data", "1") != "0"
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         received = (await sim.wait_for_inbox(phone, count, timeout) if count
                     else sim.inbox(phone))
+        # ``since``: only the texts after the first ``since`` (their files are big)
         return web.json_response({"phone": strip_channel(phone), "complete": len(received) >= count,
-                                  "messages": [r.to_json() for r in received]})
+                                  "total": len(received),
+                                  "messages": [r.to_json(with_data=with_data)
+                                               for r in received[since:]]})
 
     async def add_fault(request: web.Request) -> web.Response:
         try:
@@ -79,6 +101,7 @@ def control_routes(app: web.Application, sim: TwilioSimulator) -> None:
                                    "outcome": a.outcome} for a in sim.attempts])
 
     app.router.add_post("/_sim/texts", texts)
+    app.router.add_post("/_sim/media", host_media)
     app.router.add_get("/_sim/inbox", inbox)
     app.router.add_post("/_sim/faults", add_fault)
     app.router.add_delete("/_sim/faults", clear_faults)

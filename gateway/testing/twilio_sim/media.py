@@ -196,8 +196,11 @@ def _on_this_machine(url: str) -> bool:
         return False
 
 
-def media_json(items: Sequence[SimMedia]) -> list[Mapping[str, Any]]:
-    """For the control API (a test tool: the bytes come along, base64)."""
+def media_json(items: Sequence[SimMedia], *,
+               with_data: bool = True) -> list[Mapping[str, Any]]:
+    """For the control API (a test tool: the bytes come along, base64, unless not
+    wanted)."""
     return [{"sid": m.sid, "content_type": m.content_type, "size": len(m.data),
-             "source_url": m.source_url, "data_base64": base64.b64encode(m.data).decode()}
+             "source_url": m.source_url,
+             **({"data_base64": base64.b64encode(m.data).decode()} if with_data else {})}
             for m in items]

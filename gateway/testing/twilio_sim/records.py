@@ -74,11 +74,11 @@ class ReceivedText:
     at: datetime
     media: tuple[SimMedia, ...] = ()  # what Twilio fetched from media_urls
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, *, with_data: bool = True) -> dict[str, Any]:
         data = asdict(self)
         data["from"] = data.pop("from_")
         data["media_urls"] = list(self.media_urls)
-        data["media"] = media_json(self.media)
+        data["media"] = media_json(self.media, with_data=with_data)
         data["at"] = self.at.isoformat()
         return data
 

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ACCOUNT_SID = "AC" + "0" * 32
 DEFAULT_AUTH_TOKEN = "simulator-token"  # noqa: S105 -- a test tool's well-known default
+CONTROL_MAX_BYTES = 16 * 1024 * 1024  # a control request (a phone's files in base64)
 
 
 class TwilioSimulator:
@@ -106,7 +107,8 @@ class TwilioSimulator:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def make_app(self) -> web.Application:
-        app = web.Application()
+        # the control API takes a phone's files as base64: Twilio's 5 MB and then some
+        app = web.Application(client_max_size=CONTROL_MAX_BYTES)
         base = f"/{API_VERSION}/Accounts/{{account_sid}}/Messages"
         app.router.add_post(base + ".json", self._create)
         app.router.add_get(base + ".json", self._list)

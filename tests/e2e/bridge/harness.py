@@ -186,6 +186,30 @@ class Phones:
                                      f"{within}s; it received {bodies!r}")
             await asyncio.sleep(0.1)
 
+    async def text_with_files(self, from_: str, to: str, body: str,
+                              files: Sequence[tuple[bytes, str]]) -> dict[str, Any]:
+        """An MMS whose files the simulator hosts as Twilio does (behind the account's
+        credentials, redirected to a short-lived CDN URL)."""
+        payload = {"from": from_, "to": to, "body": body, "attachments": [
+            {"data_base64": base64.b64encode(data).decode(), "content_type": kind}
+            for data, kind in files]}
+        async with self._session.post(self._url + "/_sim/texts", json=payload) as response:
+            result: dict[str, Any] = await response.json()
+        assert result.get("status") == 200, result
+        return result
+
+    async def files_received(self, phone: str, within: float = 15.0) -> list[tuple[bytes, str]]:
+        """(bytes, content type) of every file ``phone`` received, once it has one."""
+        deadline = time.monotonic() + within
+        while True:
+            found = [(base64.b64decode(m["data_base64"]), m["content_type"])
+                     for text in await self.inbox(phone) for m in text.get("media", [])]
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"phone ...{phone[-4:]} received no file in {within}s")
+            await asyncio.sleep(0.1)
+
     async def fault(self, **fault: Any) -> None:
         async with self._session.post(self._url + "/_sim/faults", json=fault) as response:
             assert response.status == 201, await response.text()
@@ -271,6 +295,8 @@ def gateway_config(*, port: int, sim_port: int, node_url: str, wallet_key: str,
                    "retry": {"base_delay_seconds": 0.2, "max_delay_seconds": 2.0}},
         "xmtp": {"env": "local", "node_url": node_url, "wallet_key": wallet_key,
                  "db_path": "xmtp/gateway.db3", "db_encryption_key": secrets.token_hex(32)},
+        # the simulator's media and the tests' own file servers are on 127.0.0.1
+        "media": {"allow_insecure_urls": True},
         "directory": directory,
         "rules": rules,
     }
