@@ -233,7 +233,10 @@ class TestFencing:
             other = w.new_process()  # another process reconciles once the lease ran out
             await other.holder.beat()
             await asyncio.sleep(short.lease)  # the lease runs out (real time: its clock)
-            assert await other.phone.reconcile_once() == 1
+
+            async def taken_over() -> bool | None:  # bounded: a loaded machine is slower
+                return True if await other.phone.reconcile_once() == 1 else None
+            await until(taken_over)
             [delivery] = await w.deliveries(Channel.SMS)
             assert delivery.state is DeliveryState.SENT  # found at Twilio by the other
             w.phone.hold.set()  # the stalled send answers, late
