@@ -1,0 +1,200 @@
+"""Catch-up after downtime: how long a restarted gateway takes to relay what wallets sent
+while it was stopped, with many conversations against few.
+
+For each size (``--small`` and ``--large`` conversations, measured in the same run):
+
+1. a devnode (its own process) and a wallet (a real libxmtp client, here);
+2. the gateway (``create_app`` in this process, the real XMTP client, SQLite, a recording
+   phone network) opens ``N`` conversations: ``N`` phones text it, and its chat engine
+   makes each one's group with the wallet and posts the text;
+3. the gateway stops; the wallet posts one message into each of ``--missed`` groups;
+4. the gateway starts again: the time from the start until the phone network has all
+   the missed messages (and, within it, until the app is up: opening the libxmtp client
+   and the store).
+
+The ratio large/small is the figure; the target is at most 3x. ``--profile FILE`` runs
+py-spy on this process for the large size's restart (``py-spy`` must be installed).
+
+    python bench/catchup.py [--small 20] [--large 2000] [--missed 10] [--profile out.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+os.environ.setdefault("RUST_LOG", "off")
+
+from gateway.app import Parts, create_app
+from gateway.appkeys import RELAY
+from gateway.config import parse_config
+from gateway.domain.clock import SystemClock
+from gateway.domain.ids import PhoneNumber
+from gateway.domain.models import Channel
+from gateway.domain.relay import PhoneText
+from gateway.testing.phone_fake import RecordingPhoneNetwork
+from gateway.xmtp.client import XmtpClient
+
+PROXY = "+15550100001"
+KEYS = {"k1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Result:
+    conversations: int
+    missed: int
+    setup_seconds: float
+    up_seconds: float  # restart -> the app is up (libxmtp client, store, workers)
+    relayed_seconds: float  # restart -> every missed message reached the phone network
+
+
+@contextlib.asynccontextmanager
+async def devnode(tmp: Path) -> AsyncIterator[str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "devnode", "--port", str(port), "--db",
+        str(tmp / "devnode.db"), "--log-level", "WARNING",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):
+            with contextlib.suppress(OSError):
+                _r, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def gateway(config_raw: dict[str, object], tmp: Path,
+                  phone: RecordingPhoneNetwork) -> AsyncIterator[web.Application]:
+    config = parse_config(config_raw, base_dir=tmp)
+    app = create_app(config, Parts(phone=phone))
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()  # the cleanup contexts start: store, XMTP client, workers
+    try:
+        yield app
+    finally:
+        await runner.cleanup()
+
+
+async def wait_for(condition: object, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: not done in {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def measure(n: int, missed: int, tmp: Path, profile: Path | None) -> Result:
+    async with devnode(tmp) as node_url:
+        wallet = await XmtpClient.create(node_url=node_url, private_key=secrets.token_bytes(32),
+                                         db_path=str(tmp / "wallet.db3"))
+        raw = {
+            "data_dir": str(tmp / "gw"),
+            "server": {"host": "127.0.0.1", "port": free_port()},
+            "database": {"url": "sqlite+aiosqlite:///gateway.db", "encryption_keys": KEYS,
+                         "active_key": "k1"},
+            "twilio": {"account_sid": "AC" + "0" * 32, "auth_token": "bench-token",
+                       "api_base_url": "http://127.0.0.1:9",
+                       "rate_limits": {"default_per_second": 10000.0}},
+            "xmtp": {"env": "local", "node_url": node_url,
+                     "wallet_key": "0x" + secrets.token_hex(32),
+                     "db_encryption_key": secrets.token_hex(32)},
+            "rules": [{"name": "support", "proxy": PROXY, "wallets": [wallet.address]}],
+        }
+        phone = RecordingPhoneNetwork(SystemClock())
+        started = time.monotonic()
+        async with gateway(raw, tmp, phone) as app:
+            relay = app[RELAY]
+            for i in range(n):
+                await relay.receive_phone_text(PhoneText(
+                    external_id=f"SM{i:032d}", from_=PhoneNumber(f"+1555{3000000 + i:07d}"),
+                    to=PhoneNumber(PROXY), channel=Channel.SMS, body=f"hello {i}"))
+            groups: list[object] = []
+
+            async def all_groups() -> bool:
+                await wallet.sync_welcomes()
+                groups[:] = [c for c in wallet.conversations() if not c.is_dm]
+                return len(groups) >= n
+
+            deadline = time.monotonic() + 60 + n * 0.5
+            while not await all_groups():
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"only {len(groups)} of {n} groups made")
+                await asyncio.sleep(0.5)
+        setup = time.monotonic() - started
+        # the gateway is stopped: the wallet writes into `missed` of its groups
+        for group in groups[:missed]:
+            await group.sync()  # type: ignore[attr-defined]
+            await group.send_text("while you were away")  # type: ignore[attr-defined]
+        before = len(phone.accepted)
+        spy = None
+        if profile is not None:
+            spy = await asyncio.create_subprocess_exec(
+                shutil.which("py-spy") or "py-spy", "record", "--pid", str(os.getpid()),
+                "--native", "--format", "raw", "--rate", "200", "-o", str(profile),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(1.0)  # py-spy attaches
+        restart = time.monotonic()
+        async with gateway(raw, tmp, phone) as app:
+            up = time.monotonic() - restart
+            await wait_for(lambda: len(phone.accepted) - before >= missed, 300,
+                           "the missed messages")
+            relayed = time.monotonic() - restart
+        if spy is not None:
+            spy.send_signal(2)
+            await spy.wait()
+        wallet.close()
+    return Result(n, missed, setup, up, relayed)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--small", type=int, default=20)
+    parser.add_argument("--large", type=int, default=2000)
+    parser.add_argument("--missed", type=int, default=10)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="py-spy's raw (collapsed) profile of the large restart")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="catchup-") as tmp:
+        for size in ("small", "large"):
+            (Path(tmp) / size).mkdir()
+        small = await measure(args.small, args.missed, Path(tmp) / "small", None)
+        large = await measure(args.large, args.missed, Path(tmp) / "large", args.profile)
+    print(json.dumps({"small": asdict(small), "large": asdict(large),
+                      "ratio_relayed": round(large.relayed_seconds / small.relayed_seconds, 2),
+                      "ratio_after_up": round(
+                          (large.relayed_seconds - large.up_seconds)
+                          / max(small.relayed_seconds - small.up_seconds, 1e-3), 2)},
+                     indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
