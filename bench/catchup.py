@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +36,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -48,7 +50,7 @@ from gateway.domain.ids import PhoneNumber
 from gateway.domain.models import Channel
 from gateway.domain.relay import PhoneText
 from gateway.testing.phone_fake import RecordingPhoneNetwork
-from gateway.xmtp.client import XmtpClient
+from gateway.xmtp.client import Conversation, XmtpClient
 
 PROXY = "+15550100001"
 KEYS = {"k1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
@@ -65,7 +67,6 @@ def free_port() -> int:
 class Result:
     conversations: int
     missed: int
-    setup_seconds: float
     up_seconds: float  # restart -> the app is up (libxmtp client, store, workers)
     relayed_seconds: float  # restart -> every missed message reached the phone network
 
@@ -111,67 +112,86 @@ async def wait_for(condition: object, within: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def measure(n: int, missed: int, tmp: Path, profile: Path | None) -> Result:
-    async with devnode(tmp) as node_url:
-        wallet = await XmtpClient.create(node_url=node_url, private_key=secrets.token_bytes(32),
-                                         db_path=str(tmp / "wallet.db3"))
+async def prepare(n: int, home: Path) -> float:
+    """``home``: a devnode database, a wallet and a gateway with ``n`` conversations, each
+    with its group and a first message; ``home/state.json`` says how to start them again.
+    Returns the seconds it took."""
+    started = time.monotonic()
+    async with devnode(home) as node_url:
+        wallet_key = secrets.token_hex(32)
+        wallet = await XmtpClient.create(node_url=node_url, private_key=bytes.fromhex(wallet_key),
+                                         db_path=str(home / "wallet.db3"))
         raw = {
-            "data_dir": str(tmp / "gw"),
+            "data_dir": str(home / "gw"),
             "server": {"host": "127.0.0.1", "port": free_port()},
             "database": {"url": "sqlite+aiosqlite:///gateway.db", "encryption_keys": KEYS,
                          "active_key": "k1"},
             "twilio": {"account_sid": "AC" + "0" * 32, "auth_token": "bench-token",
                        "api_base_url": "http://127.0.0.1:9",
                        "rate_limits": {"default_per_second": 10000.0}},
-            "xmtp": {"env": "local", "node_url": node_url,
+            "xmtp": {"env": "local", "node_url": "http://127.0.0.1:1",
                      "wallet_key": "0x" + secrets.token_hex(32),
                      "db_encryption_key": secrets.token_hex(32)},
             "rules": [{"name": "support", "proxy": PROXY, "wallets": [wallet.address]}],
         }
         phone = RecordingPhoneNetwork(SystemClock())
-        started = time.monotonic()
-        async with gateway(raw, tmp, phone) as app:
+        async with gateway(_on_node(raw, node_url), home, phone) as app:
             relay = app[RELAY]
             for i in range(n):
                 await relay.receive_phone_text(PhoneText(
                     external_id=f"SM{i:032d}", from_=PhoneNumber(f"+1555{3000000 + i:07d}"),
                     to=PhoneNumber(PROXY), channel=Channel.SMS, body=f"hello {i}"))
-            groups: list[object] = []
-
-            async def all_groups() -> bool:
-                await wallet.sync_welcomes()
-                groups[:] = [c for c in wallet.conversations() if not c.is_dm]
-                return len(groups) >= n
-
             deadline = time.monotonic() + 60 + n * 0.5
-            while not await all_groups():
+            while len(await _groups(wallet)) < n:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"only {len(groups)} of {n} groups made")
+                    raise RuntimeError(f"only {len(await _groups(wallet))} of {n} groups made")
                 await asyncio.sleep(0.5)
-        setup = time.monotonic() - started
-        # the gateway is stopped: the wallet writes into `missed` of its groups
-        for group in groups[:missed]:
-            await group.sync()  # type: ignore[attr-defined]
-            await group.send_text("while you were away")  # type: ignore[attr-defined]
-        before = len(phone.accepted)
+        wallet.close()
+    (home / "state.json").write_text(json.dumps({"n": n, "wallet_key": wallet_key,
+                                                 "raw": raw}))
+    return time.monotonic() - started
+
+
+def _on_node(raw: dict[str, Any], node_url: str) -> dict[str, Any]:
+    return {**raw, "xmtp": {**raw["xmtp"], "node_url": node_url}}
+
+
+async def _groups(wallet: XmtpClient) -> list[Conversation]:
+    await wallet.sync_welcomes()
+    return [c for c in wallet.conversations() if not c.is_dm]
+
+
+async def measure(prepared: Path, work: Path, missed: int, profile: Path | None) -> Result:
+    """A copy of ``prepared`` in ``work``: stopped, the wallet writes into ``missed``
+    groups, the gateway starts again; how long until every missed message is relayed."""
+    shutil.copytree(prepared, work)
+    state = json.loads((work / "state.json").read_text())
+    raw = {**state["raw"], "data_dir": str(work / "gw")}
+    async with devnode(work) as node_url:
+        wallet = await XmtpClient.create(node_url=node_url,
+                                         private_key=bytes.fromhex(state["wallet_key"]),
+                                         db_path=str(work / "wallet.db3"))
+        for group in (await _groups(wallet))[:missed]:
+            await group.sync()
+            await group.send_text("while you were away")
+        phone = RecordingPhoneNetwork(SystemClock())
         spy = None
         if profile is not None:
             spy = await asyncio.create_subprocess_exec(
                 shutil.which("py-spy") or "py-spy", "record", "--pid", str(os.getpid()),
-                "--native", "--format", "raw", "--rate", "200", "-o", str(profile),
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                "--native", "--threads", "--format", "raw", "--rate", "250",
+                "-o", str(profile), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)  # py-spy attaches
         restart = time.monotonic()
-        async with gateway(raw, tmp, phone) as app:
+        async with gateway(_on_node(raw, node_url), work, phone):
             up = time.monotonic() - restart
-            await wait_for(lambda: len(phone.accepted) - before >= missed, 300,
-                           "the missed messages")
+            await wait_for(lambda: len(phone.accepted) >= missed, 300, "the missed messages")
             relayed = time.monotonic() - restart
         if spy is not None:
             spy.send_signal(2)
             await spy.wait()
         wallet.close()
-    return Result(n, missed, setup, up, relayed)
+    return Result(state["n"], missed, up, relayed)
 
 
 async def main() -> int:
@@ -179,20 +199,37 @@ async def main() -> int:
     parser.add_argument("--small", type=int, default=20)
     parser.add_argument("--large", type=int, default=2000)
     parser.add_argument("--missed", type=int, default=10)
+    parser.add_argument("--runs", type=int, default=3, help="restarts measured per size")
+    parser.add_argument("--keep", type=Path, default=None,
+                        help="keep the prepared gateways here and reuse them next time")
     parser.add_argument("--profile", type=Path, default=None,
-                        help="py-spy's raw (collapsed) profile of the large restart")
+                        help="py-spy's raw (collapsed) profile of a large restart")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="catchup-") as tmp:
-        for size in ("small", "large"):
-            (Path(tmp) / size).mkdir()
-        small = await measure(args.small, args.missed, Path(tmp) / "small", None)
-        large = await measure(args.large, args.missed, Path(tmp) / "large", args.profile)
-    print(json.dumps({"small": asdict(small), "large": asdict(large),
-                      "ratio_relayed": round(large.relayed_seconds / small.relayed_seconds, 2),
-                      "ratio_after_up": round(
-                          (large.relayed_seconds - large.up_seconds)
-                          / max(small.relayed_seconds - small.up_seconds, 1e-3), 2)},
-                     indent=2))
+        keep = args.keep or Path(tmp) / "prepared"
+        results: dict[str, list[Result]] = {}
+        for size, n in (("small", args.small), ("large", args.large)):
+            home = keep / f"{n}"
+            if not (home / "state.json").exists():
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir(parents=True)
+                seconds = await prepare(n, home)
+                print(f"prepared {n} conversations in {seconds:.0f}s", file=sys.stderr)
+            results[size] = [
+                await measure(home, Path(tmp) / f"{size}-{run}", args.missed,
+                              args.profile if size == "large" and run == 0 else None)
+                for run in range(args.runs)]
+    def median(size: str, field: str) -> float:
+        return float(statistics.median(getattr(r, field) for r in results[size]))
+
+    print(json.dumps({
+        "runs": {size: [asdict(r) for r in runs] for size, runs in results.items()},
+        "median_relayed_seconds": {size: round(median(size, "relayed_seconds"), 3)
+                                   for size in results},
+        "median_up_seconds": {size: round(median(size, "up_seconds"), 3) for size in results},
+        "ratio_relayed": round(median("large", "relayed_seconds")
+                               / median("small", "relayed_seconds"), 2),
+    }, indent=2))
     return 0
 
 
