@@ -178,19 +178,19 @@ class XmtpChatNetwork:
             for wallet in members:
                 if await self._client.inbox_id_of(wallet) is None:
                     raise WalletNotReachable(wallet)
-            await self._group(group_id).add_members(list(members))
+            await (await self._group(group_id)).add_members(list(members))
 
         await self._thread.run(add())
 
     async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
         async def remove() -> None:
-            await self._group(group_id).remove_members(list(members))
+            await (await self._group(group_id)).remove_members(list(members))
 
         await self._thread.run(remove())
 
     async def rename_group(self, group_id: str, name: str) -> None:
         async def rename() -> None:
-            await self._group(group_id).rename(name)
+            await (await self._group(group_id)).rename(name)
 
         await self._thread.run(rename())
 
@@ -198,7 +198,7 @@ class XmtpChatNetwork:
         return await self._thread.run(self._send(group_id, text, key))
 
     async def _send(self, group_id: str, text: str, key: str | None) -> str:
-        group = self._group(group_id)
+        group = await self._group(group_id)
         if key is not None:
             found = self._sends.find(key)
             if found is not None and found[0] == group_id:
@@ -211,8 +211,15 @@ class XmtpChatNetwork:
         await group.publish_stored(message_id)
         return message_id
 
-    def _group(self, group_id: str) -> Conversation:
-        return self._client.conversation(group_id)
+    async def _group(self, group_id: str) -> Conversation:
+        """The group, fetching new welcomes once when it is not known here yet (one
+        another installation of the gateway's inbox made, say: a data directory
+        restored from an older backup)."""
+        try:
+            return self._client.conversation(group_id)
+        except ChatNetworkError:
+            await self._client.sync_welcomes()
+            return self._client.conversation(group_id)
 
     async def messages(
         self, high_water: HighWater,
