@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -152,6 +153,25 @@ async def prepare(n: int, home: Path) -> float:
     return time.monotonic() - started
 
 
+async def settle(home: Path) -> None:
+    """Starts the prepared gateway until every delivery it holds is done (a group shows
+    at the wallet before its first post is confirmed): a restart then has nothing but
+    the missed messages to do."""
+    state = json.loads((home / "state.json").read_text())
+    async with devnode(home) as node_url, gateway(
+            _on_node(state["raw"], node_url), home, RecordingPhoneNetwork(SystemClock())):
+        await wait_for(lambda: _open_deliveries(home / "gw" / "gateway.db") == 0, 600,
+                       "the prepared gateway's deliveries")
+    (home / "state.json").write_text(json.dumps({**state, "settled": True}))
+
+
+def _open_deliveries(database: Path) -> int:
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        found = db.execute("SELECT count(*) FROM deliveries"
+                           " WHERE state NOT IN ('sent', 'failed')").fetchone()
+    return int(found[0])
+
+
 def _on_node(raw: dict[str, Any], node_url: str) -> dict[str, Any]:
     return {**raw, "xmtp": {**raw["xmtp"], "node_url": node_url}}
 
@@ -178,7 +198,8 @@ async def measure(prepared: Path, work: Path, missed: int, profile: Path | None)
         spy = None
         if profile is not None:
             spy = await asyncio.create_subprocess_exec(
-                shutil.which("py-spy") or "py-spy", "record", "--pid", str(os.getpid()),
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                "record", "--pid", str(os.getpid()),
                 "--native", "--threads", "--format", "raw", "--rate", "250",
                 "-o", str(profile), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             await asyncio.sleep(1.0)  # py-spy attaches
@@ -215,6 +236,8 @@ async def main() -> int:
                 home.mkdir(parents=True)
                 seconds = await prepare(n, home)
                 print(f"prepared {n} conversations in {seconds:.0f}s", file=sys.stderr)
+            if not json.loads((home / "state.json").read_text()).get("settled"):
+                await settle(home)
             results[size] = [
                 await measure(home, Path(tmp) / f"{size}-{run}", args.missed,
                               args.profile if size == "large" and run == 0 else None)

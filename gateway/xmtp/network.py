@@ -12,10 +12,15 @@ the client lives on its own thread with its own loop (``LoopThread``). Every met
 called from the gateway's loop hops there and back; streamed messages hop back one by
 one. The loop that answers webhooks never runs libxmtp code.
 
-Receiving (``messages``): the stream is opened first, then every group is synced and
-paged from its high-water mark (catch-up), then the stream's messages follow, minus
-those already yielded by the catch-up. A stream failure is raised to the consumer,
-which opens ``messages`` again: catch-up, then stream.
+Receiving (``messages``): the stream is opened first; libxmtp subscribes to each group
+from the last message it processed, so the node sends what arrived while the gateway
+was away before anything new. Then every group's stored messages after its high-water
+mark are yielded (catch-up: what libxmtp processed but the gateway had not recorded when
+it stopped), then the stream's messages follow, minus those already yielded. No group
+is synced from the network first: libxmtp's sync of every group costs a request per
+group (seconds with thousands of groups) and fetches nothing the stream does not send.
+A stream failure is raised to the consumer, which opens ``messages`` again: catch-up,
+then stream.
 
 Content: texts are relayed; membership changes and read receipts are protocol noise
 and left out; any other content type (attachment, reaction, reply, leave request, …)
@@ -252,41 +257,26 @@ class XmtpChatNetwork:
             stream = await self._client.stream_all_messages(
                 consent=[Consent.ALLOWED, Consent.UNKNOWN])
             async with stream:
-                caught_up = await self._catch_up(high_water, there, put)
-                async for message in stream:
-                    if message.id in caught_up:
-                        continue
-                    chat = await self._to_chat(message)
-                    if chat is not None:
-                        await put(chat)
+                catch_up = _CatchUp(self, high_water, there, put)
+                async with asyncio.TaskGroup() as group:
+                    sweep = group.create_task(catch_up.sweep())
+                    async for message in stream:
+                        # a group's stored messages go before anything streamed in it
+                        await catch_up.group(message.conversation_id)
+                        if message.id in catch_up.yielded:
+                            continue
+                        chat = await self._to_chat(message)
+                        if chat is not None:
+                            await put(chat)
+                    sweep.cancel()
             await put(ChatNetworkError("the XMTP message stream closed"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # handed to the consumer, which counts, logs and reopens
+            if isinstance(exc, ExceptionGroup):
+                exc = exc.exceptions[0]
             with contextlib.suppress(Exception):
                 await put(exc)
-
-    async def _catch_up(self, high_water: HighWater,
-                        there: asyncio.AbstractEventLoop,
-                        put: Callable[[ChatMessage], Awaitable[None]]) -> set[str]:
-        await self._client.sync_all()
-        yielded: set[str] = set()
-        for group in self._client.conversations():
-            if group.is_dm:
-                continue
-            mark = await on_loop(there, _coroutine(high_water(group.id)))
-            # One nanosecond back: a message sent in the same nanosecond as the mark is
-            # not skipped; the one at the mark repeats and the store absorbs it.
-            for message in await group.messages(
-                    sent_after_ns=mark - 1 if mark is not None else None):
-                chat = await self._to_chat(message)
-                if chat is not None:
-                    yielded.add(message.id)
-                    await put(chat)
-        if yielded:
-            log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
-                     len(yielded))
-        return yielded
 
     async def _to_chat(self, message: XmtpMessage) -> ChatMessage | None:
         if message.sender_inbox_id == self.inbox_id or message.is_membership_change:
@@ -316,6 +306,59 @@ class XmtpChatNetwork:
             found = WalletAddress(to_checksum_address(addresses[0]))
             self._addresses[inbox_id] = found
         return found
+
+
+class _CatchUp:
+    """The catch-up of one opening of the stream: each group's stored messages after its
+    high-water mark (what libxmtp processed but the gateway had not recorded), yielded
+    once per group. A background sweep goes through every group; a group the stream
+    brings a message for is caught up first, out of turn, so what was missed in a few
+    groups is relayed at once rather than after a sweep of thousands."""
+
+    def __init__(self, network: XmtpChatNetwork, high_water: HighWater,
+                 there: asyncio.AbstractEventLoop,
+                 put: Callable[[ChatMessage], Awaitable[None]]) -> None:
+        self._network = network
+        self._high_water = high_water
+        self._there = there
+        self._put = put
+        self._groups: dict[str, asyncio.Event] = {}  # caught up once the event is set
+        self.yielded: set[str] = set()
+
+    async def sweep(self) -> None:
+        for conversation in self._network._client.conversations():
+            if not conversation.is_dm:
+                await self.group(conversation.id, conversation)
+        if self.yielded:
+            log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
+                     len(self.yielded))
+
+    async def group(self, group_id: str, conversation: Conversation | None = None) -> None:
+        """Returns once ``group_id``'s stored messages are yielded (by this call or
+        another)."""
+        done = self._groups.get(group_id)
+        if done is not None:
+            await done.wait()
+            return
+        done = self._groups[group_id] = asyncio.Event()
+        try:
+            if conversation is None:
+                conversation = self._network._client.conversation(group_id)
+            if not conversation.is_dm:
+                await self._stored(conversation)
+        finally:
+            done.set()
+
+    async def _stored(self, conversation: Conversation) -> None:
+        mark = await on_loop(self._there, _coroutine(self._high_water(conversation.id)))
+        # One nanosecond back: a message sent in the same nanosecond as the mark is not
+        # skipped; the one at the mark repeats and the store absorbs it.
+        for message in await conversation.messages(
+                sent_after_ns=mark - 1 if mark is not None else None):
+            chat = await self._network._to_chat(message)
+            if chat is not None:
+                self.yielded.add(message.id)
+                await self._put(chat)
 
 
 async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:

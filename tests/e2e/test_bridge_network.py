@@ -120,7 +120,7 @@ class TestKeyedSends:
         group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
 
         async def die_after_prepare() -> str:
-            return network._group(group_id).prepare_text("said once")
+            return (await network._group(group_id)).prepare_text("said once")
 
         orphan = await network._thread.run(die_after_prepare())
         await network.close()
@@ -128,8 +128,10 @@ class TestKeyedSends:
         try:
             retried = await network.send(group_id, "said once", key="MSG1")
             await network.send(group_id, "and then this", key="MSG2")
-            group = network._group(group_id)
-            await network._thread.run(group.sync())  # a sync publishes no orphan either
+            async def sync() -> None:  # a sync publishes no orphan either
+                await (await network._group(group_id)).sync()
+
+            await network._thread.run(sync())
         finally:
             await network.close()
         await wallet.sync_all()
