@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -37,9 +37,17 @@ class ChatStreamConsumer:
         self._metrics = metrics
         self._reopen = Backoff(base=0.5, cap=max_backoff)
 
-    async def high_water(self, group_id: str) -> int | None:
+    async def _marks(self) -> Callable[[str], Awaitable[int | None]]:
+        """Every group's mark as it is when the stream opens, read at once: the catch-up
+        of thousands of groups asks one query instead of one each. Right for the whole
+        opening: a group's mark moves only once its catch-up has been read."""
         async with self._store.transaction() as tx:
-            return await tx.get_cursor(group_id)
+            marks = await tx.all_cursors()
+
+        async def high_water(group_id: str) -> int | None:
+            return marks.get(group_id)
+
+        return high_water
 
     async def run(self) -> None:
         """Streams while this process leads (several processes may share one database;
@@ -65,7 +73,7 @@ class ChatStreamConsumer:
         failures = 0
         while True:
             try:
-                async for message in self._chat.messages(self.high_water):
+                async for message in self._chat.messages(await self._marks()):
                     outcome = await self._relay.receive_chat_message(message)
                     self._metrics.inbound.labels("xmtp", outcome.value).inc()
                     failures = 0
