@@ -252,6 +252,10 @@ class Conversation:
         return str(self._ffi.group_name())
 
     @property
+    def created_at_ns(self) -> int:
+        return int(self._ffi.created_at_ns())
+
+    @property
     def is_active(self) -> bool:
         """False once this inbox has been removed from the group."""
         return bool(self._ffi.is_active())
@@ -480,10 +484,14 @@ class XmtpClient:
         with library_errors("find conversation"):
             return Conversation(self._ffi.conversation(bytes.fromhex(conversation_id)))
 
-    def conversations(self) -> list[Conversation]:
+    def conversations(self, *, created_after_ns: int | None = None,
+                      limit: int | None = None) -> list[Conversation]:
+        """Stored conversations, oldest first; ``created_after_ns`` and ``limit`` page
+        through them (listing thousands at once holds the caller's thread for long)."""
         options = xb.FfiListConversationsOptions(
-            created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
-            last_activity_after_ns=None, order_by=None, limit=None, consent_states=None,
+            created_after_ns=created_after_ns, created_before_ns=None,
+            last_activity_before_ns=None, last_activity_after_ns=None,
+            order_by=xb.FfiGroupQueryOrderBy.CREATED_AT, limit=limit, consent_states=None,
             include_duplicate_dms=False)
         with library_errors("list conversations"):
             items = self._ffi.conversations().list(options)

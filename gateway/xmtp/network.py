@@ -67,6 +67,7 @@ NETWORK_HOSTS = {
 HighWater = Callable[[str], Awaitable[int | None]]
 _SILENT_TYPES = frozenset({"group_updated", "group_membership_change", "readReceipt"})
 _HANDOFF_LIMIT = 1000  # streamed messages waiting for the consumer on the gateway's loop
+_SWEEP_PAGE = 50  # conversations listed at a time by the catch-up's sweep
 
 
 def content_name(content_type: str) -> str:
@@ -326,9 +327,18 @@ class _CatchUp:
         self.yielded: set[str] = set()
 
     async def sweep(self) -> None:
-        for conversation in self._network._client.conversations():
-            if not conversation.is_dm:
-                await self.group(conversation.id, conversation)
+        after: int | None = None
+        while True:
+            page = self._network._client.conversations(created_after_ns=after,
+                                                       limit=_SWEEP_PAGE)
+            fresh = [c for c in page if c.id not in self._groups]
+            if not fresh:
+                break
+            for conversation in fresh:
+                await self.group(conversation.id, conversation)  # a DM: marked, not read
+            # one nanosecond back: two conversations made in the same nanosecond
+            after = page[-1].created_at_ns - 1
+            await asyncio.sleep(0)  # the stream's messages between two pages
         if self.yielded:
             log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
                      len(self.yielded))
