@@ -256,6 +256,11 @@ class Conversation:
         return int(self._ffi.created_at_ns())
 
     @property
+    def app_data(self) -> str:
+        with library_errors("read group metadata"):
+            return str(self._ffi.app_data())
+
+    @property
     def is_active(self) -> bool:
         """False once this inbox has been removed from the group."""
         return bool(self._ffi.is_active())
@@ -470,12 +475,14 @@ class XmtpClient:
         return Conversation(ffi)
 
     async def new_group(self, addresses: Sequence[str], *, name: str | None = None,
-                        description: str | None = None) -> Conversation:
+                        description: str | None = None,
+                        app_data: str | None = None) -> Conversation:
+        """``app_data``: a string kept in the group's metadata (the gateway's key for it)."""
         inbox_ids = [await self._require_inbox(a) for a in addresses]
         options = xb.FfiCreateGroupOptions(
             permissions=None, group_name=name, group_image_url_square=None,
             group_description=description, custom_permission_policy_set=None,
-            message_disappearing_settings=None, app_data=None)
+            message_disappearing_settings=None, app_data=app_data)
         with library_errors("create group"):
             ffi = await self._ffi.conversations().create_group(inbox_ids, options)
         return Conversation(ffi)

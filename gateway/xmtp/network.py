@@ -106,6 +106,7 @@ class XmtpChatNetwork:
         self._client = client
         self._sends = sends
         self._addresses: dict[str, WalletAddress] = {}  # inbox id -> its wallet
+        self._creating: dict[str, asyncio.Lock] = {}  # keyed group creations, one at a time
         self.address = WalletAddress(client.address)
         self.inbox_id = client.inbox_id
 
@@ -172,12 +173,58 @@ class XmtpChatNetwork:
     async def is_reachable(self, wallet: WalletAddress) -> bool:
         return await self._thread.run(self._client.inbox_id_of(wallet)) is not None
 
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress],
+                           key: str | None = None) -> str:
         async def create() -> str:
-            group = await self._client.new_group(list(members), name=name)
-            return group.id
+            if key is None:
+                return (await self._client.new_group(list(members), name=name)).id
+            async with self._creating.setdefault(key, asyncio.Lock()):
+                return await self._create_keyed(name, members, key)
 
         return await self._thread.run(create())
+
+    async def _create_keyed(self, name: str, members: Sequence[WalletAddress],
+                            key: str) -> str:
+        recorded = self._sends.group_of(key)
+        if recorded is not None:
+            group = await self._made_before(key, recorded[0])
+            if group is not None:
+                await self._joined(group, members)
+                self._sends.group_made(key, group.id)
+                return group.id
+        self._sends.group_started(key)
+        try:
+            group = await self._client.new_group(list(members), name=name, app_data=key)
+        except WalletNotReachable:
+            self._sends.group_dropped(key)  # refused before libxmtp made anything
+            raise
+        self._sends.group_made(key, group.id)
+        return group.id
+
+    async def _made_before(self, key: str, group_id: str | None) -> Conversation | None:
+        """The group an earlier creation under ``key`` made: by the id it recorded, or,
+        when the process stopped before recording it, by the key in its metadata."""
+        if group_id is not None:
+            with contextlib.suppress(ChatNetworkError):
+                return await self._group(group_id)
+        for conversation in self._client.conversations():
+            if not conversation.is_dm and conversation.app_data == key:
+                log.info("found the group made under %s before the gateway stopped", key)
+                return conversation
+        return None
+
+    async def _joined(self, group: Conversation, members: Sequence[WalletAddress]) -> None:
+        """Adds the members a creation cut short did not add yet."""
+        present = set(await group.member_inbox_ids())
+        missing = []
+        for wallet in members:
+            inbox_id = await self._client.inbox_id_of(wallet)
+            if inbox_id is None:
+                raise WalletNotReachable(wallet)
+            if inbox_id not in present:
+                missing.append(wallet)
+        if missing:
+            await group.add_members(missing)
 
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
         async def add() -> None:

@@ -61,8 +61,10 @@ class RemoteChatNetwork:
         answer = await self._ask("is_reachable", {"wallet": wallet})
         return bool(answer["reachable"])
 
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
-        answer = await self._ask("create_group", {"name": name, "members": list(members)})
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress],
+                           key: str | None = None) -> str:
+        answer = await self._ask("create_group",
+                                 {"name": name, "members": list(members), "key": key})
         return str(answer["group_id"])
 
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
@@ -189,7 +191,8 @@ class ChatRequestServer:
         if kind == "is_reachable":
             return {"reachable": await chat.is_reachable(WalletAddress(payload["wallet"]))}
         if kind == "create_group":
-            return {"group_id": await chat.create_group(name=payload["name"], members=members)}
+            return {"group_id": await chat.create_group(name=payload["name"], members=members,
+                                                        key=payload.get("key"))}
         if kind == "add_members":
             await chat.add_members(payload["group_id"], members)
         elif kind == "remove_members":

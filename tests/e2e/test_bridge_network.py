@@ -181,3 +181,35 @@ class TestMessages:
         [liked] = await take(stream, 1)
         assert (liked.text, liked.content_type) == (None, "reaction")
         await stream.aclose()  # type: ignore[attr-defined]
+
+
+class TestKeyedGroups:
+    async def test_a_creation_cut_short_by_the_process_dying_returns_the_group_it_made(
+            self, devnode: DevNode, make_client: MakeClient, tmp_path: Path) -> None:
+        """The gateway died after libxmtp made the group and before the creation was
+        recorded as done: made again under the same key, it is the same group, with
+        every member, and the wallet is in one group, not two."""
+        wallet = await make_client()
+        member = WalletAddress(wallet.address)
+        options = {"node_url": devnode.url, "private_key": GATEWAY_KEY,
+                   "db_path": tmp_path / "gw.db3", "encryption_key": DB_KEY}
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+
+        async def die_after_making() -> str:
+            network._sends.group_started("CV1")
+            group = await network._client.new_group([], name="g", app_data="CV1")
+            return group.id
+
+        made = await network._thread.run(die_after_making())
+        await network.close()
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        try:
+            assert await network.create_group(name="g", members=[member], key="CV1") == made
+            assert await network.create_group(name="g", members=[member], key="CV1") == made
+            other = await network.create_group(name="g", members=[member], key="CV2")
+            assert other != made
+        finally:
+            await network.close()
+        await wallet.sync_all()
+        assert sorted(c.id for c in wallet.conversations() if not c.is_dm) == sorted(
+            [made, other])
