@@ -49,6 +49,7 @@ pytestmark = [
 
 SUPPORT = "+15550100001"
 PROMPTLY = 10.0  # seconds a text may take to reach the wallet while its gateway runs
+TEXTING_EVERY = 0.3  # seconds between two texts of one phone (people, not a flood)
 
 
 async def fresh_database() -> str:
@@ -251,41 +252,58 @@ class TestTwoProcessesOnePostgres:
             self, tmp_path: Path) -> None:
         async with deployed(tmp_path) as d:
             assert d.installations() == 1
-            phones = list(range(1, 5))
-            sent: dict[int, list[str]] = {n: [] for n in phones}
+            sent: dict[int, list[str]] = {}
+            first_two: dict[int, set[str]] = {}
 
             async def text(n: int, body: str) -> None:
                 await d.phones.text(phone(n), SUPPORT, body)
-                sent[n].append(body)
+                sent.setdefault(n, []).append(body)
 
-            # new phones whose first two texts reach both processes at once
-            await asyncio.gather(*(text(n, f"{n}-first") for n in phones))
-            await asyncio.gather(*(text(n, f"{n}-second") for n in phones))
+            async def new_phone(n: int) -> None:
+                # its first two texts at once: they reach both processes
+                first_two[n] = {f"{n}-a", f"{n}-b"}
+                await asyncio.gather(text(n, f"{n}-a"), text(n, f"{n}-b"))
 
             async def arrived(within: float) -> None:
-                for n in phones:
+                for n in sent:
                     group = await d.wallet.group_named(group_name(n), within=within)
                     texts = await d.wallet.wait_for_texts(
                         group, lambda t, n=n: len(t) >= len(sent[n]), within=within)
-                    assert texts == sent[n], (n, texts)
+                    assert set(texts[:2]) == first_two[n], (n, texts)
+                    assert texts[2:] == sent[n][2:], (n, texts)  # in order, once each
 
+            await asyncio.gather(*(new_phone(n) for n in (1, 2, 3)))
             await arrived(PROMPTLY)
             for round_ in range(4):
                 victim = d.xmtp if round_ % 2 == 0 else d.web
-                victim.process.kill()
-                # texts while one process is dead: the other takes every webhook
-                for n in phones:
-                    await text(n, f"{n}-while-{victim.name}-down-{round_}")
+                talking = asyncio.Event()
+                stop = asyncio.Event()
+
+                async def keep_texting(n: int, round_: int = round_, stop: asyncio.Event = stop,
+                                       talking: asyncio.Event = talking) -> None:
+                    i = 0
+                    while not stop.is_set():
+                        await text(n, f"{n}-r{round_}-{i}")
+                        i += 1
+                        talking.set()
+                        await asyncio.sleep(TEXTING_EVERY)
+
+                phones = [asyncio.create_task(keep_texting(n)) for n in list(sent)]
+                await talking.wait()
+                victim.process.kill()  # with texts in flight through both processes
+                await new_phone(10 + round_)  # a new phone while one process is dead
+                await asyncio.sleep(1.0)
                 victim.process.start()
                 await victim.ready(d.session)
+                await asyncio.sleep(1.0)
+                stop.set()
+                await asyncio.gather(*phones)
                 started = time.monotonic()
-                for n in phones:
-                    await text(n, f"{n}-after-{round_}")
                 await arrived(PROMPTLY)
                 assert time.monotonic() - started < PROMPTLY
 
             assert all(count > 0 for count in d.balancer.served.values()), d.balancer.served
             named = await groups_by_name(d.wallet)
             assert {name: len(ids) for name, ids in named.items()} == {
-                group_name(n): 1 for n in phones}
+                group_name(n): 1 for n in sent}
             assert d.installations() == 1
