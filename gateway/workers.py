@@ -119,3 +119,7 @@ class XmtpWork:
                 log.error("XMTP work stopped: %s; waiting to hold the lock again",
                           first_line(lost.exceptions[0]))
                 await asyncio.sleep(1.0)
+            except* Exception:
+                # a bug: said at once (and /readyz says "xmtp: stopped"), not at shutdown
+                log.exception("XMTP work stopped")
+                raise
