@@ -41,6 +41,7 @@ POSTGRES_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL")
 pytestmark = [pytest.mark.postgres,
               pytest.mark.skipif(not POSTGRES_URL, reason="GATEWAY_TEST_POSTGRES_URL is not set")]
 TOKEN = "processes-token-aaaaaaaaaaaa"
+WALLET_KEY = "0x" + "11" * 32
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -53,10 +54,10 @@ async def fresh_database() -> str:
 @contextlib.asynccontextmanager
 async def gateway(tmp: Path, database: str, sim: TwilioSimulator, *, worker: bool,
                   chat: RecordingChatNetwork | None = None, port: int | None = None,
-                  ) -> AsyncIterator[TestServer]:
+                  answer_within: float = 5.0) -> AsyncIterator[TestServer]:
     port = port or free_port()
-    xmtp = {"env": "local", "node_url": "http://127.0.0.1:5556", "wallet_key": "0x" + "11" * 32,
-            "db_encryption_key": "22" * 32, "worker": worker, "send_timeout_seconds": 5.0}
+    xmtp = {"env": "local", "node_url": "http://127.0.0.1:5556", "wallet_key": WALLET_KEY,
+            "db_encryption_key": "22" * 32, "worker": worker, "send_timeout_seconds": answer_within}
     config = bridge_config(
         tmp, port=port, sim_url=sim.url, xmtp=xmtp, api={"tokens": [TOKEN]},
         database={"url": database, "encryption_keys": {
@@ -132,6 +133,35 @@ class TestAProcessWithoutXmtp:
             assert time.monotonic() - started < 2.0  # told at once, not after a timeout
             status, listed = await call(web, "GET", "/v1/conversations")
             assert listed["data"] == [], "nothing was recorded"
+
+
+    async def test_answers_502_when_the_xmtp_process_does_not_answer_and_forgets_it(
+            self, tmp_path: Path) -> None:
+        from pydantic import SecretStr
+
+        from gateway.config.types import address_of
+
+        database = await fresh_database()
+        engine = create_engine(database)
+        sim = TwilioSimulator(account_sid=ACCOUNT_SID, auth_token=AUTH_TOKEN,
+                              webhook_url="http://127.0.0.1:9/twilio/messages")
+        # an XMTP process that holds its lock but answers nothing (hung, say)
+        hung = ProcessLock(engine, f"gateway.xmtp:{address_of(SecretStr(WALLET_KEY))}",
+                           holder_id="HOhung")
+        await hung.acquire()
+        try:
+            async with sim.running(), gateway(tmp_path, database, sim, worker=False,
+                                              answer_within=1.0) as web:
+                status, body = await call(web, "POST", "/v1/conversations",
+                                          {"friendly_name": "Support"})
+                assert (status, body["code"]) == (502, "chat_network_error")
+                assert "did not answer within 1s" in body["error"]
+            async with engine.connect() as connection:
+                left = await connection.exec_driver_sql("SELECT count(*) FROM chat_requests")
+                assert left.scalar_one() == 0, "the request is not left for later"
+        finally:
+            await hung.release()
+            await engine.dispose()
 
 
 class TestWakingTheXmtpProcess:
