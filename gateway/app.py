@@ -41,9 +41,11 @@ from gateway.domain.writer import AfterCommit
 from gateway.health import add_health_routes
 from gateway.media.wiring import install_media, media_carrier
 from gateway.metrics import Metrics
+from gateway.store.leader import ProcessLock
+from gateway.store.notify import Notifications
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.twilio.webhooks import MESSAGES_PATH, STATUS_PATH, add_twilio_routes
-from gateway.workers import ChatStreamConsumer
+from gateway.workers import ChatStreamConsumer, Describe, XmtpWork
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ SIMULATOR: web.AppKey[TwilioSimulator] = web.AppKey("twilio_simulator")
 PHONE_OUTBOX: web.AppKey[Outbox] = web.AppKey("phone_outbox")
 CHAT_OUTBOX: web.AppKey[Outbox] = web.AppKey("chat_outbox")
 HOLDER_ID: web.AppKey[str] = web.AppKey("outbox_holder_id")
+# PostgreSQL's notifications between processes (None: SQLite, or a store given by a test)
+NOTIFICATIONS: web.AppKey[Notifications | None] = web.AppKey("notifications")
+# Held while this process does the XMTP work (None: it does none, or has no one to share
+# the database with)
+XMTP_LOCK: web.AppKey[ProcessLock | None] = web.AppKey("xmtp_lock")
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ def create_app(config: GatewayConfig, parts: Parts | None = None) -> web.Applica
                                          if parts.store is None else new_holder_id())
 
     app.cleanup_ctx.append(_store_context(parts.store))
+    app.cleanup_ctx.append(_notifications_context)
     app.cleanup_ctx.append(_phone_context(parts.phone))
     app.cleanup_ctx.append(_chat_context(parts.chat))
     app.cleanup_ctx.append(_relay_context)
@@ -184,20 +192,85 @@ def _phone_context(given: PhoneNetwork | None) -> Callable[[web.Application], As
 
 
 def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The XMTP process (``xmtp.worker``) holds the XMTP lock, then opens its chat network
+    (its installation); another process's chat network asks the XMTP process through the
+    database (``gateway.xmtp.remote``) and is no installation."""
     async def context(app: web.Application) -> AsyncIterator[None]:
-        if given is not None:
-            app[CHAT] = given
+        config = app[CONFIG]
+        app[XMTP_LOCK] = None
+        if not config.xmtp.worker:
+            app[CHAT] = _remote_chat(app)
             yield
             return
-        from gateway.xmtp.network import ALLOW_NEW_INSTALLATION, open_chat_network
+        lock = _xmtp_lock(app)
+        if lock is not None:
+            await lock.acquire()
+            app[XMTP_LOCK] = lock
+        try:
+            if given is not None:
+                app[CHAT] = given
+                yield
+                return
+            from gateway.xmtp.network import ALLOW_NEW_INSTALLATION, open_chat_network
 
-        async with open_chat_network(
-                app[CONFIG],
-                allow_new_installation=app.get(ALLOW_NEW_INSTALLATION, False)) as chat:
-            app[CHAT] = chat
-            yield
+            async with open_chat_network(
+                    config, allow_new_installation=app.get(ALLOW_NEW_INSTALLATION, False),
+                    ) as chat:
+                app[CHAT] = chat
+                yield
+        finally:
+            if lock is not None:
+                await lock.release()
 
     return context
+
+
+def _xmtp_lock(app: web.Application) -> ProcessLock | None:
+    """Exactly one process does the gateway identity's XMTP work: the one holding this."""
+    from gateway.store.sql import SqlStore
+
+    store = app[STORE]
+    if not isinstance(store, SqlStore):
+        return None
+    return ProcessLock(store.engine, f"gateway.xmtp:{app[CONFIG].xmtp.wallet_address}",
+                       holder_id=app[HOLDER_ID])
+
+
+def _remote_chat(app: web.Application) -> ChatNetwork:
+    from gateway.store.chat_requests import ChatRequests
+    from gateway.store.leader import lock_is_held
+    from gateway.store.notify import CHAT_ANSWERS, CHAT_REQUESTS
+    from gateway.store.sql import SqlStore
+    from gateway.xmtp.remote import RemoteChatNetwork
+
+    store, notifications = app[STORE], app[NOTIFICATIONS]
+    assert isinstance(store, SqlStore), "xmtp.worker: false needs the config's PostgreSQL"
+    name = f"gateway.xmtp:{app[CONFIG].xmtp.wallet_address}"
+    remote = RemoteChatNetwork(
+        ChatRequests(store.engine), app[CLOCK], timeout=app[CONFIG].xmtp.send_timeout_seconds,
+        anyone_serving=lambda: lock_is_held(store.engine, name),
+        asked=(lambda: notifications.notify_soon(CHAT_REQUESTS)) if notifications else
+        (lambda: None))
+    if notifications is not None:
+        notifications.on(CHAT_ANSWERS, remote.answered)
+    return remote
+
+
+async def _notifications_context(app: web.Application) -> AsyncIterator[None]:
+    """Wake-ups between processes on one PostgreSQL database; polls are the fallback."""
+    from gateway.store.notify import asyncpg_dsn
+    from gateway.store.sql import SqlStore
+
+    store = app[STORE]
+    if not isinstance(store, SqlStore) or store.dialect != "postgresql":
+        app[NOTIFICATIONS] = None
+        yield
+        return
+    notifications = Notifications(asyncpg_dsn(store.engine.url),
+                                  application_name=f"gateway {app[HOLDER_ID]} notify"[:63])
+    app[NOTIFICATIONS] = notifications
+    # listening starts with the workers, once every callback is registered
+    yield
 
 
 async def _relay_context(app: web.Application) -> AsyncIterator[None]:
@@ -220,6 +293,12 @@ def _woken(app: web.Application, after: AfterCommit) -> None:
         engine = app.get(key)
         if wanted and engine is not None:
             engine.wake()
+    notifications = app.get(NOTIFICATIONS)
+    if (Channel.XMTP in after.channels and notifications is not None
+            and not app[CONFIG].xmtp.worker):
+        from gateway.store.notify import CHAT_WORK
+
+        notifications.notify_soon(CHAT_WORK)  # for the XMTP process's chat engine
     hub = app.get(EVENT_HUB)
     if hub is not None and after.events:
         hub.notify()
@@ -245,15 +324,27 @@ def chat_engine_settings(config: GatewayConfig) -> EngineSettings:
                           backoff=_retry(xmtp.retry), poll_interval=1.0)
 
 
-def _stream_leadership(
-        store: Store) -> Callable[[], contextlib.AbstractAsyncContextManager[None]] | None:
-    """Exactly one process consumes the XMTP stream: the one holding this lock."""
-    from gateway.store.leader import leadership
-    from gateway.store.sql import SqlStore
+def _xmtp_work(app: web.Application, chat: Outbox, describe: Describe) -> XmtpWork:
+    """The XMTP process's work: posts, the stream, and other processes' chat requests."""
+    store, relay, metrics = app[STORE], app[RELAY], app[METRICS]
+    stream = ChatStreamConsumer(store, app[CHAT], relay, metrics, describe=describe)
+    parts = [chat.run, stream.run]
+    notifications = app[NOTIFICATIONS]
+    if notifications is not None:
+        from gateway.store.chat_requests import ChatRequests
+        from gateway.store.notify import CHAT_ANSWERS, CHAT_REQUESTS, CHAT_WORK
+        from gateway.store.sql import SqlStore
+        from gateway.xmtp.remote import ChatRequestServer
 
-    if not isinstance(store, SqlStore):
-        return None
-    return lambda: leadership(store.engine, "gateway.xmtp-stream")
+        assert isinstance(store, SqlStore)
+        server = ChatRequestServer(
+            ChatRequests(store.engine), app[CHAT], app[CLOCK],
+            answered=lambda request_id: notifications.notify_soon(CHAT_ANSWERS,
+                                                                  str(request_id)))
+        notifications.on(CHAT_WORK, lambda _payload: chat.wake())
+        notifications.on(CHAT_REQUESTS, server.wake)
+        parts.append(server.run)
+    return XmtpWork(parts, lock=app[XMTP_LOCK], metrics=metrics)
 
 
 async def _workers_context(app: web.Application) -> AsyncIterator[None]:
@@ -281,20 +372,23 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
             status_callback_url=config.server.public_url.rstrip("/") + STATUS_PATH),
         media=media),
         holder, clock, phone_engine_settings(config), observer=observe("phone"))
-    chat = Outbox(relay, ChatChannel(
-        store, app[CHAT], rules, group_made=relay.group_made,
-        send_timeout=config.xmtp.send_timeout_seconds, media=media, clock=clock,
-        give_up_after=config.xmtp.retry.max_attempts),
-        holder, clock, chat_engine_settings(config), observer=observe("xmtp"))
     app[PHONE_OUTBOX] = phone
-    app[CHAT_OUTBOX] = chat
-    stream = ChatStreamConsumer(store, app[CHAT], relay, metrics,
-                                leadership=_stream_leadership(store), describe=media.describe)
     tasks = app[TASKS]
     tasks["outbox_holder"] = asyncio.create_task(holder.run(), name="outbox-holder")
     tasks["phone_outbox"] = asyncio.create_task(phone.run(), name="phone-outbox")
-    tasks["chat_outbox"] = asyncio.create_task(chat.run(), name="chat-outbox")
-    tasks["chat_stream"] = asyncio.create_task(stream.run(), name="chat-stream")
+    if config.xmtp.worker:
+        chat = Outbox(relay, ChatChannel(
+            store, app[CHAT], rules, group_made=relay.group_made,
+            send_timeout=config.xmtp.send_timeout_seconds, media=media, clock=clock,
+            give_up_after=config.xmtp.retry.max_attempts),
+            holder, clock, chat_engine_settings(config), observer=observe("xmtp"))
+        app[CHAT_OUTBOX] = chat
+        tasks["xmtp"] = asyncio.create_task(
+            _xmtp_work(app, chat, media.describe).run(), name="xmtp-work")
+    notifications = app[NOTIFICATIONS]
+    if notifications is not None:
+        tasks["notifications"] = asyncio.create_task(notifications.run(),
+                                                     name="notifications")
     try:
         yield
     finally:

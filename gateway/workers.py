@@ -7,14 +7,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 from gateway.delivery.backoff import Backoff
 from gateway.domain.ports import ChatMessage, ChatNetwork, Store
 from gateway.domain.relay import Relay
-from gateway.errors import GatewayError, first_line
+from gateway.errors import GatewayError, StoreError, first_line
 from gateway.metrics import Metrics
+from gateway.store.leader import ProcessLock
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +42,17 @@ class ChatStreamConsumer:
         self._metrics = metrics
         self._reopen = Backoff(base=0.5, cap=max_backoff)
 
-    async def high_water(self, group_id: str) -> int | None:
+    async def _marks(self) -> Callable[[str], Awaitable[int | None]]:
+        """Every group's mark as it is when the stream opens, read at once: the catch-up
+        of thousands of groups asks one query instead of one each. Right for the whole
+        opening: a group's mark moves only once its catch-up has been read."""
         async with self._store.transaction() as tx:
-            return await tx.get_cursor(group_id)
+            marks = await tx.all_cursors()
+
+        async def high_water(group_id: str) -> int | None:
+            return marks.get(group_id)
+
+        return high_water
 
     async def run(self) -> None:
         """Streams while this process leads (several processes may share one database;
@@ -68,7 +78,7 @@ class ChatStreamConsumer:
         failures = 0
         while True:
             try:
-                async for message in self._chat.messages(self.high_water):
+                async for message in self._chat.messages(await self._marks()):
                     if self._describe is not None:
                         message = await self._describe(message)
                     outcome = await self._relay.receive_chat_message(message)
@@ -85,3 +95,38 @@ class ChatStreamConsumer:
                 log.error("chat stream failed (%d in a row): %s; reopening in %.1fs",
                           failures, first_line(exc), delay, exc_info=failures == 1)
                 await asyncio.sleep(delay)
+
+
+class XmtpWork:
+    """The XMTP work of the one process that does it: the chat engine (posts), the stream
+    consumer and the server of other processes' chat requests, run together while this
+    process holds the XMTP lock (``lock``; None: nothing to share it with). When the lock
+    is lost (its connection gone) they stop, the lock is sought again, and they start
+    again once it is held: never do two processes post or read the stream at once."""
+
+    def __init__(self, parts: Sequence[Callable[[], Coroutine[Any, Any, None]]], *,
+                 lock: ProcessLock | None, metrics: Metrics) -> None:
+        self._parts = parts
+        self._lock = lock
+        self._metrics = metrics
+
+    async def run(self) -> None:
+        while True:
+            if self._lock is not None and not self._lock.held:
+                await self._lock.acquire()
+                log.info("took back %s; XMTP work resumes", self._lock.name)
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for part in self._parts:
+                        group.create_task(part())
+                    if self._lock is not None:
+                        group.create_task(self._lock.watch())
+            except* StoreError as lost:
+                self._metrics.stream_failures.inc()
+                log.error("XMTP work stopped: %s; waiting to hold the lock again",
+                          first_line(lost.exceptions[0]))
+                await asyncio.sleep(1.0)
+            except* Exception:
+                # a bug: said at once (and /readyz says "xmtp: stopped"), not at shutdown
+                log.exception("XMTP work stopped")
+                raise

@@ -235,6 +235,10 @@ class XmtpConfig(_Section):
     db_path: DataPath = Field(Path("xmtp/gateway.db3"),
                                                                   validate_default=True)
     db_encryption_key: Hex32Key  # libxmtp encrypts its database with it
+    # Whether this process does the gateway's XMTP work (its installation, the stream,
+    # groups, posts). false: webhooks, the API and Twilio only, leaving XMTP work to the
+    # process that has it (through the shared PostgreSQL database); never an installation.
+    worker: bool = True
     send_timeout_seconds: Positive = 30.0  # the longest one post into a group may take
     # A claimed post not finished within its lease is reconciled then (a keyed post
     # again); a process that died is noticed sooner, by its heartbeat.
@@ -453,6 +457,19 @@ class GatewayConfig(_Section):
     demo: DemoConfig | None = None
     rules: tuple[RuleConfig, ...] = ()
     media: MediaConfig = Field(default_factory=dict, validate_default=True)
+
+    @field_validator("xmtp")
+    @classmethod
+    def _xmtp_elsewhere(cls, xmtp: XmtpConfig, info: ValidationInfo) -> XmtpConfig:
+        database = info.data.get("database")
+        if not xmtp.worker:
+            if database is not None and not database.url.startswith("postgresql"):
+                raise ValueError("worker: false needs a database shared with the process "
+                                 "that does the XMTP work: PostgreSQL")
+            if xmtp.devnode.embedded:
+                raise ValueError("worker: false with devnode.embedded: the devnode runs in "
+                                 "the XMTP process; point node_url at it")
+        return xmtp
 
     @property
     def wallet_directory(self) -> dict[str, WalletAddress]:

@@ -87,6 +87,10 @@ def notes(config: GatewayConfig) -> list[str]:
     if not config.api.tokens:
         found.append("api.tokens is empty: the REST API is disabled")
     found += _xmtp_notes(config)
+    if not config.xmtp.worker:
+        found.append("xmtp.worker is false: this process does no XMTP work (no installation, "
+                     "no stream, no posts); the process with xmtp.worker: true does it, and "
+                     "this one's API reaches it through the database")
     if config.media.allow_insecure_urls:
         found.append("media.allow_insecure_urls is on: plain http and loopback media URLs "
                      "are fetched (local development only)")

@@ -146,20 +146,22 @@ class ChatChannel:
             self._groups[conversation_id] = conversation.xmtp_group_id
             return conversation.xmtp_group_id
         group_id, left_out = await self._create_group(job.conversation.friendly_name or "",
-                                                      members)
+                                                      members, key=conversation_id)
         group_id = await self._group_made(conversation_id, group_id, left_out)
         self._groups[conversation_id] = group_id
         return group_id
 
-    async def _create_group(self, name: str, members: Sequence[WalletAddress],
-                            ) -> tuple[str, list[WalletAddress]]:
+    async def _create_group(self, name: str, members: Sequence[WalletAddress], *,
+                            key: str) -> tuple[str, list[WalletAddress]]:
         """The group with every member on XMTP; those who are not are left out (and
-        returned). Raises ``WalletNotReachable`` when none is."""
+        returned). Raises ``WalletNotReachable`` when none is. Keyed by the conversation:
+        a creation retried after this process died returns the group made before."""
         left_out: list[WalletAddress] = []
         while True:
             joining = [m for m in members if m not in left_out]
             try:
-                return await self._chat.create_group(name=name, members=joining), left_out
+                return (await self._chat.create_group(name=name, members=joining, key=key),
+                        left_out)
             except WalletNotReachable as exc:
                 if len(joining) <= 1 or WalletAddress(exc.wallet) not in joining:
                     raise

@@ -16,7 +16,9 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -137,3 +139,138 @@ async def _file_lock(path: Path | None, poll: float) -> AsyncIterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+class ProcessLock:
+    """A lock one gateway process holds for as long as it does some work, taken and
+    given back by hand (``acquire``, ``release``), with ``watch`` to learn that it was
+    lost: the XMTP work (``xmtp_lock``). On PostgreSQL a session-level advisory lock on
+    a connection of its own, named (``application_name``) after the process's holder
+    id; on SQLite a file lock beside the database; none for an in-memory database.
+
+    The holder id is kept in the data directory, so a process that finds the lock held
+    by a session of its own name is the same gateway started again after its previous
+    life died without its connection closing (a host that lost power leaves the session
+    until TCP gives up on it): that session is ended and the lock taken."""
+
+    def __init__(self, engine: AsyncEngine, name: str, *, holder_id: str,
+                 poll_seconds: float = 1.0) -> None:
+        self.name = name
+        self._key = advisory_key(name)
+        self._postgres = engine.dialect.name == "postgresql"
+        self._dsn = (engine.url.set(drivername="postgresql")
+                     .render_as_string(hide_password=False) if self._postgres else "")
+        self._path = None if self._postgres else _lock_path(engine, name)
+        self._application_name = f"gateway {holder_id}"[:63]
+        self._poll = poll_seconds
+        self._connection: Any = None
+        self._fd: int | None = None
+        self.held = False
+
+    async def acquire(self) -> None:
+        """Waits until this process holds the lock (logging who is waited for)."""
+        waited_since: float | None = None
+        loop = asyncio.get_running_loop()
+        while not await self._try():
+            if waited_since is None or loop.time() - waited_since > 60:
+                log.warning("another gateway process holds %s; this one waits for it to "
+                            "stop%s", self.name, await self._holder_named())
+                waited_since = loop.time()
+            await asyncio.sleep(self._poll)
+        self.held = True
+
+    async def watch(self) -> None:
+        """Returns never while the lock is held; raises StoreError once it is lost (its
+        connection gone, or a check of it failing or hanging)."""
+        while True:
+            await asyncio.sleep(self._poll)
+            if self._connection is None:
+                continue  # a file lock lasts as long as this process
+            try:
+                async with asyncio.timeout(max(self._poll, CHECK_TIMEOUT)):
+                    await self._connection.fetchval("SELECT 1")
+            except (OSError, TimeoutError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                self.held = False
+                await self._drop_connection()
+                raise describe_failure(f"lost {self.name}", exc) from exc
+
+    async def release(self) -> None:
+        self.held = False
+        if self._fd is not None:
+            os.close(self._fd)  # releases the flock
+            self._fd = None
+        await self._drop_connection()  # a session lock ends with its session
+
+    async def _try(self) -> bool:
+        if not self._postgres:
+            return self._try_file()
+        try:
+            if self._connection is None:
+                self._connection = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": self._application_name})
+            if await self._connection.fetchval("SELECT pg_try_advisory_lock($1)", self._key):
+                return True
+            ended = await self._connection.fetchval(
+                "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l"
+                " JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid"
+                " AND l.objid = $2::bigint::oid AND l.objsubid = 1"
+                " AND a.application_name = $3 AND l.pid <> pg_backend_pid()",
+                *_halves(self._key), self._application_name)
+            if ended:
+                log.warning("%s was held by this gateway's previous life (its session "
+                            "outlived it): ended that session", self.name)
+            return False
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("%s: %s", self.name, describe_failure("taking the lock", exc))
+            await self._drop_connection()
+            return False
+
+    def _try_file(self) -> bool:
+        if self._path is None:
+            return True  # an in-memory database has one process by definition
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            return False
+
+    async def _holder_named(self) -> str:
+        if self._connection is None:
+            return ""
+        with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            holder = await self._connection.fetchval(
+                "SELECT a.application_name || ' at ' || coalesce(host(a.client_addr), 'a "
+                "local socket') FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::bigint::oid"
+                " AND l.objid = $2::bigint::oid AND l.objsubid = 1", *_halves(self._key))
+            if holder:
+                return f" ({holder})"
+        return ""
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):  # it may be gone already
+                await asyncio.wait_for(connection.close(), 2)
+
+
+async def lock_is_held(engine: AsyncEngine, name: str) -> bool:
+    """Whether any session holds the advisory lock ``name`` (PostgreSQL)."""
+    high, low = _halves(advisory_key(name))
+    async with engine.connect() as connection:
+        found = (await connection.execute(sa.text(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            " AND classid = CAST(CAST(:high AS bigint) AS oid)"
+            " AND objid = CAST(CAST(:low AS bigint) AS oid) AND objsubid = 1"),
+            {"high": high, "low": low})).first()
+    return found is not None
+
+
+def _halves(key: int) -> tuple[int, int]:
+    """How pg_locks shows a bigint advisory key: its high and low 32 bits, unsigned."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return unsigned >> 32, unsigned & 0xFFFFFFFF

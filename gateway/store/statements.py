@@ -251,6 +251,7 @@ SET_CONVERSATION_GROUP = (
 
 GET_CONTACT = _where_equal(contacts, "address", "proxy_address", "channel")
 GET_CURSOR = sa.select(cursors.c.value).where(cursors.c.key == sa.bindparam("key"))
+ALL_CURSORS = sa.select(cursors.c.key, cursors.c.value)
 
 ADD_EVENT = events.insert().returning(*events.c)
 ADVISORY_LOCK = sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger)))

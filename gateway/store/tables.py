@@ -212,3 +212,17 @@ events = sa.Table(
     sa.Column("data", json_type(), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
+
+# Chat-network calls asked of the process that does the XMTP work by one that does not
+# (the API's group operations): a request, its answer, gone once the asker has read it.
+chat_requests = sa.Table(
+    "chat_requests", metadata,
+    sa.Column("id", serial_id_type(), primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("payload", json_type(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending, working, done, failed
+    sa.Column("answer", json_type(), nullable=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("deadline", UTCDateTime, nullable=False),  # not started after it: dropped
+    sa.Index(None, "state", "id"),
+)

@@ -638,6 +638,10 @@ class SqlStoreTx:
     async def set_cursor(self, key: str, value: int) -> None:
         await self._conn.execute(self._upserts.set_cursor, {"key": key, "value": value})
 
+    async def all_cursors(self) -> dict[str, int]:
+        return {str(row["key"]): int(row["value"])
+                for row in await self._all(statements.ALL_CURSORS)}
+
     # --- the event log ---------------------------------------------------------------
 
     async def add_event(

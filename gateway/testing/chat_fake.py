@@ -41,6 +41,7 @@ class RecordingChatNetwork:
         self.republished: list[SentChat] = []  # keyed sends that found their message
         self.hold: asyncio.Event | None = None  # awaited after a send, before it answers
         self._by_key: dict[tuple[str, str], SentChat] = {}
+        self._groups_by_key: dict[str, str] = {}
         self._ids = itertools.count(1)
 
     def _check(self) -> None:
@@ -51,13 +52,20 @@ class RecordingChatNetwork:
         self._check()
         return wallet in self.reachable
 
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress],
+                           key: str | None = None) -> str:
+        """As the port promises: a second creation under the same key returns the group
+        made the first time."""
         self._check()
         for wallet in members:
             if wallet not in self.reachable:
                 raise WalletNotReachable(wallet)
+        if key is not None and key in self._groups_by_key:
+            return self._groups_by_key[key]
         group_id = f"group-{next(self._ids)}"
         self.groups[group_id] = FakeGroup(group_id, name, set(members))
+        if key is not None:
+            self._groups_by_key[key] = group_id
         return group_id
 
     def _group(self, group_id: str) -> FakeGroup:

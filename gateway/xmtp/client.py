@@ -252,6 +252,15 @@ class Conversation:
         return str(self._ffi.group_name())
 
     @property
+    def created_at_ns(self) -> int:
+        return int(self._ffi.created_at_ns())
+
+    @property
+    def app_data(self) -> str:
+        with library_errors("read group metadata"):
+            return str(self._ffi.app_data())
+
+    @property
     def is_active(self) -> bool:
         """False once this inbox has been removed from the group."""
         return bool(self._ffi.is_active())
@@ -470,12 +479,14 @@ class XmtpClient:
         return Conversation(ffi)
 
     async def new_group(self, addresses: Sequence[str], *, name: str | None = None,
-                        description: str | None = None) -> Conversation:
+                        description: str | None = None,
+                        app_data: str | None = None) -> Conversation:
+        """``app_data``: a string kept in the group's metadata (the gateway's key for it)."""
         inbox_ids = [await self._require_inbox(a) for a in addresses]
         options = xb.FfiCreateGroupOptions(
             permissions=None, group_name=name, group_image_url_square=None,
             group_description=description, custom_permission_policy_set=None,
-            message_disappearing_settings=None, app_data=None)
+            message_disappearing_settings=None, app_data=app_data)
         with library_errors("create group"):
             ffi = await self._ffi.conversations().create_group(inbox_ids, options)
         return Conversation(ffi)
@@ -498,10 +509,14 @@ class XmtpClient:
                 return None
             raise translate("find message", exc) from exc
 
-    def conversations(self) -> list[Conversation]:
+    def conversations(self, *, created_after_ns: int | None = None,
+                      limit: int | None = None) -> list[Conversation]:
+        """Stored conversations, oldest first; ``created_after_ns`` and ``limit`` page
+        through them (listing thousands at once holds the caller's thread for long)."""
         options = xb.FfiListConversationsOptions(
-            created_after_ns=None, created_before_ns=None, last_activity_before_ns=None,
-            last_activity_after_ns=None, order_by=None, limit=None, consent_states=None,
+            created_after_ns=created_after_ns, created_before_ns=None,
+            last_activity_before_ns=None, last_activity_after_ns=None,
+            order_by=xb.FfiGroupQueryOrderBy.CREATED_AT, limit=limit, consent_states=None,
             include_duplicate_dms=False)
         with library_errors("list conversations"):
             items = self._ffi.conversations().list(options)

@@ -12,10 +12,15 @@ the client lives on its own thread with its own loop (``LoopThread``). Every met
 called from the gateway's loop hops there and back; streamed messages hop back one by
 one. The loop that answers webhooks never runs libxmtp code.
 
-Receiving (``messages``): the stream is opened first, then every group is synced and
-paged from its high-water mark (catch-up), then the stream's messages follow, minus
-those already yielded by the catch-up. A stream failure is raised to the consumer,
-which opens ``messages`` again: catch-up, then stream.
+Receiving (``messages``): the stream is opened first; libxmtp subscribes to each group
+from the last message it processed, so the node sends what arrived while the gateway
+was away before anything new. Then every group's stored messages after its high-water
+mark are yielded (catch-up: what libxmtp processed but the gateway had not recorded when
+it stopped), then the stream's messages follow, minus those already yielded. No group
+is synced from the network first: libxmtp's sync of every group costs a request per
+group (seconds with thousands of groups) and fetches nothing the stream does not send.
+A stream failure is raised to the consumer, which opens ``messages`` again: catch-up,
+then stream.
 
 Content: texts are relayed; membership changes and read receipts are protocol noise
 and left out; a reaction comes with its emoji as text and a reply with its own text,
@@ -74,6 +79,7 @@ NETWORK_HOSTS = {
 HighWater = Callable[[str], Awaitable[int | None]]
 _SILENT_TYPES = frozenset({"group_updated", "group_membership_change", "readReceipt"})
 _HANDOFF_LIMIT = 1000  # streamed messages waiting for the consumer on the gateway's loop
+_SWEEP_PAGE = 50  # conversations listed at a time by the catch-up's sweep
 
 
 def node_url_for(xmtp: XmtpConfig) -> str | None:
@@ -107,8 +113,14 @@ class XmtpChatNetwork:
         self._client = client
         self._sends = sends
         self._addresses: dict[str, WalletAddress] = {}  # inbox id -> its wallet
+        self._creating: dict[str, asyncio.Lock] = {}  # keyed group creations, one at a time
         self.address = WalletAddress(client.address)
         self.inbox_id = client.inbox_id
+
+    @property
+    def client(self) -> XmtpClient:
+        """The libxmtp client (the catch-up sweep reads the stored groups through it)."""
+        return self._client
 
     @property
     def installation_id(self) -> str:
@@ -178,31 +190,77 @@ class XmtpChatNetwork:
     async def is_reachable(self, wallet: WalletAddress) -> bool:
         return await self._thread.run(self._client.inbox_id_of(wallet)) is not None
 
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress],
+                           key: str | None = None) -> str:
         async def create() -> str:
-            group = await self._client.new_group(list(members), name=name)
-            return group.id
+            if key is None:
+                return (await self._client.new_group(list(members), name=name)).id
+            async with self._creating.setdefault(key, asyncio.Lock()):
+                return await self._create_keyed(name, members, key)
 
         return await self._thread.run(create())
+
+    async def _create_keyed(self, name: str, members: Sequence[WalletAddress],
+                            key: str) -> str:
+        recorded = self._sends.group_of(key)
+        if recorded is not None:
+            group = await self._made_before(key, recorded[0])
+            if group is not None:
+                await self._joined(group, members)
+                self._sends.group_made(key, group.id)
+                return group.id
+        self._sends.group_started(key)
+        try:
+            group = await self._client.new_group(list(members), name=name, app_data=key)
+        except WalletNotReachable:
+            self._sends.group_dropped(key)  # refused before libxmtp made anything
+            raise
+        self._sends.group_made(key, group.id)
+        return group.id
+
+    async def _made_before(self, key: str, group_id: str | None) -> Conversation | None:
+        """The group an earlier creation under ``key`` made: by the id it recorded, or,
+        when the process stopped before recording it, by the key in its metadata."""
+        if group_id is not None:
+            with contextlib.suppress(ChatNetworkError):
+                return await self._group(group_id)
+        for conversation in self._client.conversations():
+            if not conversation.is_dm and conversation.app_data == key:
+                log.info("found the group made under %s before the gateway stopped", key)
+                return conversation
+        return None
+
+    async def _joined(self, group: Conversation, members: Sequence[WalletAddress]) -> None:
+        """Adds the members a creation cut short did not add yet."""
+        present = set(await group.member_inbox_ids())
+        missing = []
+        for wallet in members:
+            inbox_id = await self._client.inbox_id_of(wallet)
+            if inbox_id is None:
+                raise WalletNotReachable(wallet)
+            if inbox_id not in present:
+                missing.append(wallet)
+        if missing:
+            await group.add_members(missing)
 
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
         async def add() -> None:
             for wallet in members:
                 if await self._client.inbox_id_of(wallet) is None:
                     raise WalletNotReachable(wallet)
-            await self._group(group_id).add_members(list(members))
+            await (await self._group(group_id)).add_members(list(members))
 
         await self._thread.run(add())
 
     async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None:
         async def remove() -> None:
-            await self._group(group_id).remove_members(list(members))
+            await (await self._group(group_id)).remove_members(list(members))
 
         await self._thread.run(remove())
 
     async def rename_group(self, group_id: str, name: str) -> None:
         async def rename() -> None:
-            await self._group(group_id).rename(name)
+            await (await self._group(group_id)).rename(name)
 
         await self._thread.run(rename())
 
@@ -225,21 +283,28 @@ class XmtpChatNetwork:
         found = self._sends.find(key)
         if found is None or found[0] != group_id:
             return None
-        await self._group(group_id).publish_stored(found[1])
+        await (await self._group(group_id)).publish_stored(found[1])
         return found[1]
 
     async def _send(self, group_id: str, encoded: bytes, key: str | None) -> str:
         if key is not None and (published := await self._republish(group_id, key)):
             return published
-        group = self._group(group_id)
+        group = await self._group(group_id)
         message_id = group.prepare_encoded(encoded)
         if key is not None:
             self._sends.record(key, group_id, message_id)
         await group.publish_stored(message_id)
         return message_id
 
-    def _group(self, group_id: str) -> Conversation:
-        return self._client.conversation(group_id)
+    async def _group(self, group_id: str) -> Conversation:
+        """The group, fetching new welcomes once when it is not known here yet (one
+        another installation of the gateway's inbox made, say: a data directory
+        restored from an older backup)."""
+        try:
+            return self._client.conversation(group_id)
+        except ChatNetworkError:
+            await self._client.sync_welcomes()
+            return self._client.conversation(group_id)
 
     async def messages(
         self, high_water: HighWater,
@@ -272,43 +337,28 @@ class XmtpChatNetwork:
             stream = await self._client.stream_all_messages(
                 consent=[Consent.ALLOWED, Consent.UNKNOWN])
             async with stream:
-                caught_up = await self._catch_up(high_water, there, put)
-                async for message in stream:
-                    if message.id in caught_up:
-                        continue
-                    chat = await self._to_chat(message)
-                    if chat is not None:
-                        await put(chat)
+                catch_up = _CatchUp(self, high_water, there, put)
+                async with asyncio.TaskGroup() as group:
+                    sweep = group.create_task(catch_up.sweep())
+                    async for message in stream:
+                        # a group's stored messages go before anything streamed in it
+                        await catch_up.group(message.conversation_id)
+                        if message.id in catch_up.yielded:
+                            continue
+                        chat = await self.to_chat(message)
+                        if chat is not None:
+                            await put(chat)
+                    sweep.cancel()
             await put(ChatNetworkError("the XMTP message stream closed"))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - handed to the consumer, which counts, logs and reopens
+            if isinstance(exc, ExceptionGroup):
+                exc = exc.exceptions[0]
             with contextlib.suppress(Exception):
                 await put(exc)
 
-    async def _catch_up(self, high_water: HighWater,
-                        there: asyncio.AbstractEventLoop,
-                        put: Callable[[ChatMessage], Awaitable[None]]) -> set[str]:
-        await self._client.sync_all()
-        yielded: set[str] = set()
-        for group in self._client.conversations():
-            if group.is_dm:
-                continue
-            mark = await on_loop(there, _coroutine(high_water(group.id)))
-            # One nanosecond back: a message sent in the same nanosecond as the mark is
-            # not skipped; the one at the mark repeats and the store absorbs it.
-            for message in await group.messages(
-                    sent_after_ns=mark - 1 if mark is not None else None):
-                chat = await self._to_chat(message)
-                if chat is not None:
-                    yielded.add(message.id)
-                    await put(chat)
-        if yielded:
-            log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
-                     len(yielded))
-        return yielded
-
-    async def _to_chat(self, message: XmtpMessage) -> ChatMessage | None:
+    async def to_chat(self, message: XmtpMessage) -> ChatMessage | None:
         if message.sender_inbox_id == self.inbox_id or message.is_membership_change:
             return None
         kind = content_name(message.content_type)
@@ -350,6 +400,68 @@ class XmtpChatNetwork:
             found = WalletAddress(to_checksum_address(addresses[0]))
             self._addresses[inbox_id] = found
         return found
+
+
+class _CatchUp:
+    """The catch-up of one opening of the stream: each group's stored messages after its
+    high-water mark (what libxmtp processed but the gateway had not recorded), yielded
+    once per group. A background sweep goes through every group; a group the stream
+    brings a message for is caught up first, out of turn, so what was missed in a few
+    groups is relayed at once rather than after a sweep of thousands."""
+
+    def __init__(self, network: XmtpChatNetwork, high_water: HighWater,
+                 there: asyncio.AbstractEventLoop,
+                 put: Callable[[ChatMessage], Awaitable[None]]) -> None:
+        self._network = network
+        self._high_water = high_water
+        self._there = there
+        self._put = put
+        self._groups: dict[str, asyncio.Event] = {}  # caught up once the event is set
+        self.yielded: set[str] = set()
+
+    async def sweep(self) -> None:
+        after: int | None = None
+        while True:
+            page = self._network.client.conversations(created_after_ns=after,
+                                                       limit=_SWEEP_PAGE)
+            fresh = [c for c in page if c.id not in self._groups]
+            if not fresh:
+                break
+            for conversation in fresh:
+                await self.group(conversation.id, conversation)  # a DM: marked, not read
+            # one nanosecond back: two conversations made in the same nanosecond
+            after = page[-1].created_at_ns - 1
+            await asyncio.sleep(0)  # the stream's messages between two pages
+        if self.yielded:
+            log.info("XMTP catch-up: %d message(s) from groups' high-water marks",
+                     len(self.yielded))
+
+    async def group(self, group_id: str, conversation: Conversation | None = None) -> None:
+        """Returns once ``group_id``'s stored messages are yielded (by this call or
+        another)."""
+        done = self._groups.get(group_id)
+        if done is not None:
+            await done.wait()
+            return
+        done = self._groups[group_id] = asyncio.Event()
+        try:
+            if conversation is None:
+                conversation = self._network.client.conversation(group_id)
+            if not conversation.is_dm:
+                await self._stored(conversation)
+        finally:
+            done.set()
+
+    async def _stored(self, conversation: Conversation) -> None:
+        mark = await on_loop(self._there, _coroutine(self._high_water(conversation.id)))
+        # One nanosecond back: a message sent in the same nanosecond as the mark is not
+        # skipped; the one at the mark repeats and the store absorbs it.
+        for message in await conversation.messages(
+                sent_after_ns=mark - 1 if mark is not None else None):
+            chat = await self._network.to_chat(message)
+            if chat is not None:
+                self.yielded.add(message.id)
+                await self._put(chat)
 
 
 async def _coroutine(awaitable: Awaitable[int | None]) -> int | None:

@@ -8,8 +8,14 @@ stored it — the retry finds the key and publishes the *same* prepared message 
 which libxmtp treats as a no-op once published and the node stores once. A message is
 therefore never sent twice because a send was retried.
 
-Kept in a small SQLite file next to libxmtp's database; rows older than a week are
-dropped on open (a delivery is retried for minutes, not weeks).
+Groups are keyed the same way (the conversation's id): a group creation is recorded as
+started before libxmtp makes the group (which carries the key in its metadata,
+``app_data``) and with its id once made, so a creation retried after the process died
+returns the group made the first time instead of a second, empty one.
+
+Kept in a small SQLite file next to libxmtp's database (on the same volume: the prepared
+message is in libxmtp's database); sends older than a week are dropped on open (a
+delivery is retried for minutes, not weeks).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ class SendLog:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS sends (key TEXT PRIMARY KEY, group_id TEXT NOT NULL,"
             " message_id TEXT NOT NULL, created_at REAL NOT NULL)")
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS groups (key TEXT PRIMARY KEY, group_id TEXT,"
+            " created_at REAL NOT NULL)")
         self._db.execute("DELETE FROM sends WHERE created_at < ?",
                          (time.time() - _KEEP_SECONDS,))
         self._db.commit()
@@ -49,6 +58,26 @@ class SendLog:
         with self._db:
             self._db.execute("INSERT OR REPLACE INTO sends VALUES (?, ?, ?, ?)",
                              (key, group_id, message_id, time.time()))
+
+    def group_of(self, key: str) -> tuple[str | None] | None:
+        """None: no group was ever made under ``key``; ``(None,)``: one was being made
+        when the process stopped (find it by its metadata); ``(id,)``: it was made."""
+        row = self._db.execute("SELECT group_id FROM groups WHERE key = ?", (key,)).fetchone()
+        return (str(row[0]) if row[0] else None,) if row else None
+
+    def group_started(self, key: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR IGNORE INTO groups VALUES (?, NULL, ?)",
+                             (key, time.time()))
+
+    def group_made(self, key: str, group_id: str) -> None:
+        with self._db:
+            self._db.execute("INSERT OR REPLACE INTO groups VALUES (?, ?, ?)",
+                             (key, group_id, time.time()))
+
+    def group_dropped(self, key: str) -> None:
+        with self._db:
+            self._db.execute("DELETE FROM groups WHERE key = ? AND group_id IS NULL", (key,))
 
     def close(self) -> None:
         self._db.close()

@@ -120,6 +120,14 @@ class TestChatCursors:
             assert await tx.get_cursor("group-1") == 1_800_000_000_000_000_000
             assert await tx.get_cursor("group-2") is None
 
+    async def test_every_cursor_is_read_at_once(self, store: SqlStore) -> None:
+        async with store.transaction() as tx:
+            assert await tx.all_cursors() == {}
+            await tx.set_cursor("group-1", 1_700_000_000_000_000_000)
+            await tx.set_cursor("group-2", 5)
+            assert await tx.all_cursors() == {"group-1": 1_700_000_000_000_000_000,
+                                              "group-2": 5}
+
 
 class TestEventLog:
     async def test_events_page_in_order_by_id(self, store: SqlStore) -> None:

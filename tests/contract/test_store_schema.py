@@ -30,7 +30,7 @@ from tests.contract.scenario import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "0005"
+HEAD = "0006"
 
 
 class TestMigrations:

@@ -85,6 +85,23 @@ class TestPosting:
         [sent] = await w.deliveries(Channel.XMTP)
         assert sent.state is DeliveryState.SENT
 
+    async def test_a_group_made_by_a_process_that_died_before_recording_it_is_reused(
+            self, w: World) -> None:
+        await w.phone_says("first text")
+        async with w.store.transaction() as tx:
+            participant = await tx.find_phone_participant(PHONE, OUR_NUMBER)
+            assert participant is not None
+        # the dead process's creation, under the conversation's key; never recorded
+        made = await w.chat.create_group(name="x", members=[WALLET],
+                                         key=participant.conversation_id)
+        process = w.new_process()
+        await process.holder.beat()
+        assert await process.chat.run_once() == 1
+        async with w.store.transaction() as tx:
+            stored = await tx.get_conversation(participant.conversation_id)
+        assert stored is not None and stored.xmtp_group_id == made
+        assert list(w.chat.groups) == [made]
+
     async def test_a_group_stored_meanwhile_wins_over_the_one_just_made(
             self, w: World) -> None:
         await w.phone_says("first text")
@@ -94,7 +111,7 @@ class TestPosting:
         real_create = w.chat.create_group
         theirs: list[str] = []
 
-        async def racing_create(*, name: str, members: Any) -> str:
+        async def racing_create(*, name: str, members: Any, key: str | None = None) -> str:
             # another process gives the conversation its group while this one makes one
             theirs.append(await real_create(name=name, members=members))
             async with w.store.transaction() as tx:

@@ -121,7 +121,7 @@ class TestKeyedSends:
         group_id = await network.create_group(name="g", members=[WalletAddress(wallet.address)])
 
         async def die_after_prepare() -> str:
-            return network._group(group_id).prepare_text("said once")
+            return (await network._group(group_id)).prepare_text("said once")
 
         orphan = await network._thread.run(die_after_prepare())
         await network.close()
@@ -129,8 +129,10 @@ class TestKeyedSends:
         try:
             retried = await network.send(group_id, "said once", key="MSG1")
             await network.send(group_id, "and then this", key="MSG2")
-            group = network._group(group_id)
-            await network._thread.run(group.sync())  # a sync publishes no orphan either
+            async def sync() -> None:  # a sync publishes no orphan either
+                await (await network._group(group_id)).sync()
+
+            await network._thread.run(sync())
         finally:
             await network.close()
         await wallet.sync_all()
@@ -254,3 +256,34 @@ def reaction(reference: str, inbox_id: str, emoji: str, *, removed: bool = False
         reference=reference, reference_inbox_id=inbox_id,
         action=xb.FfiReactionAction.REMOVED if removed else xb.FfiReactionAction.ADDED,
         content=emoji, schema=xb.FfiReactionSchema.UNICODE)))
+
+class TestKeyedGroups:
+    async def test_a_creation_cut_short_by_the_process_dying_returns_the_group_it_made(
+            self, devnode: DevNode, make_client: MakeClient, tmp_path: Path) -> None:
+        """The gateway died after libxmtp made the group and before the creation was
+        recorded as done: made again under the same key, it is the same group, with
+        every member, and the wallet is in one group, not two."""
+        wallet = await make_client()
+        member = WalletAddress(wallet.address)
+        options = {"node_url": devnode.url, "private_key": GATEWAY_KEY,
+                   "db_path": tmp_path / "gw.db3", "encryption_key": DB_KEY}
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+
+        async def die_after_making() -> str:
+            network._sends.group_started("CV1")
+            group = await network._client.new_group([], name="g", app_data="CV1")
+            return group.id
+
+        made = await network._thread.run(die_after_making())
+        await network.close()
+        network = await XmtpChatNetwork.open(**options)  # type: ignore[arg-type]
+        try:
+            assert await network.create_group(name="g", members=[member], key="CV1") == made
+            assert await network.create_group(name="g", members=[member], key="CV1") == made
+            other = await network.create_group(name="g", members=[member], key="CV2")
+            assert other != made
+        finally:
+            await network.close()
+        await wallet.sync_all()
+        assert sorted(c.id for c in wallet.conversations() if not c.is_dm) == sorted(
+            [made, other])

@@ -88,9 +88,12 @@ class ChatMessage:
 
 class ChatNetwork(Protocol):
     async def is_reachable(self, wallet: WalletAddress) -> bool: ...
-    async def create_group(self, *, name: str, members: Sequence[WalletAddress]) -> str:
+    async def create_group(self, *, name: str, members: Sequence[WalletAddress],
+                           key: str | None = None) -> str:
         """Creates a group of the gateway and ``members``; returns its id. Raises
-        ``WalletNotReachable`` for a member not on XMTP."""
+        ``WalletNotReachable`` for a member not on XMTP. ``key`` names the creation for
+        retries: a second creation under the same key (after a process died making the
+        group) returns the group made the first time, never a second one."""
     async def add_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
     async def remove_members(self, group_id: str, members: Sequence[WalletAddress]) -> None: ...
     async def rename_group(self, group_id: str, name: str) -> None:

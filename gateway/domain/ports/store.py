@@ -240,6 +240,8 @@ class StoreTx(Protocol):
     async def get_cursor(self, key: str) -> int | None: ...
     async def set_cursor(self, key: str, value: int) -> None:
         """Only ever moves a cursor forward."""
+    async def all_cursors(self) -> dict[str, int]:
+        """Every cursor at once (the chat stream's catch-up reads them when it opens)."""
 
     # the event log
     async def add_event(

@@ -45,14 +45,16 @@ def free_port() -> int:
 class Process:
     """A ``python -m gateway`` subprocess with its output in a log file."""
 
-    def __init__(self, name: str, args: Sequence[str], log_path: Path) -> None:
+    def __init__(self, name: str, args: Sequence[str], log_path: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.args = list(args)
         self.log_path = log_path
+        self.extra_env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "RUST_LOG": "error", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "RUST_LOG": "error", "PYTHONUNBUFFERED": "1", **self.extra_env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             [sys.executable, "-m", "gateway", *self.args], cwd=ROOT, env=env,
