@@ -16,7 +16,8 @@ Claims
     interval passes (work another process put in a shared outbox).
 
 Pacing
-    A token bucket per sender key (``channel.sender_of``), here and not in the channel.
+    A budget per sender key (``channel.sender_of``), here and not in the channel: a token
+    bucket per number, a rolling-window budget per XMTP client (``pacing``).
     A lane holds a sender's work only as long as it can send it well inside the lease;
     beyond that, jobs are handed back due when the sender will have room.
 
@@ -102,14 +103,16 @@ class _Lane:
 class Outbox:
     def __init__(self, ledger: Ledger, channel: DeliveryChannel, holder: Holder,
                  clock: Clock, settings: EngineSettings, *,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, pacer: Pacer | None = None) -> None:
+        """``pacer``: the senders' budgets, when others share them (the API's XMTP writes
+        count against the same client's budget); else the engine's own."""
         self._ledger = ledger
         self._channel = channel
         self._holder = holder
         self._clock = clock
         self._settings = settings
         self._observer = observer
-        self._pacer = Pacer(settings.pacing)
+        self._pacer = pacer if pacer is not None else Pacer(settings.pacing)
         self._lease = timedelta(seconds=settings.lease)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # what the lanes hold: see _held_key
