@@ -33,8 +33,14 @@ outbound = st.fixed_dictionaries({
     "whatsapp_template": st.none() | st.fixed_dictionaries({
         "content_sid": st.from_regex(r"HX[0-9a-f]{32}", fullmatch=True),
         "variables": st.dictionaries(st.sampled_from(["1", "2", "3"]),
-                                     st.text(min_size=1, max_size=10).filter(
-                                         lambda t: "$" not in t and t.strip() == t), max_size=2),
+                                     # PyYAML's emitter folds a line break such as NEL
+                                     # (U+0085) inside a scalar into a space, so the
+                                     # YAML round trip itself would change such text.
+                                     st.text(alphabet=st.characters(
+                                         categories=["L", "N", "P", "S", "Zs"],
+                                         exclude_characters="$"),
+                                         min_size=1, max_size=10).filter(
+                                         lambda t: t.strip() == t), max_size=2),
     }),
 })
 
