@@ -396,9 +396,10 @@ class Outbox:
 
         started = False  # the channel had its turn: a send may be under way from here
 
-        async def pace(sends: int) -> Sequence[float]:
+        async def pace(sends: int, calls: int | None = None) -> Sequence[float]:
             nonlocal started
-            gaps = await self._pace(sender, sends, lease.until)
+            gaps = await self._pace(sender, sends, lease.until,
+                                    sends if calls is None else calls)
             started = True
             return gaps
 
@@ -424,12 +425,13 @@ class Outbox:
             return Unknown("failed unexpectedly")
         return self._retry_policy(job, outcome)
 
-    async def _pace(self, sender: str, sends: int, lease_until: datetime) -> list[float]:
+    async def _pace(self, sender: str, sends: int, lease_until: datetime,
+                    calls: int) -> list[float]:
         bucket = self._pacer.bucket(sender)
         if bucket is None:
             return [0.0] * sends
         waits = [bucket.reserve() for _ in range(sends)]
-        need = waits[-1] + self._settings.send_timeout * sends + self._settings.lease_margin
+        need = waits[-1] + self._settings.send_timeout * calls + self._settings.lease_margin
         if self._clock.now() + timedelta(seconds=need) >= lease_until:
             for _ in waits:
                 bucket.cancel()
@@ -439,7 +441,7 @@ class Outbox:
         # a pause that began while this one waited its turn (another lane's 429) holds it
         # too: the whole sender is paused
         while (paused := bucket.paused_for()) > 0:
-            later = self._settings.send_timeout * sends + self._settings.lease_margin + paused
+            later = self._settings.send_timeout * calls + self._settings.lease_margin + paused
             if self._clock.now() + timedelta(seconds=later) >= lease_until:
                 raise PacedOut(paused)
             await asyncio.sleep(paused)
