@@ -3,9 +3,15 @@ a rolling five minutes): a clock moved by hand, no sleeping."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from gateway.config import parse_config
 from gateway.delivery.pacing import Pacer, PacingSettings, WindowBudget, WindowSettings
+from gateway.errors import ConfigError
+from gateway.xmtp.budget import budget_settings, refusal_pause
+from tests.unit.config_fixtures import minimal
 
 
 class Clock:
@@ -102,3 +108,25 @@ class TestThePacersBudgets:
         bucket = pacer.bucket("+15550100001")
         assert bucket is not None and not isinstance(bucket, WindowBudget)
         assert pacer.windows() == {}
+
+
+class TestTheConfig:
+    """``xmtp.write_budget``: XMTP's network's limit by default, the gateway's pace."""
+
+    def test_the_default_is_the_networks_limit_less_five_percent(self, tmp_path: Path) -> None:
+        xmtp = parse_config(minimal(), base_dir=tmp_path, env={}).xmtp
+        window = budget_settings(xmtp).window
+        assert window is not None
+        assert (window.limit, window.window, window.usable) == (3000, 300.0, 2850)
+        assert refusal_pause(xmtp) == 10.0
+
+    def test_a_scaled_down_budget_and_what_is_refused(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["xmtp"]["write_budget"] = {"writes": 300, "window_seconds": 30, "headroom": 0.1}
+        window = budget_settings(parse_config(raw, base_dir=tmp_path, env={}).xmtp).window
+        assert window is not None and (window.usable, window.window) == (270, 30.0)
+        for wrong in ({"writes": 0}, {"headroom": 1.0}, {"window_seconds": 0}):
+            raw["xmtp"]["write_budget"] = wrong
+            with pytest.raises(ConfigError) as refused:
+                parse_config(raw, base_dir=tmp_path, env={})
+            assert any("write_budget" in path for path in dict(refused.value.problems)), wrong
