@@ -122,6 +122,19 @@ class TestPhoneToWallet:
         assert content_type_of(sent[2].encoded) == ATTACHMENT_CONTENT_TYPE  # small: inline
         assert [s.key for s in sent[1:]] == [f"{sent[0].key}:0", f"{sent[0].key}:1"]
 
+    async def test_a_text_with_more_files_than_sends_fit_in_a_lease_goes(
+            self, bridge: Bridge) -> None:
+        # four posts at xmtp.send_timeout_seconds (30) each are more than the lease (120):
+        # the engine asks only that the first fits (the files hand back when it runs short)
+        await group_with(bridge)
+        await bridge.text(PHONE, SUPPORT, "three pictures",
+                          attachments=[(ICON, "image/png")] * 3)
+        group = bridge.group_of(ALICE)
+        sent = await eventually(lambda: len(posts(bridge, group)) >= 5
+                                and posts(bridge, group))
+        assert [s.text for s in sent[:2]] == ["hi", "three pictures"]
+        assert [(await opened(s.encoded)).data for s in sent[2:]] == [ICON] * 3
+
     async def test_the_twilio_media_was_fetched_with_the_accounts_credentials(
             self, bridge: Bridge) -> None:
         await bridge.text(PHONE, SUPPORT, "", attachments=[(ICON, "image/png")])
