@@ -39,10 +39,12 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -63,6 +65,27 @@ def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid: int) -> Counter[str]:
+    """CPU seconds per kind of thread of a process so far (threads named alike, digits
+    aside, counted together: libxmtp's tokio workers, asyncio's executor, …)."""
+    found: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        kind = re.sub(r"[-_ ]?\d+$", "", name) or name
+        if task.name == str(pid):
+            kind = "main thread"
+        elif kind == "python":
+            kind = "other Python threads"  # the XMTP thread's loop, executors
+        elif name.startswith("async-compat"):
+            kind = "libxmtp runtime"  # tokio, under pyo3's async bridge
+        found[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def phone(i: int) -> str:
@@ -197,10 +220,23 @@ class Bench(Stack):
         assert self.gateway.proc is not None
         return cpu_seconds(self.gateway.proc.pid)
 
+    def gateway_threads(self) -> Counter[str]:
+        assert self.gateway.proc is not None
+        return cpu_by_thread(self.gateway.proc.pid)
+
+    def per_message(self, before: Counter[str]) -> dict[str, float]:
+        """Each kind of the gateway's threads: its CPU ms per message since ``before``
+        (idle included), the busiest first."""
+        spent = self.gateway_threads()
+        spent.subtract(before)
+        return {kind: round(seconds / self.n * 1000, 2)
+                for kind, seconds in spent.most_common() if seconds > 0}
+
     async def relay_latency(self, session: aiohttp.ClientSession, receiver: Receiver,
                             thread: LoopThread, group: Conversation) -> None:
         inbound, ingest = [], []
         cpu = self.gateway_cpu()
+        threads = self.gateway_threads()
         for i in range(self.n):
             text = f"in-lat {i}"
             started = time.monotonic()
@@ -211,9 +247,11 @@ class Bench(Stack):
         self.results["webhook_ingest_idle_ms"] = summary(ingest)
         self.results["gateway_cpu_ms_per_message_phone_to_wallet"] = round(
             (self.gateway_cpu() - cpu - self.idle_cpu(self.pause * self.n)) / self.n * 1000, 2)
+        self.results["gateway_cpu_by_thread_phone_to_wallet"] = self.per_message(threads)
 
         outbound = []
         cpu = self.gateway_cpu()
+        threads = self.gateway_threads()
         for i in range(self.n):
             text = f"out-lat {i}"
 
@@ -231,6 +269,7 @@ class Bench(Stack):
         self.results["gateway_cpu_ms_per_message_wallet_to_phone"] = round(
             (self.gateway_cpu() - cpu - self.idle_cpu(1.0 + self.pause * self.n))
             / self.n * 1000, 2)
+        self.results["gateway_cpu_by_thread_wallet_to_phone"] = self.per_message(threads)
 
     async def native(self, sender: XmtpClient, sender_thread: LoopThread, peer: XmtpClient,
                      peer_receiver: Receiver) -> None:
@@ -383,6 +422,10 @@ def summary(seconds: list[float]) -> dict[str, float]:
     return _summary(seconds, digits=2)
 
 
+def _threads(spent: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {ms}" for kind, ms in spent.items())
+
+
 def report(results: dict[str, Any]) -> str:
     native, inbound = results["native_latency_ms"], results["phone_to_wallet_latency_ms"]
     outbound = results["wallet_to_phone_latency_ms"]
@@ -403,6 +446,9 @@ def report(results: dict[str, Any]) -> str:
         f"{results['gateway_cpu_ms_per_message_phone_to_wallet']}, wallet → phone "
         f"{results['gateway_cpu_ms_per_message_wallet_to_phone']}; the native floor (both "
         f"clients and the node) {results['native_cpu_ms_per_message']}",
+        "  by the gateway's threads (idle included), phone → wallet: "
+        + _threads(results["gateway_cpu_by_thread_phone_to_wallet"]),
+        "  wallet → phone: " + _threads(results["gateway_cpu_by_thread_wallet_to_phone"]),
         f"loop lag during 100 sends, p99 / max ms: libxmtp on the loop "
         f"{results['loop_lag_libxmtp_on_loop_ms']['p99']} / "
         f"{results['loop_lag_libxmtp_on_loop_ms']['max']}, on its own thread (the gateway) "
