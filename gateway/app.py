@@ -27,6 +27,7 @@ from gateway.delivery import (
     EngineSettings,
     Holder,
     Outbox,
+    Pacer,
     PacingSettings,
     PhoneChannel,
     PhoneSettings,
@@ -46,6 +47,7 @@ from gateway.store.notify import Notifications
 from gateway.testing.twilio_sim import TwilioSimulator
 from gateway.twilio.webhooks import MESSAGES_PATH, STATUS_PATH, add_twilio_routes
 from gateway.workers import ChatStreamConsumer, Describe, XmtpWork
+from gateway.xmtp.budget import PacedChatNetwork, RefusalWatch, budget_settings, refusal_pause
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,10 @@ NOTIFICATIONS: web.AppKey[Notifications | None] = web.AppKey("notifications")
 # Held while this process does the XMTP work (None: it does none, or has no one to share
 # the database with)
 XMTP_LOCK: web.AppKey[ProcessLock | None] = web.AppKey("xmtp_lock")
+# The XMTP process's write budget per gateway identity, shared by the chat engine and
+# every other XMTP write (gateway.xmtp.budget), and the node's refusals libxmtp logged
+XMTP_PACER: web.AppKey[Pacer] = web.AppKey("xmtp_pacer")
+XMTP_REFUSALS: web.AppKey[RefusalWatch] = web.AppKey("xmtp_refusals")
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,8 +199,9 @@ def _phone_context(given: PhoneNetwork | None) -> Callable[[web.Application], As
 
 def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], AsyncIterator[None]]:
     """The XMTP process (``xmtp.worker``) holds the XMTP lock, then opens its chat network
-    (its installation); another process's chat network asks the XMTP process through the
-    database (``gateway.xmtp.remote``) and is no installation."""
+    (its installation), every write of which is paced by the identity's write budget;
+    another process's chat network asks the XMTP process through the database
+    (``gateway.xmtp.remote``) and is no installation."""
     async def context(app: web.Application) -> AsyncIterator[None]:
         config = app[CONFIG]
         app[XMTP_LOCK] = None
@@ -206,9 +213,20 @@ def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], Asyn
         if lock is not None:
             await lock.acquire()
             app[XMTP_LOCK] = lock
+        pacer = app[XMTP_PACER] = Pacer(budget_settings(config.xmtp))
+        app[METRICS].watch_write_budget(pacer)
+        refusals = app[XMTP_REFUSALS] = RefusalWatch(app[METRICS].xmtp_rate_limited.inc)
+        refusals.attach()
+
+        def paced(chat: ChatNetwork) -> ChatNetwork:
+            return PacedChatNetwork(chat, pacer, config.xmtp.wallet_address,
+                                    max_wait=config.xmtp.send_timeout_seconds,
+                                    refusals=refusals,
+                                    refusal_pause=refusal_pause(config.xmtp))
+
         try:
             if given is not None:
-                app[CHAT] = given
+                app[CHAT] = paced(given)
                 yield
                 return
             from gateway.xmtp.network import ALLOW_NEW_INSTALLATION, open_chat_network
@@ -216,9 +234,10 @@ def _chat_context(given: ChatNetwork | None) -> Callable[[web.Application], Asyn
             async with open_chat_network(
                     config, allow_new_installation=app.get(ALLOW_NEW_INSTALLATION, False),
                     ) as chat:
-                app[CHAT] = chat
+                app[CHAT] = paced(chat)
                 yield
         finally:
+            refusals.detach()
             if lock is not None:
                 await lock.release()
 
@@ -387,11 +406,19 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
     tasks["outbox_holder"] = asyncio.create_task(holder.run(), name="outbox-holder")
     tasks["phone_outbox"] = asyncio.create_task(phone.run(), name="phone-outbox")
     if config.xmtp.worker:
+        # the engine paces its posts and groups itself, in the budget the rest shares
+        network = app[CHAT]
+        if isinstance(network, PacedChatNetwork):
+            network = network.inner
+        refusals = app[XMTP_REFUSALS]
         chat = Outbox(relay, ChatChannel(
-            store, app[CHAT], rules, group_made=relay.group_made,
+            store, network, rules, group_made=relay.group_made,
             send_timeout=config.xmtp.send_timeout_seconds, media=media, clock=clock,
-            give_up_after=config.xmtp.retry.max_attempts),
-            holder, clock, chat_engine_settings(config), observer=observe("xmtp"))
+            give_up_after=config.xmtp.retry.max_attempts,
+            sender=config.xmtp.wallet_address, refusals=lambda: refusals.seen,
+            refusal_pause=refusal_pause(config.xmtp)),
+            holder, clock, chat_engine_settings(config), observer=observe("xmtp"),
+            pacer=app[XMTP_PACER])
         app[CHAT_OUTBOX] = chat
         tasks["xmtp"] = asyncio.create_task(
             _xmtp_work(app, chat, media.describe).run(), name="xmtp-work")

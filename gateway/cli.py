@@ -85,6 +85,17 @@ def positive(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     devnode.add_argument("--max-inbox-updates", type=positive, default=None, metavar="N",
                          help="refuse an inbox's identity update beyond N in its life "
                               "(XMTP's network: 256; default: no cap)")
+    devnode.add_argument("--max-writes", type=positive, default=None, metavar="N",
+                         help="refuse a client's write beyond N per --rate-window with "
+                              "RESOURCE_EXHAUSTED, as XMTP's node does (the network: "
+                              "3000 per 300 s; default: no limit)")
+    devnode.add_argument("--max-reads", type=positive, default=None, metavar="N",
+                         help="the same for reads (the network: 20000 per 300 s; default: "
+                              "no limit)")
+    devnode.add_argument("--rate-window", type=positive_seconds, default=300.0,
+                         metavar="SECONDS",
+                         help="the rolling window of --max-writes and --max-reads "
+                              "(default: 300, the network's)")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
     _config_option(demo)

@@ -253,9 +253,12 @@ async def _running(config: GatewayConfig, sock: socket.socket) -> AsyncIterator[
 async def _demo_wallet(config: GatewayConfig, app: web.Application) -> XmtpClient:
     assert config.demo is not None
     from gateway.appkeys import CHAT
+    from gateway.xmtp.budget import PacedChatNetwork
     from gateway.xmtp.network import XmtpChatNetwork, node_url_for
 
     chat = app[CHAT]
+    if isinstance(chat, PacedChatNetwork):
+        chat = chat.inner
     node_url = node_url_for(config.xmtp)
     if node_url is None and isinstance(chat, XmtpChatNetwork):
         node_url = chat.node_url

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+from gateway.delivery.pacing import Pacer
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0)
@@ -39,5 +45,42 @@ class Metrics:
             "gateway_worker_errors", "Unexpected errors in background workers, by worker",
             ["worker"], registry=self.registry)
 
+        self.xmtp_rate_limited = Counter(
+            "gateway_xmtp_rate_limited",
+            "XMTP writes the node refused for the client's rate (429, RESOURCE_EXHAUSTED), "
+            "as libxmtp logged them", registry=self.registry)
+
+    def watch_write_budget(self, pacer: Pacer) -> None:
+        """Exposes each XMTP identity's write budget (the chat engine's ``pacer``)."""
+        self.registry.register(_WriteBudgets(pacer))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _WriteBudgets(Collector):
+    """Read at each scrape: what each identity's rolling window holds, its usable size,
+    and how many writes had to wait for their turn."""
+
+    def __init__(self, pacer: Pacer) -> None:
+        self._pacer = pacer
+
+    def collect(self) -> Iterator[Metric]:
+        used = GaugeMetricFamily(
+            "gateway_xmtp_write_budget_used",
+            "XMTP writes in the identity's rolling window now", labels=["identity"])
+        limit = GaugeMetricFamily(
+            "gateway_xmtp_write_budget_limit",
+            "XMTP writes the identity may make per rolling window (xmtp.write_budget, less "
+            "its headroom)", labels=["identity"])
+        delayed = CounterMetricFamily(
+            "gateway_xmtp_writes_delayed",
+            "XMTP writes that waited for room in the identity's write budget",
+            labels=["identity"])
+        for identity, budget in sorted(self._pacer.windows().items()):
+            used.add_metric([identity], budget.used())
+            limit.add_metric([identity], budget.limit)
+            delayed.add_metric([identity], budget.delayed)
+        yield used
+        yield limit
+        yield delayed

@@ -212,6 +212,23 @@ class DevnodeConfig(_Section):
     # XMTP's caps, off unless set (the network: 10 and 256)
     max_installations: int | None = Field(None, ge=1)
     max_inbox_updates: int | None = Field(None, ge=1)
+    # XMTP's per-client rate limits, off unless set (the network: 3000 writes and 20000
+    # reads per rolling 300 s); refused with RESOURCE_EXHAUSTED as the network does
+    max_writes: int | None = Field(None, ge=1)
+    max_reads: int | None = Field(None, ge=1)
+    rate_window_seconds: Positive = 300.0
+
+
+class WriteBudgetConfig(_Section):
+    """What XMTP's network lets one client write per rolling window (messages published,
+    groups made, members changed, installations changed); each gateway identity is paced
+    to ``writes * (1 - headroom)`` per ``window_seconds``."""
+
+    writes: int = Field(3000, ge=1)  # XMTP's network: 3000
+    window_seconds: Positive = 300.0  # XMTP's network: a rolling 5 minutes
+    # left for writes the gateway does not count (libxmtp's own key updates, a wallet with
+    # several installations welcomed at once) and for clocks that disagree
+    headroom: float = Field(0.05, ge=0.0, lt=1.0)
 
 
 class GatewayAuthConfig(_Section):
@@ -246,6 +263,7 @@ class XmtpConfig(_Section):
     # A node that does not answer is retried as long as it takes (the post may still
     # arrive); other errors give up after max_attempts.
     retry: RetryConfig = RetryConfig(max_attempts=10)
+    write_budget: WriteBudgetConfig = WriteBudgetConfig()
 
     @model_validator(mode="after")
     def _node(self) -> XmtpConfig:

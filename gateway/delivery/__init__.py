@@ -5,8 +5,9 @@ from gateway.delivery.backoff import Backoff
 from gateway.delivery.chat import ChatChannel
 from gateway.delivery.engine import EngineSettings, Outbox
 from gateway.delivery.holder import Holder, holder_id_for
-from gateway.delivery.pacing import PacingSettings
+from gateway.delivery.pacing import Pacer, PacingSettings, WindowSettings
 from gateway.delivery.phone import PhoneChannel, PhoneSettings
 
-__all__ = ["Backoff", "ChatChannel", "EngineSettings", "Holder", "Outbox", "PacingSettings",
-           "PhoneChannel", "PhoneSettings", "holder_id_for"]
+__all__ = ["Backoff", "ChatChannel", "EngineSettings", "Holder", "Outbox", "Pacer",
+           "PacingSettings", "PhoneChannel", "PhoneSettings", "WindowSettings",
+           "holder_id_for"]

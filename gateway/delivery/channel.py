@@ -21,15 +21,23 @@ class PacedOut(Exception):
         self.due_in = due_in
 
 
+class Pace(Protocol):
+    def __call__(self, sends: int, calls: int | None = None) -> Awaitable[Sequence[float]]:
+        """Waits for the first of ``sends`` turns of the sender; returns the seconds
+        between each turn and the next. ``calls``: how many calls to the provider make
+        them (each may take a send's timeout); None: one per turn."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One go at one claimed delivery. ``pace(n)`` waits for the sender's first turn of
-    ``n`` (one per message the channel will send) and returns the seconds to wait before
-    each later one; it raises ``PacedOut`` when the turns would not fit in the lease.
-    ``pause(seconds)`` stops the whole sender (a provider's Retry-After)."""
+    ``n`` (one per message the channel will send; for XMTP, one per write) and returns
+    the seconds to wait before each later one; it raises ``PacedOut`` when the turns
+    would not fit in the lease. ``pause(seconds)`` stops the whole sender (a provider's
+    Retry-After)."""
 
     job: DeliveryJob
-    pace: Callable[[int], Awaitable[Sequence[float]]]
+    pace: Pace
     pause: Callable[[float], None]
 
 

@@ -16,7 +16,8 @@ Claims
     interval passes (work another process put in a shared outbox).
 
 Pacing
-    A token bucket per sender key (``channel.sender_of``), here and not in the channel.
+    A budget per sender key (``channel.sender_of``), here and not in the channel: a token
+    bucket per number, a rolling-window budget per XMTP client (``pacing``).
     A lane holds a sender's work only as long as it can send it well inside the lease;
     beyond that, jobs are handed back due when the sender will have room.
 
@@ -102,14 +103,16 @@ class _Lane:
 class Outbox:
     def __init__(self, ledger: Ledger, channel: DeliveryChannel, holder: Holder,
                  clock: Clock, settings: EngineSettings, *,
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, pacer: Pacer | None = None) -> None:
+        """``pacer``: the senders' budgets, when others share them (the API's XMTP writes
+        count against the same client's budget); else the engine's own."""
         self._ledger = ledger
         self._channel = channel
         self._holder = holder
         self._clock = clock
         self._settings = settings
         self._observer = observer
-        self._pacer = Pacer(settings.pacing)
+        self._pacer = pacer if pacer is not None else Pacer(settings.pacing)
         self._lease = timedelta(seconds=settings.lease)
         self._lanes: dict[str, _Lane] = {}
         self._held: set[str] = set()  # what the lanes hold: see _held_key
@@ -393,9 +396,10 @@ class Outbox:
 
         started = False  # the channel had its turn: a send may be under way from here
 
-        async def pace(sends: int) -> Sequence[float]:
+        async def pace(sends: int, calls: int | None = None) -> Sequence[float]:
             nonlocal started
-            gaps = await self._pace(sender, sends, lease.until)
+            gaps = await self._pace(sender, sends, lease.until,
+                                    sends if calls is None else calls)
             started = True
             return gaps
 
@@ -421,12 +425,13 @@ class Outbox:
             return Unknown("failed unexpectedly")
         return self._retry_policy(job, outcome)
 
-    async def _pace(self, sender: str, sends: int, lease_until: datetime) -> list[float]:
+    async def _pace(self, sender: str, sends: int, lease_until: datetime,
+                    calls: int) -> list[float]:
         bucket = self._pacer.bucket(sender)
         if bucket is None:
             return [0.0] * sends
         waits = [bucket.reserve() for _ in range(sends)]
-        need = waits[-1] + self._settings.send_timeout * sends + self._settings.lease_margin
+        need = waits[-1] + self._settings.send_timeout * calls + self._settings.lease_margin
         if self._clock.now() + timedelta(seconds=need) >= lease_until:
             for _ in waits:
                 bucket.cancel()
@@ -436,7 +441,7 @@ class Outbox:
         # a pause that began while this one waited its turn (another lane's 429) holds it
         # too: the whole sender is paused
         while (paused := bucket.paused_for()) > 0:
-            later = self._settings.send_timeout * sends + self._settings.lease_margin + paused
+            later = self._settings.send_timeout * calls + self._settings.lease_margin + paused
             if self._clock.now() + timedelta(seconds=later) >= lease_until:
                 raise PacedOut(paused)
             await asyncio.sleep(paused)

@@ -507,11 +507,16 @@ async def open_chat_network(config: GatewayConfig, *, allow_new_installation: bo
         if xmtp.devnode.embedded:
             from gateway.xmtp.devnode import DevNode
             from gateway.xmtp.devnode.identity_service import InboxLimits
+            from gateway.xmtp.devnode.rate_limits import RateLimits
 
-            xmtp.devnode.db.parent.mkdir(parents=True, exist_ok=True)
-            limits = InboxLimits(xmtp.devnode.max_installations, xmtp.devnode.max_inbox_updates)
+            devnode = xmtp.devnode
+            devnode.db.parent.mkdir(parents=True, exist_ok=True)
+            limits = InboxLimits(devnode.max_installations, devnode.max_inbox_updates)
+            rates = RateLimits(devnode.max_writes, devnode.max_reads,
+                               devnode.rate_window_seconds)
             node = await stack.enter_async_context(
-                DevNode.start(db=str(xmtp.devnode.db), port=xmtp.devnode.port, limits=limits))
+                DevNode.start(db=str(devnode.db), port=devnode.port, limits=limits,
+                              rate_limits=rates))
             node_url = node.url
             log.info("embedded XMTP devnode at %s", node.url)
             stack.enter_context(_announced(config.data_dir / DEVNODE_URL_FILE, node.url))

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -23,6 +24,7 @@ from gateway.delivery import (
     EngineSettings,
     Holder,
     Outbox,
+    Pacer,
     PacingSettings,
     PhoneChannel,
     PhoneSettings,
@@ -133,6 +135,8 @@ class World:
         self.settle_gate: asyncio.Event | None = None
         self.alive_seconds = 30.0  # a holder's heartbeat (tests of takeover shorten it)
         self.reconcile_settle = 0.0  # the phone channel's wait before a lookup
+        self.chat_options: dict[str, Any] = {}  # more of ChatChannel's options
+        self.chat_pacer: Pacer | None = None  # the chat engine's budgets, when shared
         self._sids = itertools.count(1)
 
     # ---- processes ---------------------------------------------------------------------
@@ -152,8 +156,8 @@ class World:
                                               send_timeout=2.0, media=self.media,
                                               clock=self.clock,
                                               give_up_after=self.chat_settings.backoff
-                                              .max_attempts),
-                      holder, self.clock, self.chat_settings)
+                                              .max_attempts, **self.chat_options),
+                      holder, self.clock, self.chat_settings, pacer=self.chat_pacer)
         return Process(holder, phone, chat)
 
     async def start(self, holder_id: str | None = None) -> Process:

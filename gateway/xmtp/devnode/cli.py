@@ -11,6 +11,7 @@ import signal
 from gateway.errors import GatewayError
 from gateway.logs import setup_logging
 from gateway.xmtp.devnode.identity_service import InboxLimits
+from gateway.xmtp.devnode.rate_limits import RateLimits
 from gateway.xmtp.devnode.server import DevNode
 
 log = logging.getLogger(__name__)
@@ -18,7 +19,9 @@ log = logging.getLogger(__name__)
 
 async def _serve(args: argparse.Namespace) -> None:
     limits = InboxLimits(args.max_installations, args.max_inbox_updates)
-    node = await DevNode.open(db=args.db, host=args.host, port=args.port, limits=limits)
+    rate_limits = RateLimits(args.max_writes, args.max_reads, args.rate_window)
+    node = await DevNode.open(db=args.db, host=args.host, port=args.port, limits=limits,
+                              rate_limits=rate_limits)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

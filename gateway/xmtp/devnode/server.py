@@ -15,6 +15,7 @@ import grpc
 from gateway.errors import CannotListen
 from gateway.xmtp.devnode.identity_service import IdentityService, InboxLimits
 from gateway.xmtp.devnode.mls_service import MlsService
+from gateway.xmtp.devnode.rate_limits import RateLimiter, RateLimits
 from gateway.xmtp.devnode.storage import DevNodeStorage, StoredGroupMessage, StoredWelcome
 from gateway.xmtp.devnode.subscriptions import DEFAULT_CAPACITY, Hub
 from gateway.xmtp.devnode.unserved import UnservedCall, UnservedMethods
@@ -42,12 +43,15 @@ class DevNode:
     """A running devnode. Create it with ``DevNode.start(...)``."""
 
     def __init__(self, server: grpc.aio.Server, storage: DevNodeStorage,
-                 unserved: UnservedMethods, host: str, port: int) -> None:
+                 unserved: UnservedMethods, host: str, port: int,
+                 rate_limiter: RateLimiter | None = None) -> None:
         self._server = server
         self._storage = storage
         self._unserved = unserved
         self.host = host
         self.port = port
+        # what the rate limits counted and refused (None: no limits)
+        self.rate_limiter = rate_limiter
 
     @property
     def unserved_calls(self) -> list[UnservedCall]:
@@ -62,13 +66,17 @@ class DevNode:
     @classmethod
     async def open(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
                    subscriber_capacity: int = DEFAULT_CAPACITY,
-                   limits: InboxLimits | None = None) -> DevNode:
+                   limits: InboxLimits | None = None,
+                   rate_limits: RateLimits | None = None) -> DevNode:
         """Starts serving; ``port=0`` picks a free port. Call ``close()`` when done.
-        ``limits``: the inbox caps to enforce (``InboxLimits.xmtp()``: the network's)."""
+        ``limits``: the inbox caps to enforce (``InboxLimits.xmtp()``: the network's);
+        ``rate_limits``: the per-client request limits (``RateLimits.xmtp()``)."""
         storage = DevNodeStorage(db)
         groups: Hub[StoredGroupMessage] = Hub(subscriber_capacity)
         welcomes: Hub[StoredWelcome] = Hub(subscriber_capacity)
-        server = grpc.aio.server(options=[
+        limiter = (RateLimiter(rate_limits)
+                   if rate_limits is not None and rate_limits.enforced else None)
+        server = grpc.aio.server(interceptors=[limiter] if limiter else None, options=[
             ("grpc.so_reuseport", 0),  # a second node on the same port must fail, not share
             ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
@@ -90,11 +98,15 @@ class DevNode:
         except BaseException:
             storage.close()
             raise
-        node = cls(server, storage, unserved, host, bound)
+        node = cls(server, storage, unserved, host, bound, limiter)
         caps = ""
         if limits is not None and (limits.max_installations or limits.max_updates):
             caps = (f", at most {limits.max_installations or 'any'} installations and "
                     f"{limits.max_updates or 'any'} identity updates per inbox")
+        if limiter is not None and rate_limits is not None:
+            caps += (f", at most {rate_limits.max_writes or 'any'} writes and "
+                     f"{rate_limits.max_reads or 'any'} reads per client per "
+                     f"{rate_limits.window_seconds:g}s")
         log.info("devnode serving on %s (db %s%s)", node.url, db, caps)
         return node
 
@@ -102,9 +114,11 @@ class DevNode:
     @asynccontextmanager
     async def start(cls, *, db: str = ":memory:", host: str = "127.0.0.1", port: int = 0,
                     subscriber_capacity: int = DEFAULT_CAPACITY,
-                    limits: InboxLimits | None = None) -> AsyncIterator[DevNode]:
+                    limits: InboxLimits | None = None,
+                    rate_limits: RateLimits | None = None) -> AsyncIterator[DevNode]:
         node = await cls.open(db=db, host=host, port=port,
-                              subscriber_capacity=subscriber_capacity, limits=limits)
+                              subscriber_capacity=subscriber_capacity, limits=limits,
+                              rate_limits=rate_limits)
         try:
             yield node
         finally:

@@ -307,12 +307,15 @@ def gateway_config(*, port: int, sim_port: int, node_url: str, wallet_key: str,
 @contextlib.asynccontextmanager
 async def running_bridge(tmp: Path, *, wallets: Sequence[str],
                          rules: Callable[[dict[str, str]], list[dict[str, Any]]],
-                         ) -> AsyncIterator[Bridge]:
+                         devnode_args: Sequence[str] = (),
+                         xmtp: dict[str, Any] | None = None) -> AsyncIterator[Bridge]:
     """Starts devnode, simulator and gateway; registers ``wallets`` (names) as libxmtp
-    clients; ``rules(addresses by name)`` gives the gateway's rules."""
+    clients; ``rules(addresses by name)`` gives the gateway's rules. ``devnode_args``:
+    more of ``gateway devnode``'s flags; ``xmtp``: more of the gateway's xmtp config."""
     devnode_port, sim_port, gateway_port = free_port(), free_port(), free_port()
     devnode = Process("devnode", ["devnode", "--port", str(devnode_port), "--db",
-                                  str(tmp / "devnode.db"), "--log-level", "WARNING"],
+                                  str(tmp / "devnode.db"), "--log-level", "WARNING",
+                                  *devnode_args],
                       tmp / "devnode.log")
     sim = Process("twilio-sim", [
         "twilio-sim", "--port", str(sim_port), "--auth-token", AUTH_TOKEN,
@@ -337,9 +340,11 @@ async def running_bridge(tmp: Path, *, wallets: Sequence[str],
             made[name] = Wallet(client, key)
         addresses = {name: w.address for name, w in made.items()}
         rule_list = rules(addresses)
-        config_path.write_text(yaml.safe_dump(gateway_config(
+        config = gateway_config(
             port=gateway_port, sim_port=sim_port, node_url=node_url, wallet_key=gateway_key,
-            directory=addresses, rules=rule_list)))
+            directory=addresses, rules=rule_list)
+        config["xmtp"].update(xmtp or {})
+        config_path.write_text(yaml.safe_dump(config))
         bridge = Bridge(tmp=tmp, devnode_port=devnode_port, sim_port=sim_port,
                         gateway_port=gateway_port, gateway_key=gateway_key, wallets=made,
                         rules=rule_list, devnode=devnode, sim=sim, gateway=gateway,
