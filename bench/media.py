@@ -32,29 +32,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import secrets
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from twilio.request_validator import RequestValidator
 
-os.environ.setdefault("RUST_LOG", "off")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.stack import WAIT, Stack, summary, watch_stream
 from gateway.media.attachments import (
     Attachment,
     decode_remote_attachment,
@@ -65,24 +60,13 @@ from gateway.media.attachments import (
 from gateway.media.fetch import FetchPolicy, MediaFetcher, twilio_credentials
 from gateway.media.local_store import LocalBlobStore, MediaKeys
 from gateway.media.transfer import download_attachment, publish_for_phone, upload_attachment
-from gateway.twilio.webhooks import MESSAGES_PATH
 from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
 from gateway.xmtp.loop_thread import LoopThread
-from tests.e2e.bridge.harness import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    Process,
-    free_port,
-    gateway_config,
-    wait_for_port,
-)
+from tests.e2e.bridge.harness import ACCOUNT_SID, AUTH_TOKEN
 
-T = TypeVar("T")
-SUPPORT = "+15550100001"
 PHONE = "+15552000001"
 PROBE_PHONE = "+15552000002"
 GROUP = "SMS · +1 555-200-0001 → +1 555-010-0001"
-WAIT = 60.0
 REMOTE = "xmtp.org/remoteStaticAttachment:"
 
 
@@ -101,19 +85,9 @@ class Arrivals:
     queue: asyncio.Queue[tuple[float, XmtpMessage]] = field(default_factory=asyncio.Queue)
 
     async def start(self) -> None:
-        ready: asyncio.Future[None] = self.main.create_future()
-        self.thread.submit(self._pump(ready))
-        await ready
-
-    async def _pump(self, ready: asyncio.Future[None]) -> None:
-        stream = await self.client.stream_all_messages()
-        self.main.call_soon_threadsafe(ready.set_result, None)
-        async with stream:
-            async for message in stream:
-                now = time.monotonic()
-                if message.content_type.startswith(REMOTE) \
-                        and message.sender_inbox_id != self.client.inbox_id:
-                    self.main.call_soon_threadsafe(self.queue.put_nowait, (now, message))
+        await watch_stream(self.client, self.thread, self.main,
+                           lambda message: message.content_type.startswith(REMOTE),
+                           lambda at, message: self.queue.put_nowait((at, message)))
 
     async def next(self) -> tuple[float, XmtpMessage]:
         return await asyncio.wait_for(self.queue.get(), WAIT)
@@ -136,56 +110,15 @@ class Files:
                             content_type="application/octet-stream")
 
 
-class Bench:
+class Bench(Stack):
     def __init__(self, tmp: Path, photos: int, size: int, rate: float) -> None:
-        self.tmp = tmp
+        super().__init__(tmp)
         self.n = photos
         self.size = size
         self.rate = rate
-        self.main = asyncio.get_running_loop()
         self.results: dict[str, Any] = {"photos": photos, "bytes": size, "rate": rate}
-        self.validator = RequestValidator(AUTH_TOKEN)
         self.files = Files()
         self.inbox_count = 0
-
-    async def on(self, thread: LoopThread, coro: Coroutine[Any, Any, T]) -> T:
-        return await thread.run(coro)
-
-    @contextlib.asynccontextmanager
-    async def processes(self) -> AsyncIterator[None]:
-        self.devnode_port, self.sim_port, self.port = free_port(), free_port(), free_port()
-        self.node_url = f"http://127.0.0.1:{self.devnode_port}"
-        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
-        self.webhook = f"http://127.0.0.1:{self.port}{MESSAGES_PATH}"
-        devnode = Process("devnode", ["devnode", "--port", str(self.devnode_port), "--db",
-                                      ":memory:", "--log-level", "WARNING"],
-                          self.tmp / "devnode.log")
-        sim = Process("twilio-sim", ["twilio-sim", "--port", str(self.sim_port),
-                                     "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID,
-                                     "--webhook-url", self.webhook], self.tmp / "sim.log")
-        self.gateway = Process("gateway", ["serve", "--config", str(self.tmp / "gw.yaml")],
-                               self.tmp / "gateway.log")
-        try:
-            devnode.start()
-            sim.start()
-            await wait_for_port(devnode, self.devnode_port)
-            await wait_for_port(sim, self.sim_port)
-            yield
-        finally:
-            for process in (self.gateway, sim, devnode):
-                process.stop()
-
-    async def start_gateway(self, wallet: str) -> None:
-        config = gateway_config(
-            port=self.port, sim_port=self.sim_port, node_url=self.node_url,
-            wallet_key="0x" + secrets.token_hex(32), directory={"agent": wallet},
-            rules=[{"name": "support", "proxy": SUPPORT, "channels": ["sms"],
-                    "mode": "fixed", "wallets": ["agent"], "sender_label": ""}])
-        config["server"]["log_level"] = "WARNING"
-        config["twilio"]["rate_limits"] = {"default_per_second": 100000.0}
-        (self.tmp / "gw.yaml").write_text(yaml.safe_dump(config))
-        self.gateway.start()
-        await wait_for_port(self.gateway, self.port, within=60)
 
     # ---- the phone side -----------------------------------------------------------------
 
@@ -197,23 +130,6 @@ class Bench:
                                 headers={"Content-Type": "application/json"}) as response:
             hosted: dict[str, str] = await response.json()
         return hosted["url"]
-
-    async def webhook_post(self, session: aiohttp.ClientSession, from_: str, body: str,
-                           media_url: str | None = None) -> float:
-        sid = ("MM" if media_url else "SM") + secrets.token_hex(16)
-        form = {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid,
-                "AccountSid": ACCOUNT_SID, "From": from_, "To": SUPPORT, "Body": body,
-                "NumMedia": "1" if media_url else "0", "NumSegments": "1",
-                "SmsStatus": "received", "ApiVersion": "2010-04-01"}
-        if media_url:
-            form |= {"MediaUrl0": media_url, "MediaContentType0": "image/jpeg"}
-        headers = {"X-Twilio-Signature": self.validator.compute_signature(self.webhook, form)}
-        started = time.monotonic()
-        async with session.post(self.webhook, data=form, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"webhook answered {response.status}")
-        return time.monotonic() - started
 
     async def phone_got_photo(self, session: aiohttp.ClientSession, *,
                               with_data: bool = True) -> tuple[float, bytes, float]:
@@ -247,7 +163,9 @@ class Bench:
                 self.files.base = str(server.make_url("/"))
                 wallet = await self.on(wallet_thread, XmtpClient.create(
                     node_url=self.node_url, private_key=secrets.token_bytes(32)))
-                await self.start_gateway(wallet.address)
+                await self.start_gateway(
+                    wallet.address, rule={"sender_label": ""},
+                    twilio={"rate_limits": {"default_per_second": 100000.0}})
                 arrivals = Arrivals(wallet, wallet_thread, self.main)
                 await arrivals.start()
                 group = await self.open(session, wallet, wallet_thread)
@@ -471,13 +389,6 @@ async def wallet_opens(session: aiohttp.ClientSession, message: XmtpMessage) -> 
         payload = await response.read()
     opened = await asyncio.to_thread(decrypt_attachment, payload, remote)
     return opened.data
-
-
-def summary(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in seconds)
-    return {"p50": round(statistics.median(ms), 1),
-            "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 1),
-            "mean": round(statistics.fmean(ms), 1), "n": len(ms)}
 
 
 def report(r: dict[str, Any]) -> str:

@@ -37,49 +37,55 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
+import re
 import secrets
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
-import yaml
-from twilio.request_validator import RequestValidator
 
-os.environ.setdefault("RUST_LOG", "off")
-# The process helpers are the end-to-end tests' (tests/e2e/bridge): the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.twilio.webhooks import MESSAGES_PATH
+from bench.stack import WAIT, Stack, watch_stream
+from bench.stack import summary as _summary
 from gateway.xmtp.client import Conversation, XmtpClient
 from gateway.xmtp.loop_thread import LoopThread
-from tests.e2e.bridge.harness import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    Process,
-    free_port,
-    gateway_config,
-    wait_for_port,
-)
-
-T = TypeVar("T")
-SUPPORT = "+15550100001"
-WAIT = 60.0  # any single wait in the benchmark
 
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a process has used so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_by_thread(pid: int) -> Counter[str]:
+    """CPU seconds per kind of thread of a process so far (threads named alike, digits
+    aside, counted together: libxmtp's tokio workers, asyncio's executor, …)."""
+    found: Counter[str] = Counter()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        kind = re.sub(r"[-_ ]?\d+$", "", name) or name
+        if task.name == str(pid):
+            kind = "main thread"
+        elif kind == "python":
+            kind = "other Python threads"  # the XMTP thread's loop, executors
+        elif name.startswith("async-compat"):
+            kind = "libxmtp runtime"  # tokio, under pyo3's async bridge
+        found[kind] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return found
 
 
 def phone(i: int) -> str:
@@ -101,18 +107,9 @@ class Receiver:
     waiters: dict[str, asyncio.Future[float]] = field(default_factory=dict)
 
     async def start(self) -> None:
-        ready: asyncio.Future[None] = self.main.create_future()
-        self.thread.submit(self._pump(ready))
-        await ready
-
-    async def _pump(self, ready: asyncio.Future[None]) -> None:
-        stream = await self.client.stream_all_messages()
-        self.main.call_soon_threadsafe(ready.set_result, None)
-        async with stream:
-            async for message in stream:
-                now = time.monotonic()
-                if message.text is not None and message.sender_inbox_id != self.client.inbox_id:
-                    self.main.call_soon_threadsafe(self._arrived, message.text, now)
+        await watch_stream(self.client, self.thread, self.main,
+                           lambda message: message.text is not None,
+                           lambda at, message: self._arrived(message.text or "", at))
 
     def _arrived(self, text: str, at: float) -> None:
         self.arrived[text] = at
@@ -131,74 +128,16 @@ class Receiver:
         return max([await self.wait_for(t) for t in texts])
 
 
-class Bench:
+class Bench(Stack):
     def __init__(self, tmp: Path, messages: int, conversations: int,
                  pause_ms: float = 30.0) -> None:
-        self.tmp = tmp
+        super().__init__(tmp)
         self.n = messages
         self.k = conversations
         self.pause = pause_ms / 1000
-        self.main = asyncio.get_running_loop()
         self.results: dict[str, Any] = {}
-        self.validator = RequestValidator(AUTH_TOKEN)
-
-    async def on(self, thread: LoopThread, coro: Coroutine[Any, Any, T]) -> T:
-        return await thread.run(coro)
-
-    # ---- processes ----------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def processes(self) -> AsyncIterator[None]:
-        self.devnode_port, self.sim_port, self.port = free_port(), free_port(), free_port()
-        self.node_url = f"http://127.0.0.1:{self.devnode_port}"
-        self.sim_url = f"http://127.0.0.1:{self.sim_port}"
-        self.webhook = f"http://127.0.0.1:{self.port}{MESSAGES_PATH}"
-        self.devnode = devnode = Process(
-            "devnode", ["devnode", "--port", str(self.devnode_port), "--db", ":memory:",
-                        "--log-level", "WARNING"], self.tmp / "devnode.log")
-        sim = Process("twilio-sim", ["twilio-sim", "--port", str(self.sim_port),
-                                     "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID,
-                                     "--webhook-url", self.webhook], self.tmp / "sim.log")
-        self.gateway = Process("gateway", ["serve", "--config", str(self.tmp / "gw.yaml")],
-                               self.tmp / "gateway.log")
-        try:
-            devnode.start()
-            sim.start()
-            await wait_for_port(devnode, self.devnode_port)
-            await wait_for_port(sim, self.sim_port)
-            yield
-        finally:
-            for process in (self.gateway, sim, devnode):
-                process.stop()
-
-    async def start_gateway(self, wallet: str) -> None:
-        config = gateway_config(
-            port=self.port, sim_port=self.sim_port, node_url=self.node_url,
-            wallet_key="0x" + secrets.token_hex(32), directory={"agent": wallet},
-            rules=[{"name": "support", "proxy": SUPPORT, "channels": ["sms"],
-                    "mode": "fixed", "wallets": ["agent"]}])
-        config["server"]["log_level"] = "WARNING"
-        config["twilio"]["rate_limits"] = {"default_per_second": 100000.0}
-        (self.tmp / "gw.yaml").write_text(yaml.safe_dump(config))
-        self.gateway.start()
-        await wait_for_port(self.gateway, self.port, within=60)
 
     # ---- phone side ---------------------------------------------------------------------
-
-    async def webhook_post(self, session: aiohttp.ClientSession, from_: str, body: str) -> float:
-        """Posts a signed inbound text to the gateway; returns the HTTP round trip."""
-        sid = "SM" + secrets.token_hex(16)
-        form = {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid,
-                "AccountSid": ACCOUNT_SID, "From": from_, "To": SUPPORT, "Body": body,
-                "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
-                "ApiVersion": "2010-04-01"}
-        headers = {"X-Twilio-Signature": self.validator.compute_signature(self.webhook, form)}
-        started = time.monotonic()
-        async with session.post(self.webhook, data=form, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"webhook answered {response.status}")
-        return time.monotonic() - started
 
     async def sim_accepted_at(self, session: aiohttp.ClientSession, to: str,
                               body: str) -> float:
@@ -281,10 +220,23 @@ class Bench:
         assert self.gateway.proc is not None
         return cpu_seconds(self.gateway.proc.pid)
 
+    def gateway_threads(self) -> Counter[str]:
+        assert self.gateway.proc is not None
+        return cpu_by_thread(self.gateway.proc.pid)
+
+    def per_message(self, before: Counter[str]) -> dict[str, float]:
+        """Each kind of the gateway's threads: its CPU ms per message since ``before``
+        (idle included), the busiest first."""
+        spent = self.gateway_threads()
+        spent.subtract(before)
+        return {kind: round(seconds / self.n * 1000, 2)
+                for kind, seconds in spent.most_common() if seconds > 0}
+
     async def relay_latency(self, session: aiohttp.ClientSession, receiver: Receiver,
                             thread: LoopThread, group: Conversation) -> None:
         inbound, ingest = [], []
         cpu = self.gateway_cpu()
+        threads = self.gateway_threads()
         for i in range(self.n):
             text = f"in-lat {i}"
             started = time.monotonic()
@@ -295,9 +247,11 @@ class Bench:
         self.results["webhook_ingest_idle_ms"] = summary(ingest)
         self.results["gateway_cpu_ms_per_message_phone_to_wallet"] = round(
             (self.gateway_cpu() - cpu - self.idle_cpu(self.pause * self.n)) / self.n * 1000, 2)
+        self.results["gateway_cpu_by_thread_phone_to_wallet"] = self.per_message(threads)
 
         outbound = []
         cpu = self.gateway_cpu()
+        threads = self.gateway_threads()
         for i in range(self.n):
             text = f"out-lat {i}"
 
@@ -315,6 +269,7 @@ class Bench:
         self.results["gateway_cpu_ms_per_message_wallet_to_phone"] = round(
             (self.gateway_cpu() - cpu - self.idle_cpu(1.0 + self.pause * self.n))
             / self.n * 1000, 2)
+        self.results["gateway_cpu_by_thread_wallet_to_phone"] = self.per_message(threads)
 
     async def native(self, sender: XmtpClient, sender_thread: LoopThread, peer: XmtpClient,
                      peer_receiver: Receiver) -> None:
@@ -464,10 +419,11 @@ async def _lag_during(work: Callable[[], Awaitable[None]]) -> dict[str, float]:
 
 
 def summary(seconds: list[float]) -> dict[str, float]:
-    ms = sorted(s * 1000 for s in seconds)
-    return {"p50": round(statistics.median(ms), 2),
-            "p99": round(ms[min(len(ms) - 1, int(len(ms) * 0.99))], 2),
-            "mean": round(statistics.fmean(ms), 2), "n": len(ms)}
+    return _summary(seconds, digits=2)
+
+
+def _threads(spent: dict[str, float]) -> str:
+    return ", ".join(f"{kind} {ms}" for kind, ms in spent.items())
 
 
 def report(results: dict[str, Any]) -> str:
@@ -490,6 +446,9 @@ def report(results: dict[str, Any]) -> str:
         f"{results['gateway_cpu_ms_per_message_phone_to_wallet']}, wallet → phone "
         f"{results['gateway_cpu_ms_per_message_wallet_to_phone']}; the native floor (both "
         f"clients and the node) {results['native_cpu_ms_per_message']}",
+        "  by the gateway's threads (idle included), phone → wallet: "
+        + _threads(results["gateway_cpu_by_thread_phone_to_wallet"]),
+        "  wallet → phone: " + _threads(results["gateway_cpu_by_thread_wallet_to_phone"]),
         f"loop lag during 100 sends, p99 / max ms: libxmtp on the loop "
         f"{results['loop_lag_libxmtp_on_loop_ms']['p99']} / "
         f"{results['loop_lag_libxmtp_on_loop_ms']['max']}, on its own thread (the gateway) "

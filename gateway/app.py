@@ -33,7 +33,7 @@ from gateway.delivery import (
     PhoneSettings,
     holder_id_for,
 )
-from gateway.delivery.holder import new_holder_id
+from gateway.delivery.holder import HEARTBEAT_SECONDS, new_holder_id
 from gateway.domain.clock import Clock, SystemClock
 from gateway.domain.models import Channel, DeliveryJob
 from gateway.domain.ports import ChatNetwork, DeliveryTaker, PhoneNetwork, Store
@@ -343,6 +343,14 @@ def chat_engine_settings(config: GatewayConfig) -> EngineSettings:
                           backoff=_retry(xmtp.retry), poll_interval=1.0)
 
 
+def holder_alive_seconds(*engines: EngineSettings) -> float:
+    """How long one heartbeat says this process lives: past its engines' longest send
+    and margin by two beats, so a healthy process never has to beat again before a send
+    (``Holder.lapsed``), and a dead one's work is free that long after its last beat."""
+    longest = max(engine.send_timeout + engine.lease_margin for engine in engines)
+    return longest + 2 * HEARTBEAT_SECONDS
+
+
 def _xmtp_work(app: web.Application, chat: Outbox, describe: Describe) -> XmtpWork:
     """The XMTP process's work: posts, the stream, and other processes' chat requests."""
     store, relay, metrics = app[STORE], app[RELAY], app[METRICS]
@@ -370,7 +378,9 @@ async def _workers_context(app: web.Application) -> AsyncIterator[None]:
     config, store, relay, metrics, clock = (app[CONFIG], app[STORE], app[RELAY], app[METRICS],
                                             app[CLOCK])
     rules = config.rulebook()
-    holder = Holder(store, clock, holder_id=app[HOLDER_ID])
+    holder = Holder(store, clock, holder_id=app[HOLDER_ID],
+                    alive_seconds=holder_alive_seconds(
+                        phone_engine_settings(config), chat_engine_settings(config)))
     await holder.beat()
     released = await relay.release_held(holder.id)
     if released:

@@ -75,6 +75,10 @@ class Ledger(Protocol):
     async def renew(self, job: DeliveryJob, until: datetime) -> DeliveryJob | None: ...
 
 
+class LeaseLost(Exception):
+    """The delivery's lease could not be extended: another claim holds it now."""
+
+
 @dataclass(frozen=True, slots=True)
 class EngineSettings:
     lease: float = 120.0  # seconds a claim holds a delivery
@@ -398,8 +402,7 @@ class Outbox:
 
         async def pace(sends: int, calls: int | None = None) -> Sequence[float]:
             nonlocal started
-            gaps = await self._pace(sender, sends, lease.until,
-                                    sends if calls is None else calls)
+            gaps = await self._pace(job, sender, sends, sends if calls is None else calls)
             started = True
             return gaps
 
@@ -413,6 +416,9 @@ class Outbox:
             outcome = await self._channel.deliver(attempt)
         except PacedOut as exc:
             return self._untried(job, self._clock.now() + timedelta(seconds=exc.due_in))
+        except LeaseLost:  # another claim took it while it waited its turn: theirs now
+            self._observe("late", job)
+            return None
         except asyncio.CancelledError:
             if not started:  # stopped while it waited for its turn: untried, handed back
                 self._result(job, self._untried(job, self._clock.now()))
@@ -425,14 +431,22 @@ class Outbox:
             return Unknown("failed unexpectedly")
         return self._retry_policy(job, outcome)
 
-    async def _pace(self, sender: str, sends: int, lease_until: datetime,
+    async def _pace(self, job: DeliveryJob, sender: str, sends: int,
                     calls: int) -> list[float]:
+        """Waits for the first of ``sends`` turns of ``sender`` and returns the gaps to
+        the later ones. The first turn must come while the lease still has room for a
+        call (else ``PacedOut``: handed back, due at that turn); the rest of the turns
+        and every call (each up to the send timeout) must end inside the lease, which
+        is extended when they would not (a message of several posts or parts may need
+        longer than one lease; never so long that it could not start)."""
+        assert job.lease is not None
+        lease_until = job.lease.until
         bucket = self._pacer.bucket(sender)
         if bucket is None:
             return [0.0] * sends
         waits = [bucket.reserve() for _ in range(sends)]
-        need = waits[-1] + self._settings.send_timeout * calls + self._settings.lease_margin
-        if self._clock.now() + timedelta(seconds=need) >= lease_until:
+        one_call = self._settings.send_timeout + self._settings.lease_margin
+        if self._clock.now() + timedelta(seconds=waits[0] + one_call) >= lease_until:
             for _ in waits:
                 bucket.cancel()
             raise PacedOut(waits[0])
@@ -441,10 +455,14 @@ class Outbox:
         # a pause that began while this one waited its turn (another lane's 429) holds it
         # too: the whole sender is paused
         while (paused := bucket.paused_for()) > 0:
-            later = self._settings.send_timeout * calls + self._settings.lease_margin + paused
-            if self._clock.now() + timedelta(seconds=later) >= lease_until:
+            if self._clock.now() + timedelta(seconds=one_call + paused) >= lease_until:
                 raise PacedOut(paused)
             await asyncio.sleep(paused)
+        rest = (waits[-1] - waits[0] + self._settings.send_timeout * calls
+                + self._settings.lease_margin)
+        until = self._clock.now() + timedelta(seconds=rest)
+        if until >= lease_until and await self._ledger.renew(job, until + self._lease) is None:
+            raise LeaseLost
         return [max(later - earlier, 0.0) for earlier, later in itertools.pairwise(waits)]
 
     def _retry_policy(self, job: DeliveryJob, outcome: Outcome) -> Outcome:

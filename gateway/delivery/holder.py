@@ -8,8 +8,10 @@ proves the previous life is over) and takes back what that life held immediately
 
 Fencing from the holder's side: it sends only while its own heartbeat is known to be
 current. A process that could not beat (its database away) stops sending before the
-others may take its deliveries: ``fits`` refuses a send that would end after the last
-``alive_until`` it wrote.
+others may take its deliveries: a send that would end after the last ``alive_until`` it
+wrote (``lapsed``) waits for a fresh beat and a renewed lease. The heartbeat is sized
+past the longest send (``gateway.app.holder_alive_seconds``), so a healthy process
+never beats on a send's account.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from gateway.domain.ports import Store
 log = logging.getLogger(__name__)
 
 HOLDER_FILE = "outbox-holder"
+HEARTBEAT_SECONDS = 10.0  # how often a holder beats
 
 
 def holder_id_for(data_dir: Path | None) -> str:
@@ -53,7 +56,7 @@ def new_holder_id() -> str:
 
 class Holder:
     def __init__(self, store: Store, clock: Clock, *, holder_id: str,
-                 alive_seconds: float = 30.0, beat_seconds: float = 10.0) -> None:
+                 alive_seconds: float = 30.0, beat_seconds: float = HEARTBEAT_SECONDS) -> None:
         if beat_seconds >= alive_seconds:
             raise ValueError("a holder must beat more often than its heartbeat lasts")
         self.id = holder_id

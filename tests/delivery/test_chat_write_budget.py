@@ -135,6 +135,25 @@ class TestTheChannelsTurns:
         assert w.chat_pacer.windows()["xmtp"].used() == 5
 
 
+class TestLongerThanOneLease:
+    async def test_a_post_whose_calls_outlast_the_lease_extends_it_and_goes(
+            self, tmp_path: Path) -> None:
+        # a first post makes the group and posts: two calls of up to 2 s and a 1 s margin
+        # need 5 s, more than the 4.5 s lease; it must go (the lease extended), not be
+        # handed back and claimed again for ever
+        node = RateLimitedNode(limit=100, window=WINDOW)
+        async with world("sqlite", tmp_path) as w:
+            budgeted(w, node, budget=100)
+            w.chat_settings = replace(w.chat_settings, lease=4.5)
+            await w.start()
+            texts = await phone_burst(w, 3)
+            await w.settled(Channel.XMTP, within=10)
+            deliveries = await w.deliveries(Channel.XMTP)
+        assert w.posts() == texts
+        assert {d.state for d in deliveries} == {DeliveryState.SENT}
+        assert [d.attempts for d in deliveries] == [1, 1, 1]
+
+
 def paced(node: RecordingChatNetwork, limit: int, *, max_wait: float = 5.0,
           refusals: RefusalWatch | None = None) -> tuple[PacedChatNetwork, Pacer]:
     pacer = Pacer(PacingSettings(window=WindowSettings(limit, WINDOW, headroom=0.0)))
