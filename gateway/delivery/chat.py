@@ -104,12 +104,10 @@ class ChatChannel:
         try:
             group_id, members = await self._group_or_members(job)
             # every write takes a turn of the identity's budget: the group's (when it is
-            # made now), then a post per text and file. What must fit in this lease is
-            # the group's call and the first post's: files after it go under a new lease
-            # when this one runs short (_post_files).
+            # made now), then a post per text and file
             posts = max(1, bool(text) + (len(job.message.media) if files else 0))
             writes = posts + (group_writes(len(members)) if group_id is None else 0)
-            turns = _Turns(await attempt.pace(writes, 1 + (group_id is None)))
+            turns = _Turns(await attempt.pace(writes, posts + (group_id is None)))
             if group_id is None:
                 await turns.take(group_writes(len(members)))
                 group_id = await self._make_group(job, members)

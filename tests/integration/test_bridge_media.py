@@ -125,7 +125,7 @@ class TestPhoneToWallet:
     async def test_a_text_with_more_files_than_sends_fit_in_a_lease_goes(
             self, bridge: Bridge) -> None:
         # four posts at xmtp.send_timeout_seconds (30) each are more than the lease (120):
-        # the engine asks only that the first fits (the files hand back when it runs short)
+        # the engine extends the lease for them
         await group_with(bridge)
         await bridge.text(PHONE, SUPPORT, "three pictures",
                           attachments=[(ICON, "image/png")] * 3)
