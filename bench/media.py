@@ -33,10 +33,8 @@ import argparse
 import asyncio
 import base64
 import json
-import os
 import secrets
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -49,7 +47,7 @@ from aiohttp.test_utils import TestServer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import WAIT, Stack, summary, watch_stream
+from bench.stack import WAIT, Stack, run_reported, summary, watch_stream
 from gateway.media.attachments import (
     Attachment,
     decode_remote_attachment,
@@ -440,23 +438,9 @@ async def main() -> int:
                         "environment makes it name every callback that held its loop "
                         "over 100 ms)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-media-") as tmp:
-        log = Path(tmp) / "gateway.log"
-        try:
-            results = await Bench(Path(tmp), args.photos, args.size, args.rate).run()
-        except BaseException:
-            if log.exists():
-                print(log.read_text()[-4000:], file=sys.stderr)
-            raise
-        finally:
-            if args.gateway_log is not None and log.exists():
-                args.gateway_log.write_bytes(log.read_bytes())
-    results["cpus"] = os.cpu_count()
-    print(report(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
-
+    return await run_reported(
+        "bench-media-", lambda tmp: Bench(tmp, args.photos, args.size, args.rate).run(),
+        report, args.json, keep_log=args.gateway_log)
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))

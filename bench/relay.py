@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import re
 import secrets
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -55,7 +53,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.stack import WAIT, Stack, watch_stream
+from bench.stack import WAIT, Stack, run_reported, watch_stream
 from bench.stack import summary as _summary
 from gateway.xmtp.client import Conversation, XmtpClient
 from gateway.xmtp.loop_thread import LoopThread
@@ -470,20 +468,9 @@ async def main() -> int:
                         help="pause between the latency series' messages")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp:
-        try:
-            results = await Bench(Path(tmp), args.messages, args.conversations,
-                                  args.pause_ms).run()
-        except BaseException:
-            log = Path(tmp) / "gateway.log"
-            if log.exists():
-                print(log.read_text()[-4000:], file=sys.stderr)
-            raise
-    results["cpus"] = os.cpu_count()
-    print(report(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    return await run_reported(
+        "bench-relay-", lambda tmp: Bench(tmp, args.messages, args.conversations,
+                                          args.pause_ms).run(), report, args.json)
 
 
 if __name__ == "__main__":

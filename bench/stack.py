@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +46,9 @@ WAIT = 60.0  # any single wait in a benchmark
 class Stack:
     """The deployed processes around the bench, and the phone side's webhook."""
 
+    # the devnode's options beyond its port and database
+    devnode_options: tuple[str, ...] = ("--log-level", "WARNING")
+
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.main = asyncio.get_running_loop()
@@ -59,7 +65,7 @@ class Stack:
         self.webhook = f"http://127.0.0.1:{self.port}{MESSAGES_PATH}"
         self.devnode = devnode = Process(
             "devnode", ["devnode", "--port", str(self.devnode_port), "--db", ":memory:",
-                        "--log-level", "WARNING"], self.tmp / "devnode.log")
+                        *self.devnode_options], self.tmp / "devnode.log")
         sim = Process("twilio-sim", ["twilio-sim", "--port", str(self.sim_port),
                                      "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID,
                                      "--webhook-url", self.webhook], self.tmp / "sim.log")
@@ -76,9 +82,12 @@ class Stack:
                 process.stop()
 
     async def start_gateway(self, wallet: str, *, rule: dict[str, Any] | None = None,
-                            twilio: dict[str, Any] | None = None) -> None:
-        """``gateway serve`` with one fixed rule on SUPPORT to ``wallet``; ``rule`` and
-        ``twilio`` add to the rule's and the twilio section's settings."""
+                            twilio: dict[str, Any] | None = None,
+                            xmtp: dict[str, Any] | None = None,
+                            ready: bool = False) -> None:
+        """``gateway serve`` with one fixed rule on SUPPORT to ``wallet``; ``rule``,
+        ``twilio`` and ``xmtp`` add to those settings. ``ready``: wait for ``/readyz``
+        (its XMTP client up), not only for its port."""
         config = gateway_config(
             port=self.port, sim_port=self.sim_port, node_url=self.node_url,
             wallet_key="0x" + secrets.token_hex(32), directory={"agent": wallet},
@@ -86,9 +95,24 @@ class Stack:
                     "mode": "fixed", "wallets": ["agent"], **(rule or {})}])
         config["server"]["log_level"] = "WARNING"
         config["twilio"].update(twilio or {})
+        config["xmtp"].update(xmtp or {})
         (self.tmp / "gw.yaml").write_text(yaml.safe_dump(config))
         self.gateway.start()
         await wait_for_port(self.gateway, self.port, within=60)
+        if ready:
+            await self._ready()
+
+    async def _ready(self) -> None:
+        deadline = time.monotonic() + WAIT
+        async with aiohttp.ClientSession() as session:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with session.get(f"http://127.0.0.1:{self.port}/readyz") as answer:
+                        if answer.status == 200:
+                            return
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"gateway not ready:\n{self.gateway.output()}")
+                await asyncio.sleep(0.2)
 
     async def webhook_post(self, session: aiohttp.ClientSession, from_: str, body: str,
                            media_url: str | None = None) -> float:
@@ -128,6 +152,30 @@ async def watch_stream(client: XmtpClient, thread: LoopThread, main: asyncio.Abs
 
     thread.submit(pump())
     await ready
+
+
+async def run_reported(prefix: str, bench: Callable[[Path], Awaitable[dict[str, Any]]],
+                       report: Callable[[dict[str, Any]], str], json_path: Path | None, *,
+                       keep_log: Path | None = None) -> int:
+    """Runs ``bench`` in a fresh directory and prints its ``report`` (and writes its
+    figures to ``json_path``); when it fails, the end of the gateway's log goes to
+    stderr. ``keep_log``: where to copy the gateway's whole log."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        log = Path(tmp) / "gateway.log"
+        try:
+            results = await bench(Path(tmp))
+        except BaseException:
+            if log.exists():
+                print(log.read_text()[-4000:], file=sys.stderr)
+            raise
+        finally:
+            if keep_log is not None and log.exists():
+                await asyncio.to_thread(shutil.copyfile, log, keep_log)
+    results["cpus"] = os.cpu_count()
+    print(report(results))
+    if json_path:
+        await asyncio.to_thread(json_path.write_text, json.dumps(results, indent=2))
+    return 0
 
 
 def summary(seconds: list[float], digits: int = 1) -> dict[str, float]:

@@ -33,40 +33,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
-import os
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
-from twilio.request_validator import RequestValidator
 
-os.environ.setdefault("RUST_LOG", "off")
-# The process helpers are the end-to-end tests' (tests/e2e/bridge): the repository root.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.twilio.webhooks import MESSAGES_PATH
+from bench.stack import Stack, run_reported
 from gateway.xmtp.client import XmtpClient
 from gateway.xmtp.loop_thread import LoopThread
-from tests.e2e.bridge.harness import (
-    ACCOUNT_SID,
-    AUTH_TOKEN,
-    Process,
-    free_port,
-    gateway_config,
-    wait_for_port,
-)
 
-SUPPORT = "+15550100001"
 WAIT = 120.0  # any single wait in the benchmark
 
 
@@ -113,80 +95,25 @@ class Arrivals:
             await asyncio.sleep(0.2)
 
 
-class Bench:
+class Bench(Stack):
     def __init__(self, tmp: Path, args: argparse.Namespace) -> None:
-        self.tmp = tmp
+        super().__init__(tmp)
         self.writes: int = args.writes
         self.window: float = args.window
         self.load: float = args.load
         self.windows: int = args.windows
         self.conversations: int = args.conversations
         self.budget_rate = self.writes / self.window  # writes per second the node allows
-        self.validator = RequestValidator(AUTH_TOKEN)
+        # INFO: the devnode logs each refusal ("rpc … rate limited") and nothing per call
+        self.devnode_options = ("--log-level", "INFO", "--max-writes", str(self.writes),
+                                "--rate-window", str(self.window))
         self.results: dict[str, Any] = {
             "writes": self.writes, "window_s": self.window, "load": self.load,
             "windows": self.windows, "conversations": self.conversations, "identities": 1}
 
-    @contextlib.asynccontextmanager
-    async def processes(self) -> AsyncIterator[None]:
-        self.devnode_port, self.sim_port, self.port = free_port(), free_port(), free_port()
-        self.node_url = f"http://127.0.0.1:{self.devnode_port}"
-        self.webhook = f"http://127.0.0.1:{self.port}{MESSAGES_PATH}"
-        # INFO: the devnode logs each refusal ("rpc … rate limited") and nothing per call
-        self.devnode = Process(
-            "devnode", ["devnode", "--port", str(self.devnode_port), "--db", ":memory:",
-                        "--log-level", "INFO", "--max-writes", str(self.writes),
-                        "--rate-window", str(self.window)], self.tmp / "devnode.log")
-        sim = Process("twilio-sim", ["twilio-sim", "--port", str(self.sim_port),
-                                     "--auth-token", AUTH_TOKEN, "--account-sid", ACCOUNT_SID,
-                                     "--webhook-url", self.webhook], self.tmp / "sim.log")
-        self.gateway = Process("gateway", ["serve", "--config", str(self.tmp / "gw.yaml")],
-                               self.tmp / "gateway.log")
-        try:
-            self.devnode.start()
-            sim.start()
-            await wait_for_port(self.devnode, self.devnode_port)
-            await wait_for_port(sim, self.sim_port)
-            yield
-        finally:
-            for process in (self.gateway, sim, self.devnode):
-                process.stop()
-
-    async def start_gateway(self, session: aiohttp.ClientSession, wallet: str) -> None:
-        config = gateway_config(
-            port=self.port, sim_port=self.sim_port, node_url=self.node_url,
-            wallet_key="0x" + secrets.token_hex(32), directory={"agent": wallet},
-            rules=[{"name": "support", "proxy": SUPPORT, "channels": ["sms"],
-                    "mode": "fixed", "wallets": ["agent"]}])
-        config["server"]["log_level"] = "WARNING"
-        config["twilio"]["rate_limits"] = {"default_per_second": 100000.0}
-        config["xmtp"]["write_budget"] = {"writes": self.writes,
-                                          "window_seconds": self.window}
-        (self.tmp / "gw.yaml").write_text(yaml.safe_dump(config))
-        self.gateway.start()  # RUST_LOG=error: libxmtp's refusals reach the metric
-        await wait_for_port(self.gateway, self.port, within=60)
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(f"http://127.0.0.1:{self.port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"gateway not ready:\n{self.gateway.output()}")
-            await asyncio.sleep(0.2)
-
     async def text(self, session: aiohttp.ClientSession, from_: str, body: str) -> None:
         """A signed inbound text, as Twilio posts it."""
-        sid = "SM" + secrets.token_hex(16)
-        form = {"MessageSid": sid, "SmsMessageSid": sid, "SmsSid": sid,
-                "AccountSid": ACCOUNT_SID, "From": from_, "To": SUPPORT, "Body": body,
-                "NumMedia": "0", "NumSegments": "1", "SmsStatus": "received",
-                "ApiVersion": "2010-04-01"}
-        headers = {"X-Twilio-Signature": self.validator.compute_signature(self.webhook, form)}
-        async with session.post(self.webhook, data=form, headers=headers) as response:
-            await response.read()
-            if response.status != 200:
-                raise RuntimeError(f"webhook answered {response.status}")
+        await self.webhook_post(session, from_, body)
 
     async def metric(self, session: aiohttp.ClientSession, name: str,
                      **labels: str) -> float:
@@ -202,7 +129,11 @@ class Bench:
             async with self.processes(), aiohttp.ClientSession() as session:
                 wallet = await thread.run(XmtpClient.create(
                     node_url=self.node_url, private_key=secrets.token_bytes(32)))
-                await self.start_gateway(session, wallet.address)
+                # RUST_LOG=error: libxmtp's refusals reach the gateway's metric
+                await self.start_gateway(
+                    wallet.address, twilio={"rate_limits": {"default_per_second": 100000.0}},
+                    xmtp={"write_budget": {"writes": self.writes,
+                                           "window_seconds": self.window}}, ready=True)
                 arrivals = Arrivals(wallet, thread)
                 await arrivals.start()
                 await self.open_conversations(session, arrivals)
@@ -328,20 +259,8 @@ async def main() -> int:
     parser.add_argument("--conversations", type=int, default=10)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-xmtp-budget-") as tmp:
-        try:
-            results = await Bench(Path(tmp), args).run()
-        except BaseException:
-            log = Path(tmp) / "gateway.log"
-            if log.exists():
-                print(log.read_text()[-4000:], file=sys.stderr)
-            raise
-    results["cpus"] = os.cpu_count()
-    print(report(results))
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
-
+    return await run_reported("bench-xmtp-budget-", lambda tmp: Bench(tmp, args).run(),
+                              report, args.json)
 
 if __name__ == "__main__":
     sys.exit(asyncio.run(main()))
