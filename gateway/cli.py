@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="SECONDS",
                          help="the rolling window of --max-writes and --max-reads "
                               "(default: 300, the network's)")
+    devnode.add_argument("--rate-per-address", action="store_true",
+                         help="count --max-writes and --max-reads per IP address, as "
+                              "XMTP's node does (every client of a host shares them); "
+                              "default: per connection, so each local client has its own")
 
     demo = sub.add_parser("demo", help="a phone and a wallet talking through the gateway")
     _config_option(demo)

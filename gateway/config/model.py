@@ -217,6 +217,9 @@ class DevnodeConfig(_Section):
     max_writes: int | None = Field(None, ge=1)
     max_reads: int | None = Field(None, ge=1)
     rate_window_seconds: Positive = 300.0
+    # count them per IP address, as the network does (every local client shares one);
+    # else per connection
+    rate_per_address: bool = False
 
 
 class WriteBudgetConfig(_Section):

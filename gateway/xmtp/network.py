@@ -513,7 +513,8 @@ async def open_chat_network(config: GatewayConfig, *, allow_new_installation: bo
             devnode.db.parent.mkdir(parents=True, exist_ok=True)
             limits = InboxLimits(devnode.max_installations, devnode.max_inbox_updates)
             rates = RateLimits(devnode.max_writes, devnode.max_reads,
-                               devnode.rate_window_seconds)
+                               devnode.rate_window_seconds,
+                               per_address=devnode.rate_per_address)
             node = await stack.enter_async_context(
                 DevNode.start(db=str(devnode.db), port=devnode.port, limits=limits,
                               rate_limits=rates))

@@ -6,17 +6,20 @@ window, a clock moved by hand."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import grpc
 import pytest
 
 from gateway.cli import build_parser
+from gateway.config import parse_config
 from gateway.xmtp.devnode import DevNode
 from gateway.xmtp.devnode.proto_gen import identity_api_pb2 as identity_api
 from gateway.xmtp.devnode.proto_gen import identity_api_pb2_grpc as identity_grpc
 from gateway.xmtp.devnode.proto_gen import identity_associations_pb2 as assoc
 from gateway.xmtp.devnode.proto_gen import mls_api_pb2 as mls_api
 from gateway.xmtp.devnode.rate_limits import READ, WRITE, RateLimiter, RateLimits, cost_of
+from tests.unit.config_fixtures import minimal
 
 _inboxes = itertools.count(1)
 
@@ -138,3 +141,38 @@ class TestCommandLine:
         with pytest.raises(SystemExit):
             parser.parse_args(["devnode", "--rate-window", "0"])
         assert "not a number of seconds above 0" in capsys.readouterr().err
+
+
+class TestWhoIsAClient:
+    def test_per_connection_by_default_each_local_client_has_its_own_budget(self) -> None:
+        limiter = RateLimiter(RateLimits(max_writes=1))
+        one = limiter.client_of("ipv4:127.0.0.1:40001", None)
+        other = limiter.client_of("ipv4:127.0.0.1:40002", None)
+        assert one != other
+        assert limiter.check(one, "SendGroupMessages", None) is None
+        assert limiter.check(other, "SendGroupMessages", None) is None
+
+    @pytest.mark.parametrize("peers", [("ipv4:127.0.0.1:40001", "ipv4:127.0.0.1:40002"),
+                                       ("ipv6:[::1]:40001", "ipv6:[::1]:40002")])
+    def test_per_address_every_client_of_a_host_shares_one_as_on_the_network(
+            self, peers: tuple[str, str]) -> None:
+        limiter = RateLimiter(RateLimits(max_writes=1, per_address=True))
+        one, other = (limiter.client_of(peer, None) for peer in peers)
+        assert one == other == peers[0].rsplit(":", 1)[0]
+        assert limiter.check(one, "SendGroupMessages", None) is None
+        assert limiter.check(other, "SendGroupMessages", None) is not None
+
+    def test_a_forwarded_address_is_the_client_whatever_the_connection(self) -> None:
+        limiter = RateLimiter(RateLimits(max_writes=1))
+        assert limiter.client_of("ipv4:10.0.0.5:40001", "203.0.113.7, 10.0.0.1") == \
+            "203.0.113.7"
+
+    def test_the_cli_and_the_embedded_config_take_it(self, tmp_path: Path) -> None:
+        args = build_parser().parse_args(["devnode", "--max-writes", "5",
+                                          "--rate-per-address"])
+        assert args.rate_per_address is True
+        assert build_parser().parse_args(["devnode"]).rate_per_address is False
+        raw = minimal()
+        raw["xmtp"] = {**raw["xmtp"], "devnode": {"rate_per_address": True}}
+        config = parse_config(raw, base_dir=tmp_path, env={})
+        assert config.xmtp.devnode.rate_per_address is True

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 
 async def _serve(args: argparse.Namespace) -> None:
     limits = InboxLimits(args.max_installations, args.max_inbox_updates)
-    rate_limits = RateLimits(args.max_writes, args.max_reads, args.rate_window)
+    rate_limits = RateLimits(args.max_writes, args.max_reads, args.rate_window,
+                             per_address=args.rate_per_address)
     node = await DevNode.open(db=args.db, host=args.host, port=args.port, limits=limits,
                               rate_limits=rate_limits)
     stop = asyncio.Event()

@@ -16,8 +16,10 @@ libxmtp treats that status as retryable: it tries a write again five times in ab
 message stays unpublished, and publishing it again later sends it once.
 
 "A client" is what XMTP's node keys on: the request's ``x-forwarded-for`` when it has
-one, else the caller's address. On loopback every client shares 127.0.0.1, so the devnode
-keys on the connection (address and port): each libxmtp API client has its own.
+one, else the caller's IP address. On loopback every client shares 127.0.0.1, so by
+default the devnode keys on the connection (address and port): each libxmtp API client
+has its own. ``per_address`` keys on the address alone, as the network does: then every
+client of one host (several gateway identities, a test's wallets) shares one budget.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class RateLimits:
     max_writes: int | None = None
     max_reads: int | None = None
     window_seconds: float = XMTP_RATE_WINDOW
+    per_address: bool = False  # a client is its IP address (the network's key), not its connection
 
     @classmethod
     def xmtp(cls) -> RateLimits:
@@ -115,6 +118,16 @@ class RateLimiter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.counted[kind] += cost
         return None
 
+    def client_of(self, peer: str, forwarded: str | None) -> str:
+        """The key a request's limits are counted under: the first ``x-forwarded-for``
+        address, else the caller (gRPC's ``ipv4:127.0.0.1:43168``), without its port when
+        ``per_address``."""
+        if forwarded:
+            return forwarded.split(",")[0].strip()
+        if self._limits.per_address and peer.count(":") >= 2:
+            return peer.rsplit(":", 1)[0]
+        return peer
+
     def used(self, client: str, kind: str) -> int:
         """What ``client`` has used of a limit in the window that ends now."""
         return self._windows[(client, kind)].used(self._now(), self._limits.window_seconds)
@@ -138,8 +151,7 @@ class RateLimiter(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _refusal(self, context: grpc.aio.ServicerContext[Any, Any], method: str,
                  forwarded: str | None, request: Any) -> str | None:
-        client = forwarded.split(",")[0].strip() if forwarded else str(context.peer())
-        refusal = self.check(client, method, request)
+        refusal = self.check(self.client_of(str(context.peer()), forwarded), method, request)
         if refusal is not None:
             log.info("rpc %s rate limited: %s", method, refusal)
         return refusal
