@@ -256,6 +256,8 @@ def resolve_generated(raw: Any, data_dir: Path, problems: Problems, *, persist: 
         if value != GENERATE:
             continue
         kind = generatable(path, raw) if isinstance(raw, Mapping) else None
+        if kind is None and path[:1] == ("rules",):
+            continue  # rules hold no secrets: there it is text (a greeting, a variable)
         if kind is None:
             problems.append((format_path(path), "'generate' is not supported for this key"))
         else:

@@ -142,6 +142,18 @@ class TestGeneratedSecrets:
         assert refused.value.problems == [
             ("twilio.auth_token", "'generate' is not supported for this key")]
 
+    def test_in_a_rule_generate_is_text_as_written(self, tmp_path: Path) -> None:
+        # rules hold no secrets: a greeting or a template variable may say "generate"
+        raw = minimal()
+        rule = raw["rules"][0]
+        rule["greeting"] = "generate"
+        rule["outbound"] = {"whatsapp_template": {
+            "content_sid": "HX" + "0" * 32, "variables": {"1": "generate"}}}
+        found = parse_config(raw, base_dir=tmp_path, env={}).rulebook().rules[0]
+        assert found.greeting == "generate"
+        assert found.outbound.whatsapp_template is not None
+        assert found.outbound.whatsapp_template.variables == {"1": "generate"}
+
     def test_generate_is_refused_where_it_means_nothing(self, tmp_path: Path) -> None:
         raw = minimal()
         raw["server"] = {"host": "generate"}
