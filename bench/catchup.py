@@ -27,7 +27,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -42,6 +41,8 @@ from typing import Any
 from aiohttp import web
 
 os.environ.setdefault("RUST_LOG", "off")
+# tests/ports.py: the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.app import Parts, create_app
 from gateway.appkeys import RELAY
@@ -52,16 +53,10 @@ from gateway.domain.models import Channel
 from gateway.domain.relay import PhoneText
 from gateway.testing.phone_fake import RecordingPhoneNetwork
 from gateway.xmtp.client import Conversation, XmtpClient
+from tests.ports import free_port
 
 PROXY = "+15550100001"
 KEYS = {"k1": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

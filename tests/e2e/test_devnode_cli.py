@@ -8,22 +8,15 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 
 from gateway.xmtp.client import XmtpClient
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 async def wait_until_listening(port: int, process: asyncio.subprocess.Process) -> None:

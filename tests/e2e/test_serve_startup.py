@@ -23,18 +23,12 @@ import pytest
 
 from gateway.data_dir import exclusive_data_dir
 from gateway.xmtp.devnode.storage import DevNodeStorage
+from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 STARTS_WITHIN = 90.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass

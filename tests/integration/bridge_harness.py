@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from gateway.domain.ids import WalletAddress
 from gateway.domain.ports import ChatMessage, Store
 from gateway.testing.chat_fake import RecordingChatNetwork
 from gateway.testing.twilio_sim import TwilioSimulator
+from tests.ports import free_port
 
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "f3b1a2c4d5e6f708192a3b4c5d6e7f80"
@@ -33,13 +33,6 @@ DIAL = "+15550100002"
 TEAM = "+15550100003"
 PHONE = "+15551230001"
 PHONE_2 = "+15551230002"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def bridge_config(tmp: Path, *, port: int, sim_url: str, **overrides: Any) -> GatewayConfig:

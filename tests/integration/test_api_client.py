@@ -4,7 +4,6 @@ event streams that survive the gateway restarting."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,15 +23,9 @@ from tests.fixtures.api_app import (
     build_app,
     open_parts,
 )
+from tests.ports import free_port
 
 CHECKSUMMED = "0xAb5801a7D398351b8bE11C439e05C5B3259aeC9B"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Gateway:

@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,17 +28,11 @@ from eth_account import Account
 
 from gateway.twilio.webhooks import MESSAGES_PATH
 from gateway.xmtp.client import Conversation, XmtpClient, XmtpMessage
+from tests.ports import free_port
 
 ACCOUNT_SID = "AC" + "1" * 32
 AUTH_TOKEN = "e2e-auth-token"
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class Process:
