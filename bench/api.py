@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing
-import socket
 import statistics
 import sys
 import tempfile
@@ -35,16 +34,11 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.ports import free_port
+
 TOKEN = "bench-token-0123456789abcdef"  # noqa: S105 - a benchmark's fixed token
 KEYS = {"k1": bytes(range(32))}
 PAGE = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _serve(port: int, db_url: str) -> None:
@@ -222,7 +216,7 @@ async def main(args: argparse.Namespace) -> None:
         ids = await _seed(db_url, {"large": args.messages, "small": args.small})
         print(f"seeded {args.messages} + {args.small} messages in "
               f"{time.perf_counter() - began:.1f} s")
-        port = _free_port()
+        port = free_port()
         server = multiprocessing.get_context("spawn").Process(
             target=_serve, args=(port, db_url), daemon=True)
         server.start()

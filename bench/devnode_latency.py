@@ -23,7 +23,6 @@ import re
 import resource
 import secrets
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,8 +33,12 @@ from pathlib import Path
 
 import grpc
 
+# tests/ports.py: the repository root
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 from gateway.xmtp.client import MessageStream, XmtpClient
 from gateway.xmtp.devnode.proto_gen import mls_api_pb2, mls_api_pb2_grpc
+from tests.ports import free_port
 
 os.environ.setdefault("RUST_LOG", "error")  # libxmtp reads it when the first client starts
 REPO = Path(__file__).resolve().parent.parent
@@ -53,13 +56,6 @@ def process_cpu_seconds(pid: int) -> float:
 def own_cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextlib.asynccontextmanager

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,16 +33,11 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.ports import free_port
+
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "f3b1a2c4d5e6f708192a3b4c5d6e7f80"  # noqa: S105 - a benchmark's fixed token
 PROXY = "+15550100001"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _serve_bare(port: int) -> None:
@@ -210,7 +204,7 @@ def main() -> int:
         for name, target, extra in (("bare", _serve_bare, ()),
                                     ("durable", _serve_durable, (data_dir,)),
                                     ("gateway", _serve_gateway, (data_dir,))):
-            port = _free_port()
+            port = free_port()
             process = ctx.Process(target=target, args=(port, *extra), daemon=True)
             process.start()
             try:

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 from gateway.errors import MediaFetchFailed, MediaRefused
 from gateway.media.fetch import Credentials, FetchPolicy, MediaFetcher, twilio_credentials
+from tests.ports import free_port
 
 LOCAL = FetchPolicy(max_bytes=10_000, timeout_seconds=5.0, allow_insecure=True)
 UNSPECIFIED = "0.0.0." + "0"  # not a bind: an address a hostile DNS may answer
@@ -286,9 +287,7 @@ class TestAnswers:
         assert (info.value.status, info.value.retryable) == (status, retryable)
 
     async def test_a_refused_connection_is_retryable(self) -> None:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()  # nothing listens there
         with pytest.raises(MediaFetchFailed) as info:
             await fetch(f"http://127.0.0.1:{port}/x")
         assert info.value.retryable

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +23,7 @@ from gateway.errors import (
 from gateway.testing.twilio_sim import Fault, TwilioSimulator
 from gateway.twilio.sender import TwilioPhoneNetwork
 from gateway.twilio.signature import verify_signature
+from tests.ports import free_port
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "sim-token"
@@ -175,9 +175,7 @@ class TestRetryableErrors:
         assert [a.outcome for a in sim.attempts] == ["503", "503", "created"]
 
     async def test_a_refused_connection_is_retryable(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            closed_port = s.getsockname()[1]
+        closed_port = free_port()  # nothing listens there
         network = TwilioPhoneNetwork.create(account_sid=ACCOUNT, auth_token=TOKEN,
                                             api_base_url=f"http://127.0.0.1:{closed_port}")
         try:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from gateway.testing.twilio_sim import Fault, TwilioSimulator
 from gateway.twilio.data import InboundText, parse_inbound
 from gateway.twilio.http import GatewayHttpClient
 from gateway.twilio.signature import verify_signature
+from tests.ports import free_port
 
 ACCOUNT = "AC" + "5" * 32
 TOKEN = "sim-test-token"
@@ -286,16 +286,9 @@ class TestControlApi:
                 assert [a["outcome"] for a in await r.json()] == ["429", "created", "created"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class TestCommand:
     async def test_gateway_twilio_sim_serves_until_terminated(self) -> None:
-        port = _free_port()
+        port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway", "twilio-sim", "--port", str(port),
             "--auth-token", TOKEN, "--account-sid", ACCOUNT,
