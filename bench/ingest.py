@@ -14,6 +14,12 @@ in the outbox before the 200. The baselines:
 
 Two measures per server: throughput with ``--concurrency`` requests in flight (closed
 loop), and latency at a fixed ``--rate`` (open loop, ``--seconds`` long).
+
+The gateway keeps its default XMTP write budget (2,850 writes per 5 minutes after the
+headroom), and the closed loop alone asks more of it (a text each, and a group for each
+of the 500 phones), so the open loop runs while the outbox holds a backlog paced into
+the next window: what the webhook costs while the chat side is behind is part of what
+is measured.
 """
 
 from __future__ import annotations

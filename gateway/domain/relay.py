@@ -249,7 +249,7 @@ class Relay:
             jobs = await tx.claim_deliveries(channels, holder=holder, now=now,
                                              lease_until=lease_until, limit=limit)
             await self._claimed(tx, after, jobs, now)
-            return jobs, await tx.next_due(channels, holder=holder)
+            return jobs, await tx.next_due(channels, now=now)
 
     async def reclaim(self, channels: Sequence[Channel], *, holder: str,
                       lease_until: datetime, limit: int) -> list[DeliveryJob]:

@@ -117,7 +117,9 @@ class Writer:
                             now: datetime) -> Delivery:
         """Claimed at birth when this process's engine for the channel has room (it takes
         the job once the transaction commits) and nothing earlier in its lane is open
-        elsewhere; left pending for a claim otherwise."""
+        elsewhere; left pending for a claim otherwise. The engines are woken for it only
+        when none had room: one that waits behind its lane is claimed when what is ahead
+        of it is done, and that wakes them (a claim for it now would find nothing)."""
         taker = self._takers(target.channel)
         offer = taker.lease_for(target, now) if taker is not None else None
         delivery = await tx.add_delivery(
@@ -128,7 +130,7 @@ class Writer:
             after.taken.append((taker, DeliveryJob(
                 delivery=delivery, message=message, target=target, conversation=conversation,
                 author=author)))
-        else:
+        elif offer is None:
             after.channels.add(target.channel)
         return delivery
 

@@ -85,14 +85,29 @@ TAKE_MESSAGE_INDEX = (
 GET_DELIVERY = _where_equal(deliveries, "id")
 ADD_DELIVERY = deliveries.insert().returning(*deliveries.c)
 _OPEN = OPEN_STATES
-# Whether a new delivery of a lane may be claimed at birth by ``holder``: not while an
-# earlier one is open and not held by it (pending, in a backoff, or another process's).
-LANE_BLOCKED = (
-    sa.select(deliveries.c.id)
+# What a new delivery of a lane waits behind: how many earlier ones are open and not held
+# by ``holder`` (pending, in a backoff, or another process's: while there are any it is
+# not claimed at birth), and the latest time one of those pending falls due (it is not
+# due before then; see LANE_BEHIND).
+LANE_WAIT = (
+    sa.select(sa.func.count().label("blocking"),
+              sa.func.max(sa.case((deliveries.c.state == DeliveryState.PENDING.value,
+                                   deliveries.c.next_attempt_at))).label("due"))
     .where(deliveries.c.lane == sa.bindparam("lane"), _one_of(deliveries.c.state, _OPEN),
            sa.or_(deliveries.c.holder.is_(None),
-                  deliveries.c.holder != sa.bindparam("holder")))
-    .limit(1))
+                  deliveries.c.holder != sa.bindparam("holder"))))
+# A lane's pending deliveries are never due before an earlier pending one of the lane:
+# when a delivery goes back to wait (a backoff, a hand-back), those behind it wait as
+# long. A claim then meets, among the due rows, the heads of their lanes and not every
+# text queued behind a head that waits — without this each claim would walk the whole
+# backlog (a write budget spent for minutes queues thousands).
+LANE_BEHIND = (
+    deliveries.update()
+    .where(deliveries.c.lane == sa.bindparam("of_lane"),
+           deliveries.c.position > sa.bindparam("after_position"),
+           deliveries.c.state == DeliveryState.PENDING.value,
+           deliveries.c.next_attempt_at < sa.bindparam("due"))
+    .values(next_attempt_at=sa.bindparam("due")))
 LANE_OPEN = (deliveries.select()
              .where(deliveries.c.lane == sa.bindparam("lane"),
                     _one_of(deliveries.c.state, _OPEN))
@@ -169,8 +184,14 @@ DUE_DELIVERIES = (
     .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
     .limit(sa.bindparam("limit"))
     .with_for_update(skip_locked=True))
-# The soonest one of those falls due (the engine sleeps until then rather than polling).
-NEXT_DUE = sa.select(sa.func.min(deliveries.c.next_attempt_at).label("due")).where(*_CLAIMABLE)
+# The soonest a pending delivery falls due after ``now`` (the engine sleeps until then
+# rather than polling; what is due already and was not claimed waits behind work held
+# elsewhere, and that work's end wakes the engine). An index seek: the lanes' order is
+# left to the claim, as one that meets a lane's head not yet due only sleeps again.
+NEXT_DUE = (sa.select(sa.func.min(deliveries.c.next_attempt_at).label("due"))
+            .where(deliveries.c.state == DeliveryState.PENDING.value,
+                   deliveries.c.channel.in_(sa.bindparam("channels", expanding=True)),
+                   deliveries.c.next_attempt_at > sa.bindparam("now")))
 # Outcomes nobody will report: ``unknown`` and free, or held under a lease that ran out or
 # by a process that stopped beating (it died between claim and result).
 _ALIVE = (sa.select(outbox_holders.c.id)

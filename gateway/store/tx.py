@@ -348,15 +348,18 @@ class SqlStoreTx:
         lane: str, position: int, now: datetime, not_before: datetime | None = None,
         holder: str | None = None, lease_until: datetime | None = None,
     ) -> Delivery:
-        claimed = holder is not None and lease_until is not None
-        if claimed and await self._one(statements.LANE_BLOCKED,
-                                       {"lane": lane, "holder": holder}):
-            claimed = False  # order first: an earlier one of the lane is still open
+        wait = await self._one(statements.LANE_WAIT, {"lane": lane, "holder": holder or ""})
+        assert wait is not None  # an aggregate: one row
+        # order first: not claimed while an earlier one of the lane is open elsewhere
+        claimed = holder is not None and lease_until is not None and not wait["blocking"]
+        due = not_before or now
+        if wait["due"] is not None and wait["due"] > due:
+            due = wait["due"]  # not before the lane's earlier ones (LANE_BEHIND)
         row = await self._one(statements.ADD_DELIVERY, {
             "id": new_delivery_id(), "message_id": message_id, "participant_id": participant_id,
             "channel": channel.value,
             "state": (DeliveryState.SENDING if claimed else DeliveryState.PENDING).value,
-            "attempts": 1 if claimed else 0, "next_attempt_at": not_before or now,
+            "attempts": 1 if claimed else 0, "next_attempt_at": due,
             "lease_until": lease_until if claimed else None,
             "holder": holder if claimed else None, "lease_token": 1 if claimed else 0,
             "lane": lane, "position": position, "provider_id": None,
@@ -389,9 +392,9 @@ class SqlStoreTx:
         found = await self._all(statements.LANE_OPEN, {"lane": lane})
         return [rows.delivery(row) for row in found]
 
-    async def next_due(self, channels: Sequence[Channel], *, holder: str) -> datetime | None:
+    async def next_due(self, channels: Sequence[Channel], *, now: datetime) -> datetime | None:
         row = await self._one(statements.NEXT_DUE, {"channels": [c.value for c in channels],
-                                                    "holder": holder})
+                                                    "now": now})
         return row["due"] if row else None
 
     async def claim_reconcilable(
@@ -457,6 +460,12 @@ class SqlStoreTx:
 
     async def _update_delivery(self, delivery_id: DeliveryId, *, lease: Lease | None = None,
                                **values: Any) -> Delivery:
+        return rows.delivery(await self._update_delivery_row(delivery_id, lease=lease,
+                                                             **values))
+
+    async def _update_delivery_row(self, delivery_id: DeliveryId, *,
+                                   lease: Lease | None = None,
+                                   **values: Any) -> Mapping[str, Any]:
         if lease is None:
             row = await self._one(statements.UPDATE_DELIVERY,
                                   {"delivery": delivery_id, **values})
@@ -465,7 +474,7 @@ class SqlStoreTx:
                 "delivery": delivery_id, **_held(lease), **values})
         if row is None:
             raise await self._missing(delivery_id, lease)
-        return rows.delivery(row)
+        return row
 
     async def _missing(self, delivery_id: DeliveryId,
                        lease: Lease | None) -> NotFound | LeaseLost:
@@ -500,10 +509,10 @@ class SqlStoreTx:
         self, delivery_id: DeliveryId, *, next_attempt_at: datetime, error_code: int | None,
         error_message: str | None, now: datetime, lease: Lease | None = None,
     ) -> Delivery:
-        return await self._update_delivery(
+        return await self._waiting(await self._update_delivery_row(
             delivery_id, lease=lease, state=DeliveryState.PENDING.value,
             next_attempt_at=next_attempt_at, error_code=error_code,
-            error_message=error_message, updated_at=now, **statements.UNLEASED)
+            error_message=error_message, updated_at=now, **statements.UNLEASED))
 
     async def hand_back(self, delivery_id: DeliveryId, *, due: datetime, now: datetime,
                         lease: Lease | None) -> Delivery:
@@ -515,6 +524,14 @@ class SqlStoreTx:
             row = await self._one(statements.HAND_BACK_LEASED, {**values, **_held(lease)})
         if row is None:
             raise await self._missing(delivery_id, lease)
+        return await self._waiting(row)
+
+    async def _waiting(self, row: Mapping[str, Any]) -> Delivery:
+        """A delivery back in the outbox until its ``next_attempt_at``: the pending ones
+        behind it in its lane wait as long (``statements.LANE_BEHIND``)."""
+        await self._conn.execute(statements.LANE_BEHIND, {
+            "of_lane": row["lane"], "after_position": row["position"],
+            "due": row["next_attempt_at"]})
         return rows.delivery(row)
 
     async def mark_failed(

@@ -87,14 +87,32 @@ class TestLaneOrder:
     async def test_a_text_in_its_backoff_holds_back_the_next_one(
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
-            first, _second = [(await wallet_text(tx, on, f"text {n}"))[1] for n in (1, 2)]
+            first, second = [(await wallet_text(tx, on, f"text {n}"))[1] for n in (1, 2)]
         await claim(store)
         async with store.transaction() as tx:
             await tx.mark_retry(first.id, next_attempt_at=LATER, error_code=20429,
                                 error_message="Too Many Requests", now=NOW)
         assert await claim(store) == []  # the second is due, but not before the first
         async with store.transaction() as tx:
-            assert await tx.next_due([Channel.SMS], holder=HOLDER) == LATER
+            assert await tx.next_due([Channel.SMS], now=NOW) == LATER
+            # and it waits as long, so a claim's look at the due rows meets only lane heads
+            assert (await tx.get_delivery(second.id)).next_attempt_at == LATER
+            third = (await wallet_text(tx, on, "text 3"))[1]
+            assert third.next_attempt_at == LATER  # born behind a waiting one
+        assert [job.delivery.id for job in await claim(store, now=LATER)] == [first.id]
+        assert [job.delivery.id for job in await claim(store, now=LATER)] == [second.id]
+        assert [job.delivery.id for job in await claim(store, now=LATER)] == [third.id]
+
+    async def test_a_text_handed_back_to_wait_holds_back_the_next_as_long(
+            self, store: SqlStore, on: Thread) -> None:
+        async with store.transaction() as tx:
+            first, second = [(await wallet_text(tx, on, f"text {n}"))[1] for n in (1, 2)]
+        [job] = await claim(store)
+        async with store.transaction() as tx:  # paced: back to the outbox, due later
+            await tx.hand_back(first.id, due=LATER, now=NOW, lease=job.delivery.lease)
+            assert (await tx.get_delivery(second.id)).next_attempt_at == LATER
+            assert await tx.next_due([Channel.SMS], now=NOW) == LATER
+        assert await claim(store) == []
         assert [job.delivery.id for job in await claim(store, now=LATER)] == [first.id]
 
     async def test_a_holder_claims_behind_what_it_holds_itself(

@@ -45,7 +45,7 @@ async def test_every_prepared_statement_answers_as_sqlalchemy_does(tmp_path: Pat
         await store.close()
     assert prepared is not None
     hot = {statements.ADD_DELIVERY, statements.MARK_SENT_LEASED,
-           statements.UPDATE_LEASED_DELIVERY, statements.LANE_BLOCKED,
+           statements.UPDATE_LEASED_DELIVERY, statements.LANE_WAIT,
            statements.GET_CONVERSATION, statements.GET_PARTICIPANT,
            statements.CURRENT_PARTICIPANTS, statements.ALL_PARTICIPANTS,
            statements.PHONE_PARTICIPANT, statements.FIND_MESSAGE, statements.GET_MESSAGE,

@@ -140,9 +140,9 @@ class StoreTx(Protocol):
         worker are skipped (FOR UPDATE SKIP LOCKED), so no row is ever claimed twice."""
     async def open_in_lane(self, lane: str) -> list[Delivery]:
         """The lane's deliveries not yet done (pending, sending, unknown), in order."""
-    async def next_due(self, channels: Sequence[Channel], *, holder: str) -> datetime | None:
-        """When the soonest delivery ``claim_deliveries`` would give ``holder`` falls due
-        (possibly already), if any."""
+    async def next_due(self, channels: Sequence[Channel], *, now: datetime) -> datetime | None:
+        """When the soonest pending delivery on these channels falls due after ``now``, if
+        any (it may then still wait behind an earlier one of its lane)."""
     async def claim_reconcilable(
         self, channels: Sequence[Channel], *, holder: str, now: datetime,
         lease_until: datetime, limit: int,
