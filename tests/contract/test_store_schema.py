@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,9 +18,10 @@ from gateway.domain.models import Channel, Consent
 from gateway.errors import NotFound, StoreError
 from gateway.store import SqlStore, open_store
 from gateway.store.engine import MIGRATIONS, create_engine, current_revision, upgrade
-from gateway.store.tables import conversations, events, metadata, participants
+from gateway.store.tables import conversations, deliveries, events, metadata, participants
 from tests.contract.scenario import (
     KEYS,
+    LATER,
     NOW,
     OTHER_PHONE,
     OTHER_WALLET,
@@ -27,10 +29,11 @@ from tests.contract.scenario import (
     PROXY,
     OpenStore,
     thread,
+    wallet_text,
 )
 
 REPO = Path(__file__).resolve().parents[2]
-HEAD = "0006"
+HEAD = "0007"
 
 
 class TestMigrations:
@@ -186,6 +189,43 @@ class TestMigrations:
             ("message.added", None),  # names only its message, deleted with the rest
             ("conversation.updated", kept.id), ("delivery.updated", None),
             ("conversation.removed", gone.id)]
+
+    async def test_at_0007_a_backlog_waits_behind_its_lane_heads(self, store_url: str) -> None:
+        """Before 0007 a text queued behind one in its backoff kept its own due time;
+        0007 moves it to the head's, and touches nothing else."""
+        engine = create_engine(store_url)
+        try:
+            await upgrade(engine, "0006")
+        finally:
+            await engine.dispose()
+        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        try:
+            async with old.transaction() as tx:
+                on = await thread(tx)
+                elsewhere = await thread(tx, phone=OTHER_PHONE, wallet=OTHER_WALLET)
+                head, queued, after = [(await wallet_text(tx, on, f"text {n}"))[1]
+                                       for n in (1, 2, 3)]
+                alone = (await wallet_text(tx, elsewhere, "another lane"))[1]
+                failed = (await wallet_text(tx, elsewhere, "failed"))[1]
+                # as 0006's store left them: the head in its backoff, the rest due now
+                for delivery, due, state in [(head, LATER, "pending"), (queued, NOW, "pending"),
+                                             (after, NOW + timedelta(hours=1), "pending"),
+                                             (alone, NOW, "pending"), (failed, None, "failed")]:
+                    await tx.connection.execute(deliveries.update().where(
+                        deliveries.c.id == delivery.id).values(next_attempt_at=due,
+                                                               state=state))
+        finally:
+            await old.close()
+        upgraded = await open_store(store_url, keys=KEYS, active_key="k1")
+        try:
+            async with upgraded.transaction() as tx:
+                due = {d.id: (await tx.get_delivery(d.id)).next_attempt_at
+                       for d in (head, queued, after, alone, failed)}
+        finally:
+            await upgraded.close()
+        assert due == {head.id: LATER, queued.id: LATER,
+                       after.id: NOW + timedelta(hours=1),  # later already: kept
+                       alone.id: NOW, failed.id: None}
 
     async def test_the_migrated_schema_matches_the_tables(self, store: SqlStore) -> None:
         def differences(connection: sa.Connection) -> list[object]:
