@@ -408,11 +408,19 @@ class S3MediaConfig(_Section):
     access_key_id: str | None = None  # none (with no secret): the default AWS credentials
     secret_access_key: SecretStr | None = None
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
+    # How each object is encrypted at rest: asked of the storage with every upload
+    # (AES256: SSE-S3; aws:kms: SSE-KMS, with kms_key_id or the account's default key), so
+    # an upload the storage cannot encrypt fails instead of resting in the clear; "bucket":
+    # nothing asked, the bucket's own default applies (a MinIO without KMS refuses SSE).
+    server_side_encryption: Literal["AES256", "aws:kms", "bucket"] = "AES256"
+    kms_key_id: str | None = None
 
     @model_validator(mode="after")
     def _both_or_neither(self) -> S3MediaConfig:
         if (self.access_key_id is None) != (self.secret_access_key is None):
             raise ValueError("give access_key_id and secret_access_key together, or neither")
+        if self.kms_key_id is not None and self.server_side_encryption != "aws:kms":
+            raise ValueError("kms_key_id needs server_side_encryption: aws:kms")
         return self
 
 

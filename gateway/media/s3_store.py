@@ -1,8 +1,10 @@
 """Blobs in S3-compatible object storage (AWS S3, MinIO, R2, …), shared by several
 gateway processes; URLs are presigned GETs (SigV4, at most 7 days).
 
-Objects are stored as given: encryption at rest is the bucket's (SSE), and a presigned
-URL serves the bytes directly to Twilio or an XMTP client. XMTP attachments are already
+Objects are encrypted at rest by the storage: every upload asks for it
+(``ServerSideEncryption``, AES256 by default, or SSE-KMS), so a storage that cannot
+encrypt refuses the upload rather than keeping the file in the clear; a presigned URL
+serves the bytes directly to Twilio or an XMTP client. XMTP attachments are already
 encrypted end to end before they get here.
 """
 
@@ -36,6 +38,9 @@ class S3Settings:
     secret_access_key: str | None = field(default=None, repr=False)
     addressing_style: Literal["auto", "path", "virtual"] = "auto"
     timeout_seconds: float = 30.0
+    # ServerSideEncryption asked with every upload (None: the bucket's default applies)
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = "AES256"
+    kms_key_id: str | None = None  # with aws:kms; None: the account's default key
 
 
 @contextlib.contextmanager
@@ -49,6 +54,17 @@ def _storage_errors(action: str, key: str) -> Iterator[None]:
         raise BlobStoreError(f"{action} {key}: {code or first_line(exc)}") from exc
     except (BotoCoreError, OSError) as exc:
         raise BlobStoreError(f"{action} {key}: {first_line(exc)}") from exc
+
+
+def _refused_encryption(exc: BlobStoreError) -> bool:
+    """Whether a refused upload may be the storage refusing the encryption it was asked
+    for (MinIO without a KMS answers NotImplemented; others InvalidArgument, KMS.*)."""
+    cause = exc.__cause__
+    if not isinstance(cause, ClientError):
+        return False
+    code = str(cause.response.get("Error", {}).get("Code", ""))
+    return code in {"NotImplemented", "InvalidArgument", "InvalidRequest"} or \
+        code.startswith("KMS")
 
 
 class S3BlobStore:
@@ -88,9 +104,23 @@ class S3BlobStore:
         return self._client
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
-        with _storage_errors("cannot store media", key):
-            await self._s3().put_object(Bucket=self.settings.bucket, Key=self._name(key),
-                                        Body=data, ContentType=content_type)
+        s = self.settings
+        encryption: dict[str, str] = {}
+        if s.server_side_encryption is not None:
+            encryption["ServerSideEncryption"] = s.server_side_encryption
+            if s.kms_key_id is not None:
+                encryption["SSEKMSKeyId"] = s.kms_key_id
+        try:
+            with _storage_errors("cannot store media", key):
+                await self._s3().put_object(Bucket=s.bucket, Key=self._name(key), Body=data,
+                                            ContentType=content_type, **encryption)
+        except BlobStoreError as exc:
+            if s.server_side_encryption is None or not _refused_encryption(exc):
+                raise
+            raise BlobStoreError(
+                f"{exc} (the upload asked for server-side encryption "
+                f"{s.server_side_encryption}; if this storage cannot encrypt, or encrypts "
+                f"by itself, set media.storage.s3.server_side_encryption: bucket)") from exc
 
     async def get(self, key: str) -> Blob:
         with _storage_errors("cannot read media", key):

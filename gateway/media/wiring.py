@@ -89,7 +89,10 @@ async def open_blob_store(config: GatewayConfig, clock: Clock) -> AsyncIterator[
         access_key_id=s3.access_key_id,
         secret_access_key=s3.secret_access_key.get_secret_value()
         if s3.secret_access_key else None,
-        addressing_style=s3.addressing_style, timeout_seconds=config.media.fetch_timeout_seconds)
+        addressing_style=s3.addressing_style, timeout_seconds=config.media.fetch_timeout_seconds,
+        server_side_encryption=None if s3.server_side_encryption == "bucket"
+        else s3.server_side_encryption,
+        kms_key_id=s3.kms_key_id)
     async with S3BlobStore(settings) as store:
         yield store
 

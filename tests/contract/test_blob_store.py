@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import boto3
@@ -20,7 +21,7 @@ from moto.server import ThreadedMotoServer
 from gateway.config import parse_config
 from gateway.domain.clock import ManualClock, SystemClock
 from gateway.domain.ports.blobs import BlobStore, new_blob_key
-from gateway.errors import BlobNotFound
+from gateway.errors import BlobNotFound, BlobStoreError, ConfigError
 from gateway.media.local_store import LocalBlobStore, MediaKeys
 from gateway.media.retention import sweep
 from gateway.media.s3_store import S3BlobStore, S3Settings
@@ -172,3 +173,62 @@ class TestOpenedFromTheConfig:
             await store.put("in/x", b"x", "text/plain")
             assert (await store.get("in/x")).data == b"x"
             assert "/gateway-media/gw/in/x" in await store.url("in/x", ttl=timedelta(hours=1))
+
+
+class TestS3EncryptionAtRest:
+    @staticmethod
+    def _bucket(endpoint: str) -> tuple[Any, str]:
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        bucket = f"media-{secrets.token_hex(6)}"
+        s3.create_bucket(Bucket=bucket)
+        return s3, bucket
+
+    @pytest.mark.parametrize(("asked", "kms_key", "rests"), [
+        ("AES256", None, "AES256"),
+        ("aws:kms", "arn:aws:kms:us-east-1:000000000000:key/gateway", "aws:kms"),
+        ("bucket", None, None)])
+    async def test_every_upload_asks_for_the_configured_encryption(
+            self, moto_endpoint: str, tmp_path: Path, asked: str, kms_key: str | None,
+            rests: str | None) -> None:
+        s3, bucket = self._bucket(moto_endpoint)
+        raw = minimal()
+        raw["media"] = {"storage": {"backend": "s3", "s3": {
+            "bucket": bucket, "endpoint_url": moto_endpoint, "access_key_id": "testing",
+            "secret_access_key": "testing", "addressing_style": "path",
+            "server_side_encryption": asked, "kms_key_id": kms_key}}}
+        config = parse_config(raw, base_dir=tmp_path, persist_secrets=False)
+        async with open_blob_store(config, SystemClock()) as store:
+            await store.put("in/x", PICTURE, "image/jpeg")
+        head = s3.head_object(Bucket=bucket, Key="media/in/x")
+        assert head.get("ServerSideEncryption") == rests
+        if kms_key is not None:
+            assert head["SSEKMSKeyId"].endswith("key/gateway")
+
+    def test_the_default_asks_for_aes256_and_a_kms_key_needs_kms(self, tmp_path: Path) -> None:
+        raw = minimal()
+        raw["media"] = {"storage": {"backend": "s3", "s3": {"bucket": "gateway-media"}}}
+        storage = parse_config(raw, base_dir=tmp_path, persist_secrets=False).media.storage
+        assert storage.s3 is not None and storage.s3.server_side_encryption == "AES256"
+        raw["media"]["storage"]["s3"]["kms_key_id"] = "alias/gateway"
+        with pytest.raises(ConfigError, match="kms_key_id needs server_side_encryption"):
+            parse_config(raw, base_dir=tmp_path, persist_secrets=False)
+
+    async def test_a_storage_refusing_encryption_is_told_how_to_go_on(self) -> None:
+        """MinIO without a KMS refuses SSE with NotImplemented: the error says which
+        setting to change, and the file is not stored unencrypted meanwhile."""
+        async def refuse(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(status=501, content_type="application/xml", text=(
+                "<?xml version='1.0' encoding='UTF-8'?><Error><Code>NotImplemented</Code>"
+                "<Message>Server side encryption specified but KMS is not configured"
+                "</Message></Error>"))
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", refuse)
+        async with TestServer(app, host="127.0.0.1") as server:
+            settings = _s3_settings(str(server.make_url("")).rstrip("/"), "gateway-media")
+            async with S3BlobStore(settings) as store:
+                with pytest.raises(BlobStoreError, match=r"NotImplemented.*"
+                                   r"server_side_encryption: bucket"):
+                    await store.put("in/x", PICTURE, "image/jpeg")
