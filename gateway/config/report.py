@@ -72,11 +72,17 @@ def media_summary(config: GatewayConfig) -> str:
     media = config.media
     storage = media.storage
     where = (f"local {storage.local.dir}" if storage.backend == "local" or storage.s3 is None
-             else f"s3 {storage.s3.bucket}/{storage.s3.prefix}")
+             else f"s3 {storage.s3.bucket}/{storage.s3.prefix}, encrypted at rest: "
+             f"{_s3_encryption(storage.s3.server_side_encryption)}")
     return (f"media: {where}; up to {media.max_items} file(s), {media.max_item_bytes} bytes "
             f"each, {media.max_message_bytes} per message; inline into groups up to "
             f"{media.inline_max_bytes} bytes; MediaUrl links {media.phone_url_ttl_seconds}s, "
             f"other links {storage.url_ttl_seconds}s; kept {media.retention_days:g} days\n")
+
+
+def _s3_encryption(asked: str) -> str:
+    return ("the bucket's own default (nothing asked)" if asked == "bucket"
+            else f"{asked}, asked with every upload")
 
 
 def notes(config: GatewayConfig) -> list[str]:
@@ -105,13 +111,9 @@ def notes(config: GatewayConfig) -> list[str]:
 
 
 def _xmtp_notes(config: GatewayConfig) -> list[str]:
+    """Which XMTP network the config reaches (always said), and its devnode's caps."""
     xmtp = config.xmtp
     devnode = xmtp.devnode
-    if devnode.embedded and (devnode.max_installations or devnode.max_inbox_updates):
-        return [f"the embedded devnode caps each inbox at "
-                f"{devnode.max_installations or 'any number of'} installations and "
-                f"{devnode.max_inbox_updates or 'any number of'} identity updates "
-                "(XMTP's network: 10 and 256)"]
     if xmtp.gateway_host is not None:
         auth = ("with a credential in its " + xmtp.gateway_auth.header + " header"
                 if xmtp.gateway_auth.token is not None else "without a credential")
@@ -121,7 +123,16 @@ def _xmtp_notes(config: GatewayConfig) -> list[str]:
     if xmtp.env != "local":
         return [f"xmtp.gateway_host is empty: libxmtp uses XMTP's v3 nodes ({xmtp.env}); "
                 "set it to an XMTP Gateway Service to move to the decentralised network"]
-    return []
+    found = [("xmtp.env is local: the embedded devnode, a node of this machine's own"
+              if devnode.embedded else
+              f"xmtp.env is local: the node at {xmtp.node_url}, not XMTP's network")
+             + "; XMTP apps on dev or production cannot reach the gateway's wallet"]
+    if devnode.embedded and (devnode.max_installations or devnode.max_inbox_updates):
+        found.append(f"the embedded devnode caps each inbox at "
+                     f"{devnode.max_installations or 'any number of'} installations and "
+                     f"{devnode.max_inbox_updates or 'any number of'} identity updates "
+                     "(XMTP's network: 10 and 256)")
+    return found
 
 
 def _rows(book: RuleBook) -> list[tuple[str, ...]]:

@@ -91,11 +91,16 @@ class TestCheckConfig:
         assert "libxmtp uses XMTP's v3 nodes (production)" in note
 
     def test_shows_the_caps_of_an_embedded_devnode(self, tmp_path: Path) -> None:
-        [note] = self.check_notes(tmp_path, {"node_url": None, "devnode": {
+        network, caps = self.check_notes(tmp_path, {"node_url": None, "devnode": {
             "embedded": True, "max_installations": 10, "max_inbox_updates": 256}},
             about="devnode")
-        assert note == ("note: the embedded devnode caps each inbox at 10 installations and "
+        assert network.startswith("note: xmtp.env is local: the embedded devnode")
+        assert caps == ("note: the embedded devnode caps each inbox at 10 installations and "
                         "256 identity updates (XMTP's network: 10 and 256)")
+
+    def test_says_a_local_node_is_not_xmtps_network(self, tmp_path: Path) -> None:
+        [note] = self.check_notes(tmp_path, {"env": "local"}, about="xmtp.env")
+        assert "not XMTP's network" in note and "cannot reach the gateway's wallet" in note
 
 
 class TestLibxmtpErrors:
