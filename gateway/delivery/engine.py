@@ -243,7 +243,8 @@ class Outbox:
 
     async def _sleep(self) -> None:
         timeout = self._settings.poll_interval
-        if self._next_due is not None:
+        # full, a due time changes nothing until a result frees room, and that wakes it
+        if self._next_due is not None and len(self._held) < self._settings.max_held:
             until_due = (self._next_due - self._clock.now()).total_seconds()
             timeout = min(timeout, max(until_due, 0.01))
         with contextlib.suppress(TimeoutError):
@@ -579,8 +580,10 @@ class Outbox:
             self._observe(_label(outcome) if written else "late", job)
             if written and isinstance(outcome, Retry) and outcome.due is not None:
                 self._due_at(outcome.due)
-        if any(isinstance(outcome, (Sent, Failed, HandBack, Retry)) for _, outcome in results):
-            self._wake.set()  # what waited behind them in their lanes may be due now
+        if results:
+            # what waited behind them in their lanes may be due now, and the room they
+            # held (an unknown outcome's too, and a lost lease's) may be claimed into
+            self._wake.set()
 
     def _due_at(self, due: datetime) -> None:
         if self._next_due is None or due < self._next_due:

@@ -96,6 +96,16 @@ LANE_WAIT = (
     .where(deliveries.c.lane == sa.bindparam("lane"), _one_of(deliveries.c.state, _OPEN),
            sa.or_(deliveries.c.holder.is_(None),
                   deliveries.c.holder != sa.bindparam("holder"))))
+# The latest time an earlier pending delivery of the lane falls due: a delivery going
+# back to wait is not due before it (the head's retry may have been written just before,
+# while this one was still held behind it, so LANE_BEHIND passed it by).
+LANE_AHEAD = (
+    sa.select(sa.func.max(deliveries.c.next_attempt_at).label("due"))
+    .where(deliveries.c.lane == sa.bindparam("of_lane"),
+           deliveries.c.position < sa.bindparam("before_position"),
+           deliveries.c.state == DeliveryState.PENDING.value))
+SET_DUE = (deliveries.update().where(deliveries.c.id == sa.bindparam("delivery"))
+           .values(next_attempt_at=sa.bindparam("due")).returning(*deliveries.c))
 # A lane's pending deliveries are never due before an earlier pending one of the lane:
 # when a delivery goes back to wait (a backoff, a hand-back), those behind it wait as
 # long. A claim then meets, among the due rows, the heads of their lanes and not every

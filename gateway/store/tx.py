@@ -527,8 +527,16 @@ class SqlStoreTx:
         return await self._waiting(row)
 
     async def _waiting(self, row: Mapping[str, Any]) -> Delivery:
-        """A delivery back in the outbox until its ``next_attempt_at``: the pending ones
-        behind it in its lane wait as long (``statements.LANE_BEHIND``)."""
+        """A delivery back in the outbox until its ``next_attempt_at``, but not before an
+        earlier pending one of its lane (``statements.LANE_AHEAD``); the pending ones
+        behind it wait as long (``statements.LANE_BEHIND``)."""
+        ahead = await self._one(statements.LANE_AHEAD, {
+            "of_lane": row["lane"], "before_position": row["position"]})
+        if ahead is not None and ahead["due"] is not None and ahead["due"] > row["next_attempt_at"]:
+            moved = await self._one(statements.SET_DUE, {"delivery": row["id"],
+                                                         "due": ahead["due"]})
+            assert moved is not None  # the row was just written in this transaction
+            row = moved
         await self._conn.execute(statements.LANE_BEHIND, {
             "of_lane": row["lane"], "after_position": row["position"],
             "due": row["next_attempt_at"]})

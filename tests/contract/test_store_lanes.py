@@ -115,6 +115,25 @@ class TestLaneOrder:
         assert await claim(store) == []
         assert [job.delivery.id for job in await claim(store, now=LATER)] == [first.id]
 
+    async def test_one_handed_back_behind_a_head_in_its_backoff_waits_for_the_head(
+            self, store: SqlStore, on: Thread) -> None:
+        """The engine held the head and the next; the head's retry is written while the
+        next is still held (LANE_BEHIND passes it by), then the next is handed back
+        untried, due now: it is due when the head is, not before."""
+        async with store.transaction() as tx:
+            first, second = [(await wallet_text(tx, on, f"text {n}"))[1] for n in (1, 2)]
+        [head] = await claim(store)
+        [behind] = await claim(store)
+        async with store.transaction() as tx:
+            await tx.mark_retry(first.id, next_attempt_at=LATER, error_code=20429,
+                                error_message="Too Many Requests", now=NOW,
+                                lease=head.delivery.lease)
+            handed = await tx.hand_back(second.id, due=NOW, now=NOW,
+                                        lease=behind.delivery.lease)
+        assert handed.next_attempt_at == LATER
+        assert await claim(store) == []
+        assert [job.delivery.id for job in await claim(store, now=LATER)] == [first.id]
+
     async def test_a_holder_claims_behind_what_it_holds_itself(
             self, store: SqlStore, on: Thread) -> None:
         async with store.transaction() as tx:
