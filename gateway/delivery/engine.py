@@ -128,7 +128,7 @@ class Outbox:
         # of its lane, which must then wait its turn too.
         self._reopening: dict[str, list[list[int | None]]] = {}
         self._ticks = itertools.count()
-        self._claim_began: int | None = None
+        self._offers: dict[int, int] = {}  # offers not yet taken or released, by mark
         self._waiting: dict[str, int] = {}  # jobs held per sender, not yet sent
         self._results: list[tuple[DeliveryJob, Outcome]] = []
         self._flush_wanted = asyncio.Event()
@@ -149,10 +149,22 @@ class Outbox:
             return None
         if self._holder.lapsed(self._settings.lease_margin):
             return None
-        return LeaseOffer(self._holder.id, now + self._lease)
+        mark = next(self._ticks)
+        self._offers[mark] = self._offers.get(mark, 0) + 1
+        return LeaseOffer(self._holder.id, now + self._lease, mark)
 
-    def take(self, job: DeliveryJob) -> None:
-        self._accept([job])
+    def take(self, job: DeliveryJob, offer: LeaseOffer) -> None:
+        self.release(offer)
+        # the birth's transaction looked at its lane after the offer: what was written
+        # before then it saw, what was written after may have passed it by
+        self._accept([job], began=offer.mark)
+
+    def release(self, offer: LeaseOffer) -> None:
+        left = self._offers.get(offer.mark, 0) - 1
+        if left > 0:
+            self._offers[offer.mark] = left
+        else:
+            self._offers.pop(offer.mark, None)
 
     # ---- running ------------------------------------------------------------------------
 
@@ -261,22 +273,20 @@ class Outbox:
         now = self._clock.now()
         began = next(self._ticks)
         self._forget_reopened(began)
-        self._claim_began = began
-        try:
-            fresh, self._next_due = await self._ledger.claim(
-                self._channel.channels, holder=self._holder.id,
-                lease_until=now + self._lease, limit=min(room, self._settings.batch_size))
-            self._accept(fresh)
-        finally:
-            self._claim_began = None
+        fresh, self._next_due = await self._ledger.claim(
+            self._channel.channels, holder=self._holder.id,
+            lease_until=now + self._lease, limit=min(room, self._settings.batch_size))
+        self._accept(fresh, began=began)
         return len(fresh)
 
-    def _accept(self, jobs: Sequence[DeliveryJob]) -> None:
+    def _accept(self, jobs: Sequence[DeliveryJob], *, began: int | None = None) -> None:
+        """Into their lanes. ``began``: the mark before the claim (or the birth) that gave
+        them looked at the store (None: reconciling, which is not held back)."""
         for job in jobs:
             if self._held_key(job) in self._held:
                 continue  # another wallet's delivery of a message already in its lane
             sender = self._channel.sender_of(job)
-            if not job.reconciling and self._behind_reopened(job):
+            if not job.reconciling and self._behind_reopened(job, began):
                 self._result(job, HandBack(self._clock.now()))
                 continue
             if not job.reconciling and not self._has_room(sender):
@@ -293,11 +303,10 @@ class Outbox:
                 lane.task = asyncio.get_running_loop().create_task(
                     self._work_lane(job.lane, lane), name=f"{self.name}-lane")
 
-    def _behind_reopened(self, job: DeliveryJob) -> bool:
+    def _behind_reopened(self, job: DeliveryJob, began: int | None) -> bool:
         """Whether an earlier delivery of the job's lane is going back to the outbox and
         the claim that gave this job may have seen it as still held here (its result was
         not written when the claim began)."""
-        began = self._claim_began
         return any(position is not None and position < job.position
                    and (written is None or began is None or written > began)
                    for position, written in self._reopening.get(job.lane, ()))
@@ -513,7 +522,10 @@ class Outbox:
                     break
 
     def _forget_reopened(self, before: int) -> None:
-        """Drops what was written before ``before``: a claim beginning now sees it."""
+        """Drops what was written before ``before``: a claim beginning now sees it, and
+        so did every birth whose offer is still out, if it was written before that."""
+        if self._offers:
+            before = min(before, min(self._offers))
         for lane in list(self._reopening):
             kept = [e for e in self._reopening[lane] if e[1] is None or e[1] >= before]
             if kept:

@@ -83,11 +83,14 @@ class Relay:
         """One transaction: its events are written last, and once it has committed the
         deliveries it claimed at birth go to their engines and the others are woken."""
         after = AfterCommit()
-        async with self._store.transaction() as tx:
-            yield tx, after
-            await after.write_events(tx)
-        for taker, job in after.taken:
-            taker.take(job)
+        try:
+            async with self._store.transaction() as tx:
+                yield tx, after
+                await after.write_events(tx)
+        except BaseException:
+            after.hand_over(committed=False)
+            raise
+        after.hand_over(committed=True)
         self._wake(after)
 
     # ---- phone → gateway ----------------------------------------------------------------

@@ -30,7 +30,7 @@ from gateway.domain.models import (
     Participant,
     lane_of,
 )
-from gateway.domain.ports import DeliveryTaker, NewMessage, NewParticipant, StoreTx
+from gateway.domain.ports import DeliveryTaker, LeaseOffer, NewMessage, NewParticipant, StoreTx
 from gateway.domain.records import conversation_record, delivery_record, participant_record
 
 
@@ -52,12 +52,26 @@ class AfterCommit:
 
     events: list[PendingEvent] = field(default_factory=list)
     channels: set[Channel] = field(default_factory=set)
-    taken: list[tuple[DeliveryTaker, DeliveryJob]] = field(default_factory=list)
+    # every lease offer an engine made, and the deliveries claimed at birth under one
+    offers: list[tuple[DeliveryTaker, LeaseOffer]] = field(default_factory=list)
+    taken: dict[int, DeliveryJob] = field(default_factory=dict)  # by index into offers
 
     async def write_events(self, tx: StoreTx) -> None:
         for event in self.events:
             await tx.add_event(event.type, conversation_id=event.conversation_id,
                                data=event.data, now=event.now)
+
+    def hand_over(self, *, committed: bool) -> None:
+        """Ends every offer once: committed, a delivery claimed at birth goes to its
+        engine; the other offers (and all of them after a rollback) are released."""
+        for index, (taker, offer) in enumerate(self.offers):
+            job = self.taken.get(index) if committed else None
+            if job is not None:
+                taker.take(job, offer)
+            else:
+                taker.release(offer)
+        self.offers.clear()
+        self.taken.clear()
 
 
 class Writer:
@@ -122,14 +136,16 @@ class Writer:
         of it is done, and that wakes them (a claim for it now would find nothing)."""
         taker = self._takers(target.channel)
         offer = taker.lease_for(target, now) if taker is not None else None
+        if taker is not None and offer is not None:
+            after.offers.append((taker, offer))  # ended by hand_over, whatever happens
         delivery = await tx.add_delivery(
             message.id, target.id, target.channel, lane=lane_of(target),
             position=message.index, now=now,
             holder=offer.holder if offer else None, lease_until=offer.until if offer else None)
-        if taker is not None and delivery.lease is not None:
-            after.taken.append((taker, DeliveryJob(
+        if offer is not None and delivery.lease is not None:
+            after.taken[len(after.offers) - 1] = DeliveryJob(
                 delivery=delivery, message=message, target=target, conversation=conversation,
-                author=author)))
+                author=author)
         elif offer is None:
             after.channels.add(target.channel)
         return delivery

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.delivery import PacingSettings
+from gateway.delivery import Backoff, PacingSettings
 from gateway.domain.ids import PhoneNumber
-from gateway.domain.models import Channel, DeliveryState
+from gateway.domain.models import Channel, DeliveryJob, DeliveryState
+from gateway.domain.ports import LeaseOffer
 from gateway.errors import RetryableSendError, UnknownOutcomeError
 from tests.delivery.world import FAST, PHONE, World, until, world
 from tests.fixtures.api_app import BACKENDS
@@ -44,6 +45,47 @@ class TestOrder:
         assert w.texts_to_phone() == ["text 1", "text 2", "text 3"]
         first = min(await w.deliveries(Channel.SMS), key=lambda d: d.created_at)
         assert first.attempts == 2
+
+    async def test_a_text_claimed_at_birth_waits_for_a_retry_written_before_its_handover(
+            self, w: World) -> None:
+        """The next text is born claimed (the first is still held here, in flight); the
+        first's retry is written and a claim runs before the engine is handed the next
+        one. The engine must still see that the first went back to wait: the next one
+        goes after it, not before."""
+        # a backoff long enough that the first is still waiting at the handover
+        w.settings = replace(w.settings, backoff=Backoff(base=2.0, cap=2.0, max_attempts=4))
+        process = await w.start()
+        await conversation(w)
+        engine = process.phone
+        handovers: list[tuple[DeliveryJob, LeaseOffer]] = []
+        take = engine.take
+
+        def held_back(job: DeliveryJob, offer: LeaseOffer) -> None:
+            if job.message.body == "second":
+                handovers.append((job, offer))  # handed over below, when the test says
+            else:
+                take(job, offer)
+
+        engine.take = held_back  # type: ignore[method-assign]
+        w.phone.script = [RetryableSendError("busy", provider_code=20429)]
+        w.settle_gate = asyncio.Event()  # the first's result waits to be written
+        await w.wallet_says("first")
+        await until(lambda: _true_if(not w.phone.script))  # tried, and refused
+        await w.wallet_says("second")  # born claimed: the first is held here
+        [(job, offer)] = handovers
+        w.settle_gate.set()  # the first's retry is written, then a claim looks
+
+        async def retry_written() -> bool | None:
+            return _truthy(any(d.state is DeliveryState.PENDING
+                               for d in await w.deliveries(Channel.SMS)))
+
+        await until(retry_written)
+        assert w.ledger is not None
+        claims = w.ledger.claims
+        await until(lambda: _true_if(w.ledger is not None and w.ledger.claims > claims))
+        take(job, offer)
+        await w.settled()
+        assert w.texts_to_phone() == ["first", "second"]  # not before it, at its turn
 
     async def test_a_conversations_posts_leave_in_order_across_a_node_outage(
             self, w: World) -> None:

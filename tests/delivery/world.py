@@ -12,6 +12,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ class World:
         self.reconcile_settle = 0.0  # the phone channel's wait before a lookup
         self.chat_options: dict[str, Any] = {}  # more of ChatChannel's options
         self.chat_pacer: Pacer | None = None  # the chat engine's budgets, when shared
+        self.ledger: GatedLedger | None = None  # the last process's engines' relay
         self._sids = itertools.count(1)
 
     # ---- processes ---------------------------------------------------------------------
@@ -145,7 +147,7 @@ class World:
         holder = Holder(self.store, self.clock, holder_id=holder_id or new_holder_id(),
                         alive_seconds=self.alive_seconds,
                         beat_seconds=self.alive_seconds / 3)
-        ledger = GatedLedger(self)
+        ledger = self.ledger = GatedLedger(self)
         phone = Outbox(ledger, PhoneChannel(
             self.store, self.phone, self.rules, self.clock,
             PhoneSettings(status_callback_url="https://gw.example/twilio/status",
@@ -312,9 +314,15 @@ class GatedLedger:
 
     def __init__(self, world: World) -> None:
         self._world = world
-        self.claim = world.relay.claim
         self.reclaim = world.relay.reclaim
         self.renew = world.relay.renew
+        self.claims = 0  # how many claims have begun
+
+    async def claim(self, channels: Sequence[Channel], *, holder: str, lease_until: datetime,
+                    limit: int) -> tuple[list[DeliveryJob], datetime | None]:
+        self.claims += 1
+        return await self._world.relay.claim(channels, holder=holder,
+                                             lease_until=lease_until, limit=limit)
 
     async def settle(self, results: Sequence[tuple[DeliveryJob, Outcome]]) -> list[bool]:
         gate = self._world.settle_gate

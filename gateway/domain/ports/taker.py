@@ -12,10 +12,13 @@ from gateway.domain.models import DeliveryJob, Participant
 
 @dataclass(frozen=True, slots=True)
 class LeaseOffer:
-    """A lease an engine will take a new delivery under: its holder, until when."""
+    """A lease an engine will take a new delivery under: its holder, until when, and the
+    engine's own mark of when it was offered (what it wrote after that, the transaction
+    that took the offer may not have seen)."""
 
     holder: str
     until: datetime
+    mark: int = 0
 
 
 class DeliveryTaker(Protocol):
@@ -30,5 +33,10 @@ class DeliveryTaker(Protocol):
         """The lease for a delivery to ``target`` this engine will take, or None when it
         has no room for more now (the delivery is then left pending, for a claim)."""
 
-    def take(self, job: DeliveryJob) -> None:
-        """A committed delivery claimed at birth (its lease is ``job.lease``)."""
+    def take(self, job: DeliveryJob, offer: LeaseOffer) -> None:
+        """A committed delivery claimed at birth under ``offer`` (its lease is
+        ``job.lease``)."""
+
+    def release(self, offer: LeaseOffer) -> None:
+        """An offer not taken: its delivery was not claimed at birth, or its transaction
+        rolled back. Every offer ends in ``take`` or here, once."""
