@@ -36,6 +36,17 @@ REPO = Path(__file__).resolve().parents[2]
 HEAD = "0007"
 
 
+async def _store_at(store_url: str, revision: str) -> SqlStore:
+    """The store on a database migrated up to ``revision`` only: what an older gateway
+    left behind, written to through today's store before the upgrade under test."""
+    engine = create_engine(store_url)
+    try:
+        await upgrade(engine, revision)
+    finally:
+        await engine.dispose()
+    return await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+
+
 class TestMigrations:
     async def test_a_new_database_is_migrated_to_head(self, store: SqlStore) -> None:
         assert await current_revision(store.engine) == HEAD
@@ -123,13 +134,8 @@ class TestMigrations:
             await engine.dispose()
 
     async def test_a_database_at_0001_upgrades_with_its_rows(self, store_url: str) -> None:
-        engine = create_engine(store_url)
-        try:
-            await upgrade(engine, "0001")
-            assert await current_revision(engine) == "0001"
-        finally:
-            await engine.dispose()
-        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        old = await _store_at(store_url, "0001")
+        assert await current_revision(old.engine) == "0001"
         try:
             async with old.transaction() as tx:
                 on = await thread(tx)
@@ -147,12 +153,7 @@ class TestMigrations:
             self, store_url: str) -> None:
         """Up to 0002 a deleted conversation's events had their conversation_id nulled;
         0004 restores it wherever the event's own data names the conversation."""
-        engine = create_engine(store_url)
-        try:
-            await upgrade(engine, "0002")
-        finally:
-            await engine.dispose()
-        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        old = await _store_at(store_url, "0002")
         try:
             async with old.transaction() as tx:
                 gone = (await thread(tx)).conversation
@@ -193,12 +194,7 @@ class TestMigrations:
     async def test_at_0007_a_backlog_waits_behind_its_lane_heads(self, store_url: str) -> None:
         """Before 0007 a text queued behind one in its backoff kept its own due time;
         0007 moves it to the head's, and touches nothing else."""
-        engine = create_engine(store_url)
-        try:
-            await upgrade(engine, "0006")
-        finally:
-            await engine.dispose()
-        old = await open_store(store_url, keys=KEYS, active_key="k1", migrate=False)
+        old = await _store_at(store_url, "0006")
         try:
             async with old.transaction() as tx:
                 on = await thread(tx)
