@@ -131,9 +131,10 @@ class Writer:
                             now: datetime) -> Delivery:
         """Claimed at birth when this process's engine for the channel has room (it takes
         the job once the transaction commits) and nothing earlier in its lane is open
-        elsewhere; left pending for a claim otherwise. The engines are woken for it only
-        when none had room: one that waits behind its lane is claimed when what is ahead
-        of it is done, and that wakes them (a claim for it now would find nothing)."""
+        elsewhere; left pending for a claim otherwise. The engines are woken for it when
+        it is due now; one born later, behind a lane head that waits (a backoff, a spent
+        budget), is not: it goes after the head, whose due time the engine knows already
+        (a claim for it now would find nothing)."""
         taker = self._takers(target.channel)
         offer = taker.lease_for(target, now) if taker is not None else None
         if taker is not None and offer is not None:
@@ -146,7 +147,7 @@ class Writer:
             after.taken[len(after.offers) - 1] = DeliveryJob(
                 delivery=delivery, message=message, target=target, conversation=conversation,
                 author=author)
-        elif offer is None:
+        elif delivery.next_attempt_at is None or delivery.next_attempt_at <= now:
             after.channels.add(target.channel)
         return delivery
 
