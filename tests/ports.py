@@ -22,6 +22,8 @@ from pathlib import Path
 
 _LOWEST = 10_000
 _given: set[int] = set()
+# not the random module's shared state, which a test (Hypothesis, a seeded test) may set
+_chance = random.SystemRandom()
 
 
 def _ephemeral_start() -> int:
@@ -46,7 +48,7 @@ def free_port() -> int:
     given out before by this process."""
     high = _ephemeral_start()
     for _ in range(1_000):
-        port = random.randrange(_LOWEST, high)
+        port = _chance.randrange(_LOWEST, high)
         if port not in _given and _bindable(port):
             _given.add(port)
             return port
