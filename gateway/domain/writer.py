@@ -43,6 +43,16 @@ class PendingEvent:
 
 
 @dataclass(slots=True)
+class Offered:
+    """A lease offer an engine made during a transaction, and the delivery claimed at
+    birth under it (None while none, or when it was not claimed)."""
+
+    taker: DeliveryTaker
+    offer: LeaseOffer
+    job: DeliveryJob | None = None
+
+
+@dataclass(slots=True)
 class AfterCommit:
     """What a transaction collects as it goes: the events it announces (written together,
     last, by ``write_events``: the event log's lock is then held only from there to the
@@ -52,9 +62,7 @@ class AfterCommit:
 
     events: list[PendingEvent] = field(default_factory=list)
     channels: set[Channel] = field(default_factory=set)
-    # every lease offer an engine made, and the deliveries claimed at birth under one
-    offers: list[tuple[DeliveryTaker, LeaseOffer]] = field(default_factory=list)
-    taken: dict[int, DeliveryJob] = field(default_factory=dict)  # by index into offers
+    offers: list[Offered] = field(default_factory=list)  # every lease offer made to it
 
     async def write_events(self, tx: StoreTx) -> None:
         for event in self.events:
@@ -64,14 +72,12 @@ class AfterCommit:
     def hand_over(self, *, committed: bool) -> None:
         """Ends every offer once: committed, a delivery claimed at birth goes to its
         engine; the other offers (and all of them after a rollback) are released."""
-        for index, (taker, offer) in enumerate(self.offers):
-            job = self.taken.get(index) if committed else None
-            if job is not None:
-                taker.take(job, offer)
+        for offered in self.offers:
+            if committed and offered.job is not None:
+                offered.taker.take(offered.job, offered.offer)
             else:
-                taker.release(offer)
+                offered.taker.release(offered.offer)
         self.offers.clear()
-        self.taken.clear()
 
 
 class Writer:
@@ -137,14 +143,16 @@ class Writer:
         (a claim for it now would find nothing)."""
         taker = self._takers(target.channel)
         offer = taker.lease_for(target, now) if taker is not None else None
+        offered = None
         if taker is not None and offer is not None:
-            after.offers.append((taker, offer))  # ended by hand_over, whatever happens
+            offered = Offered(taker, offer)  # ended by hand_over, whatever happens
+            after.offers.append(offered)
         delivery = await tx.add_delivery(
             message.id, target.id, target.channel, lane=lane_of(target),
             position=message.index, now=now,
             holder=offer.holder if offer else None, lease_until=offer.until if offer else None)
-        if offer is not None and delivery.lease is not None:
-            after.taken[len(after.offers) - 1] = DeliveryJob(
+        if offered is not None and delivery.lease is not None:
+            offered.job = DeliveryJob(
                 delivery=delivery, message=message, target=target, conversation=conversation,
                 author=author)
         elif delivery.next_attempt_at is None or delivery.next_attempt_at <= now:
