@@ -11,7 +11,7 @@ encrypted end to end before they get here.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -26,6 +26,7 @@ from gateway.errors import BlobNotFound, BlobStoreError, first_line
 
 MAX_PRESIGN = timedelta(days=7)  # SigV4's limit
 _MISSING = ("NoSuchKey", "404", "NotFound")
+_ENCRYPTION_REFUSALS = ("NotImplemented", "InvalidArgument", "InvalidRequest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,27 +45,19 @@ class S3Settings:
 
 
 @contextlib.contextmanager
-def _storage_errors(action: str, key: str) -> Iterator[None]:
+def _storage_errors(action: str, key: str, *,
+                    hint: Callable[[str], str] = lambda _code: "") -> Iterator[None]:
+    """The storage's refusals as the blob store's errors; ``hint(code)``: what to add
+    to the message for a code the caller can explain."""
     try:
         yield
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _MISSING:
             raise BlobNotFound(key) from None
-        raise BlobStoreError(f"{action} {key}: {code or first_line(exc)}") from exc
+        raise BlobStoreError(f"{action} {key}: {code or first_line(exc)}{hint(code)}") from exc
     except (BotoCoreError, OSError) as exc:
         raise BlobStoreError(f"{action} {key}: {first_line(exc)}") from exc
-
-
-def _refused_encryption(exc: BlobStoreError) -> bool:
-    """Whether a refused upload may be the storage refusing the encryption it was asked
-    for (MinIO without a KMS answers NotImplemented; others InvalidArgument, KMS.*)."""
-    cause = exc.__cause__
-    if not isinstance(cause, ClientError):
-        return False
-    code = str(cause.response.get("Error", {}).get("Code", ""))
-    return code in {"NotImplemented", "InvalidArgument", "InvalidRequest"} or \
-        code.startswith("KMS")
 
 
 class S3BlobStore:
@@ -110,17 +103,20 @@ class S3BlobStore:
             encryption["ServerSideEncryption"] = s.server_side_encryption
             if s.kms_key_id is not None:
                 encryption["SSEKMSKeyId"] = s.kms_key_id
-        try:
-            with _storage_errors("cannot store media", key):
-                await self._s3().put_object(Bucket=s.bucket, Key=self._name(key), Body=data,
-                                            ContentType=content_type, **encryption)
-        except BlobStoreError as exc:
-            if s.server_side_encryption is None or not _refused_encryption(exc):
-                raise
-            raise BlobStoreError(
-                f"{exc} (the upload asked for server-side encryption "
-                f"{s.server_side_encryption}; if this storage cannot encrypt, or encrypts "
-                f"by itself, set media.storage.s3.server_side_encryption: bucket)") from exc
+        with _storage_errors("cannot store media", key, hint=self._encryption_hint):
+            await self._s3().put_object(Bucket=s.bucket, Key=self._name(key), Body=data,
+                                        ContentType=content_type, **encryption)
+
+    def _encryption_hint(self, code: str) -> str:
+        """For an upload refused with a code that may be the storage refusing the
+        encryption it was asked for (MinIO without a KMS answers NotImplemented; others
+        InvalidArgument, KMS.*): the setting to change."""
+        asked = self.settings.server_side_encryption
+        if asked is None or not (code in _ENCRYPTION_REFUSALS or code.startswith("KMS")):
+            return ""
+        return (f" (the upload asked for server-side encryption {asked}; if this storage "
+                "cannot encrypt, or encrypts by itself, set "
+                "media.storage.s3.server_side_encryption: bucket)")
 
     async def get(self, key: str) -> Blob:
         with _storage_errors("cannot read media", key):
